@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.orm import Session
+
+from controller.db.models import User
+from controller.runtime import Runtime
+from controller.security import user_for_token
+
+__all__ = ["RuntimeDep", "SessionDep", "CurrentUser"]
+
+oauth2 = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_db(rt: RuntimeDep) -> Iterator[Session]:
+    with rt.sessions() as db:
+        yield db
+
+
+SessionDep = Annotated[Session, Depends(get_db)]
+
+
+def current_user(db: SessionDep, token: Annotated[str | None, Depends(oauth2)]) -> User:
+    if not token:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Not authenticated: send a bearer "
+                            "token from POST /api/v1/auth/token",
+                            headers={"WWW-Authenticate": "Bearer"})
+    user = user_for_token(db, token)
+    if user is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Invalid or expired token",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]

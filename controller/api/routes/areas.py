@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from controller.api.deps import CurrentUser, SessionDep
+from controller.api.schemas import AreaOut, ClusterOut, SpeakerOut
+from controller.db.models import Area, Cluster
+
+router = APIRouter(tags=["areas"])
+
+
+@router.get("/areas", response_model=list[AreaOut])
+def list_areas(db: SessionDep, _user: CurrentUser) -> list[AreaOut]:
+    return [AreaOut(id=a.id, name=a.name, kind=a.kind, parent_id=a.parent_id, lat=a.lat,
+                    lon=a.lon) for a in db.scalars(select(Area).order_by(Area.id))]
+
+
+def _cluster_out(c: Cluster) -> ClusterOut:
+    return ClusterOut(
+        id=c.id, area_id=c.area_id, name=c.name, state=c.state, state_since=c.state_since,
+        state_reason=c.state_reason, provisioned=c.provisioned, last_seen=c.last_seen,
+        firmware=c.firmware, lat=c.lat, lon=c.lon, telemetry=c.telemetry,
+        speakers=[SpeakerOut(index=s.index, name=s.name, state=s.state) for s in c.speakers],
+    )
+
+
+@router.get("/clusters", response_model=list[ClusterOut])
+def list_clusters(db: SessionDep, _user: CurrentUser, state: str | None = None,
+                  area_id: str | None = None) -> list[ClusterOut]:
+    q = select(Cluster).options(selectinload(Cluster.speakers)).order_by(Cluster.id)
+    if state:
+        q = q.where(Cluster.state == state)
+    if area_id:
+        q = q.where(Cluster.area_id == area_id)
+    return [_cluster_out(c) for c in db.scalars(q)]
+
+
+@router.get("/clusters/{cluster_id}", response_model=ClusterOut)
+def get_cluster(cluster_id: str, db: SessionDep, _user: CurrentUser) -> ClusterOut:
+    c = db.get(Cluster, cluster_id)
+    if c is None:
+        raise HTTPException(404, f"no cluster {cluster_id!r}")
+    return _cluster_out(c)

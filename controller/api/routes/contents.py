@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, HTTPException, Query, Response, UploadFile
+from sqlalchemy.exc import IntegrityError
+
+from audio import AudioError, PreparedAudio, prepare_file, prepare_segment
+from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
+from controller.api.schemas import ContentOut, TTSRequest
+from controller.db.models import Content, ContentBlob
+
+router = APIRouter(prefix="/contents", tags=["contents"])
+
+_STATUS = {"too_large": 413, "not_audio": 415, "encoder": 500}
+
+
+def _audio_error(exc: AudioError) -> HTTPException:
+    return HTTPException(_STATUS.get(exc.code, 422), {"code": exc.code, "message": exc.message})
+
+
+def _out(c: Content) -> ContentOut:
+    return ContentOut(id=c.id, sha256=c.sha256, duration_s=c.duration_ms / 1000, size=c.size,
+                      codec=c.codec, container=c.container, kind=c.kind,
+                      source_name=c.source_name, text=c.text, created_at=c.created_at)
+
+
+def _store(db: SessionDep, p: PreparedAudio, *, kind: str, user: str, source_name: str | None,
+           text: str | None = None, voice: str | None = None) -> Content:
+    """Blob (once per sha256) and content row in one transaction: all or nothing."""
+    if db.get(ContentBlob, p.sha256) is None:
+        db.add(ContentBlob(sha256=p.sha256, data=p.data))
+        try:
+            db.flush()
+        except IntegrityError:  # same audio stored concurrently
+            db.rollback()
+    c = Content(id=uuid.uuid4().hex, sha256=p.sha256, kind=kind, codec=p.codec,
+                container=p.container, mime=p.mime, size=len(p.data), duration_ms=p.duration_ms,
+                source_name=source_name, source_format=p.source_format, text=text, voice=voice,
+                created_by=user)
+    db.add(c)
+    db.commit()
+    return c
+
+
+@router.post("", response_model=ContentOut, status_code=201)
+def upload(file: Annotated[UploadFile, File(description="mp3, wav, m4a/aac, ogg/opus, amr")],
+           db: SessionDep, rt: RuntimeDep, user: CurrentUser,
+           chime: Annotated[bool | None, Query(description="chime before/after")] = None,
+           ) -> ContentOut:
+    limit = int(rt.settings.max_upload_mb * 1024 * 1024)
+    data = file.file.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPException(413, {"code": "too_large", "message":
+                                  f"The file is larger than the {rt.settings.max_upload_mb:g} MB limit."})
+    try:
+        prepared = prepare_file(data, rt.audio_settings(chime))
+    except AudioError as exc:
+        raise _audio_error(exc) from None
+    return _out(_store(db, prepared, kind="file", user=user.username,
+                       source_name=(file.filename or "")[:255] or None))
+
+
+@router.post("/tts", response_model=ContentOut, status_code=201)
+def tts(req: TTSRequest, db: SessionDep, rt: RuntimeDep, user: CurrentUser) -> ContentOut:
+    try:
+        seg = rt.tts.synthesize(req.text, req.voice, req.speed)
+        prepared = prepare_segment(seg, rt.audio_settings(req.chime), source_format="tts")
+    except AudioError as exc:
+        raise _audio_error(exc) from None
+    return _out(_store(db, prepared, kind="tts", user=user.username, source_name=None,
+                       text=req.text, voice=req.voice))
+
+
+@router.get("/{content_id}", response_model=ContentOut)
+def get_content(content_id: str, db: SessionDep, _user: CurrentUser) -> ContentOut:
+    c = db.get(Content, content_id)
+    if c is None:
+        raise HTTPException(404, f"no content {content_id!r}")
+    return _out(c)
+
+
+@router.get("/{content_id}/audio", response_class=Response)
+def get_audio(content_id: str, db: SessionDep, _user: CurrentUser) -> Response:
+    c = db.get(Content, content_id)
+    blob = db.get(ContentBlob, c.sha256) if c else None
+    if c is None or blob is None:
+        raise HTTPException(404, f"no content {content_id!r}")
+    return Response(blob.data, media_type=c.mime,
+                    headers={"Content-Disposition": f'inline; filename="{c.id}.{c.container}"'})

@@ -1,0 +1,136 @@
+"""Request and response bodies of the REST API (``/api/v1``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from controller.recurrence import Recurrence
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+
+
+class AreaOut(BaseModel):
+    id: str
+    name: str
+    kind: str
+    parent_id: str | None
+    lat: float | None = None
+    lon: float | None = None
+
+
+class SpeakerOut(BaseModel):
+    index: int
+    name: str
+    state: str
+
+
+class ClusterOut(BaseModel):
+    id: str
+    area_id: str | None
+    name: str
+    state: str
+    state_since: datetime | None
+    state_reason: str | None
+    provisioned: bool
+    last_seen: datetime | None
+    firmware: str | None
+    lat: float | None
+    lon: float | None
+    speakers: list[SpeakerOut]
+    telemetry: dict[str, Any] | None
+
+
+class ContentOut(BaseModel):
+    id: str
+    sha256: str
+    duration_s: float
+    size: int
+    codec: str
+    container: str
+    kind: str
+    source_name: str | None = None
+    text: str | None = None
+    created_at: datetime
+
+
+class TTSRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, max_length=10_000, description="Vietnamese text to read")
+    voice: str = Field("vi", description="espeak-ng voice")
+    speed: float = Field(1.0, ge=0.5, le=2.0, description="factor of the normal speaking rate")
+    chime: bool | None = Field(None, description="chime before and after (default: setting)")
+
+
+class Targets(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    areas: list[str] = Field(default_factory=list, max_length=10_000)
+    clusters: list[str] = Field(default_factory=list, max_length=10_000)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Targets:
+        if not self.areas and not self.clusters:
+            raise ValueError("targets needs at least one area or cluster")
+        return self
+
+
+class BroadcastCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    content_id: str
+    targets: Targets
+    title: str = Field("", max_length=200)
+    start_at: AwareDatetime | None = Field(
+        None, description="ISO 8601 with offset, e.g. 2026-11-23T05:30:00+07:00")
+    recurrence: Recurrence | None = None
+    priority: Literal["normal", "priority", "emergency"] = "normal"
+    expires_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> BroadcastCreate:
+        if (self.start_at is None) == (self.recurrence is None):
+            raise ValueError("give exactly one of start_at or recurrence")
+        return self
+
+
+class DeliveryOut(BaseModel):
+    cluster_id: str
+    state: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    updated_at: datetime
+
+
+class OccurrenceOut(BaseModel):
+    id: str
+    scheduled_at: datetime
+    start_at: datetime
+    status: str
+    summary: dict[str, int]
+    start_spread_ms: float | None = Field(
+        None, description="latest minus earliest reported start among clusters that played")
+
+
+class BroadcastOut(BaseModel):
+    id: str
+    title: str
+    status: str
+    priority: str
+    content_id: str
+    targets: dict[str, Any]
+    start_at: datetime | None
+    recurrence: dict[str, Any] | None
+    expires_at: datetime | None
+    created_at: datetime
+    created_by: str | None
+    next_slots: list[datetime] = Field(default_factory=list)
+    occurrence: OccurrenceOut | None = Field(None, description="the latest occurrence")
+    deliveries: list[DeliveryOut] = Field(
+        default_factory=list, description="per-cluster state of the latest occurrence")
+    occurrences: list[OccurrenceOut] = Field(default_factory=list)

@@ -1,0 +1,53 @@
+"""FastAPI application factory: ``create_app(settings)``; parts start in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import HTMLResponse
+
+from controller.api.routes import areas, auth, broadcasts, contents
+from controller.runtime import Runtime
+from controller.settings import Settings
+
+log = logging.getLogger(__name__)
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # blocking start/stop run in a thread: an embedded broker may share this event loop
+        rt = runtime or await asyncio.to_thread(Runtime.build, settings)
+        app.state.runtime = rt
+        await asyncio.to_thread(rt.start)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(rt.stop)
+
+    app = FastAPI(title="Loa controller", version="0.1.0", lifespan=lifespan,
+                  description="Schedules announcements to a commune's smart loudspeaker "
+                              "clusters and tracks their health.")
+    api = APIRouter(prefix="/api/v1")
+    for r in (auth.router, areas.router, contents.router, broadcasts.router):
+        api.include_router(r)
+    app.include_router(api)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/", include_in_schema=False, response_class=HTMLResponse)
+    def console() -> str:
+        return resources.files("controller.web").joinpath("index.html").read_text("utf-8")
+
+    return app

@@ -1,0 +1,187 @@
+"""``loa``: the Loa command line.
+
+    loa demo [--port P]     broker (embedded when LOA_MQTT_URL is unset), controller and the
+                            simulated xã Hướng Đạo, all on this machine
+    loa serve [--port P]    the controller alone
+    loa sim ...             the firmware simulator alone (see ``loa sim --help``)
+    loa db upgrade          apply database migrations
+    loa seed --fixture huong-dao | --communes N [--clusters-per-commune M]
+                            register a network's areas and clusters in the database
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import uvicorn
+
+from controller.settings import Settings
+
+log = logging.getLogger("loa")
+
+__all__ = ["main"]
+
+
+def _logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+
+def _network(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from devices.areas import generate, load_fixture
+
+    if getattr(args, "communes", None):
+        return generate(args.communes, args.clusters_per_commune)
+    if getattr(args, "clusters", None):
+        return generate(1, args.clusters)
+    return load_fixture(args.fixture or "huong-dao")
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from controller.db.session import upgrade
+
+    settings = Settings()
+    upgrade(settings.db_url)
+    print(f"database at {settings.db_url.split('@')[-1]} is up to date")
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    from controller.db.session import make_engine, make_sessionmaker, upgrade
+    from controller.seed import register_network
+
+    settings = Settings()
+    upgrade(settings.db_url)
+    engine = make_engine(settings.db_url)
+    with make_sessionmaker(engine)() as db:
+        n_areas, n_clusters = register_network(db, _network(args))
+    engine.dispose()
+    print(f"registered {n_areas} areas and {n_clusters} clusters")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from controller.app import create_app
+
+    settings = Settings()
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def cmd_sim(argv: list[str]) -> int:
+    # imported lazily: the controller does not depend on the simulator
+    sim_cli = importlib.import_module("firmware_sim.cli")
+    return int(sim_cli.main(argv))
+
+
+@contextlib.asynccontextmanager
+async def _broker_if_needed() -> AsyncIterator[str]:
+    url = os.environ.get("LOA_MQTT_URL")
+    if url:
+        yield url
+        return
+    from controller.broker import EmbeddedBroker, free_port, port_free
+
+    broker = EmbeddedBroker(port=1883 if port_free(1883) else free_port())
+    await broker.start()
+    try:
+        yield broker.url
+    finally:
+        await broker.stop()
+
+
+async def _demo(args: argparse.Namespace) -> None:
+    from controller.app import create_app
+    from controller.keys import public_key_path
+    from controller.runtime import Runtime
+    from controller.seed import register_network
+    from devices.areas import load_fixture
+
+    async with _broker_if_needed() as mqtt_url:
+        os.environ["LOA_MQTT_URL"] = mqtt_url
+        settings = Settings(mqtt_url=mqtt_url)
+        runtime = Runtime.build(settings)
+        with runtime.sessions() as db:
+            register_network(db, load_fixture("huong-dao"))
+        app = create_app(settings, runtime)
+        config = uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning")
+        server = uvicorn.Server(config)
+        sim = subprocess.Popen(
+            [sys.executable, "-m", "firmware_sim", "--fixture", "huong-dao", "--mqtt", mqtt_url,
+             "--pubkey", str(public_key_path(settings.data_dir)),
+             "--heartbeat", str(args.heartbeat)],
+        )
+        url = f"http://127.0.0.1:{args.port}"
+        password = runtime.generated_admin_password or settings.admin_password
+        banner = (
+            "\n"
+            "  Loa demo: xã Hướng Đạo (14 villages, 15 clusters, 30 speakers)\n"
+            f"  Console:  {url}/\n"
+            f"  API:      {url}/api/v1   (OpenAPI: {url}/docs)\n"
+            f"  MQTT:     {mqtt_url}   (watch: mosquitto_sub -v -t 'loa/#')\n"
+            f"  Login:    admin / {password}\n"
+            "  Stop:     Ctrl-C\n"
+        )
+        loop = asyncio.get_running_loop()
+        serve = asyncio.create_task(server.serve())
+        while not server.started and not serve.done():
+            await asyncio.sleep(0.05)
+        print(banner, flush=True)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+        try:
+            await serve
+        finally:
+            sim.terminate()
+            try:
+                sim.wait(10)
+            except subprocess.TimeoutExpired:
+                sim.kill()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    asyncio.run(_demo(args))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sim"]:
+        _logging()
+        return cmd_sim(argv[1:])
+    p = argparse.ArgumentParser(prog="loa", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="everything on this machine, with simulated clusters")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--heartbeat", type=float, default=10.0, help="simulated heartbeat (s)")
+    serve = sub.add_parser("serve", help="run the controller")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default="127.0.0.1")
+    sub.add_parser("sim", help="run the firmware simulator (loa sim --help)")
+    db = sub.add_parser("db", help="database commands")
+    db.add_argument("action", choices=["upgrade"])
+    seed = sub.add_parser("seed", help="register areas and clusters")
+    g = seed.add_mutually_exclusive_group()
+    g.add_argument("--fixture", default=None)
+    g.add_argument("--communes", type=int)
+    g.add_argument("--clusters", type=int)
+    seed.add_argument("--clusters-per-commune", type=int, default=15)
+    args = p.parse_args(argv)
+    _logging(args.verbose)
+    handlers = {"demo": cmd_demo, "serve": cmd_serve, "db": cmd_db, "seed": cmd_seed}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

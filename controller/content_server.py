@@ -1,0 +1,87 @@
+"""Serves content chunks on ``loa/v1/content/{sha256}/{index}``.
+
+Requests from many clusters for the same content within a short window are merged, so each
+chunk is published once however many clusters asked (they all subscribe to the same topics).
+Content already in a cluster's cache is never requested, so it is never sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from devices import topics
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ContentServer"]
+
+
+class ContentServer:
+    def __init__(self, publish: Callable[[str, bytes, int], bool],
+                 load: Callable[[str], bytes | None], chunk_size: int,
+                 window_s: float = 0.15, cache_items: int = 32):
+        self._publish = publish
+        self._load = load
+        self.chunk_size = chunk_size
+        self.window_s = window_s
+        self._pending: dict[str, set[int] | None] = {}
+        self._first_request: dict[str, float] = {}
+        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._cache_items = cache_items
+        self._lock = threading.Lock()
+        self.chunks_sent = 0
+
+    def chunk_count(self, size: int) -> int:
+        return max(1, -(-size // self.chunk_size))
+
+    def request(self, sha: str, missing: list[int] | None) -> None:
+        with self._lock:
+            cur = self._pending.get(sha, set())
+            if sha not in self._pending:
+                self._first_request[sha] = time.monotonic()
+            if missing is None or cur is None:
+                self._pending[sha] = None  # everything
+            else:
+                cur.update(missing)
+                self._pending[sha] = cur
+
+    def flush(self, force: bool = False) -> int:
+        """Publish chunks for requests older than the merge window; returns chunks sent."""
+        now = time.monotonic()
+        with self._lock:
+            due = [s for s, t in self._first_request.items()
+                   if force or now - t >= self.window_s]
+            work = [(s, self._pending.pop(s)) for s in due]
+            for s in due:
+                del self._first_request[s]
+        sent = 0
+        for sha, indices in work:
+            data = self._get(sha)
+            if data is None:
+                log.warning("content %s requested but not stored", sha[:12])
+                continue
+            n = self.chunk_count(len(data))
+            wanted = range(n) if indices is None else sorted(i for i in indices if 0 <= i < n)
+            for i in wanted:
+                part = data[i * self.chunk_size:(i + 1) * self.chunk_size]
+                if self._publish(topics.content_chunk(sha, i), part, 1):
+                    sent += 1
+        self.chunks_sent += sent
+        return sent
+
+    def _get(self, sha: str) -> bytes | None:
+        with self._lock:
+            if sha in self._cache:
+                self._cache.move_to_end(sha)
+                return self._cache[sha]
+        data = self._load(sha)
+        if data is not None:
+            with self._lock:
+                self._cache[sha] = data
+                while len(self._cache) > self._cache_items:
+                    self._cache.popitem(last=False)
+        return data

@@ -1,0 +1,169 @@
+"""SQLAlchemy 2 models. Every change goes through an Alembic migration."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from controller.db.types import UTCDateTime
+
+__all__ = ["Base", "Area", "Cluster", "Speaker", "Content", "ContentBlob", "Broadcast",
+           "Occurrence", "Delivery", "User", "ApiToken", "utcnow"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Area(Base):
+    __tablename__ = "areas"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"), index=True)
+    lat: Mapped[float | None] = mapped_column(Float)
+    lon: Mapped[float | None] = mapped_column(Float)
+
+
+class Cluster(Base):
+    __tablename__ = "clusters"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    area_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    lat: Mapped[float | None] = mapped_column(Float)
+    lon: Mapped[float | None] = mapped_column(Float)
+    provisioned: Mapped[bool] = mapped_column(Boolean, default=True)
+    state: Mapped[str] = mapped_column(String(16), default="offline")
+    state_since: Mapped[datetime | None]
+    state_reason: Mapped[str | None] = mapped_column(String(200))
+    bd_seq: Mapped[int | None] = mapped_column(Integer)
+    last_seq: Mapped[int | None] = mapped_column(Integer)
+    last_seen: Mapped[datetime | None]
+    firmware: Mapped[str | None] = mapped_column(String(64))
+    heartbeat_s: Mapped[int | None] = mapped_column(Integer)
+    telemetry: Mapped[dict[str, Any] | None]
+    speakers: Mapped[list[Speaker]] = relationship(
+        back_populates="cluster", order_by="Speaker.index", cascade="all, delete-orphan")
+
+
+class Speaker(Base):
+    __tablename__ = "speakers"
+    __table_args__ = (UniqueConstraint("cluster_id", "index"),)
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(100), default="")
+    watts: Mapped[int] = mapped_column(Integer, default=30)
+    state: Mapped[str] = mapped_column(String(16), default="unknown")
+    cluster: Mapped[Cluster] = relationship(back_populates="speakers")
+
+
+class Content(Base):
+    __tablename__ = "contents"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), ForeignKey("content_blobs.sha256"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))  # file | tts
+    codec: Mapped[str] = mapped_column(String(16))
+    container: Mapped[str] = mapped_column(String(16))
+    mime: Mapped[str] = mapped_column(String(32))
+    size: Mapped[int] = mapped_column(Integer)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    source_name: Mapped[str | None] = mapped_column(String(255))
+    source_format: Mapped[str | None] = mapped_column(String(16))
+    text: Mapped[str | None] = mapped_column(Text)
+    voice: Mapped[str | None] = mapped_column(String(32))
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ContentBlob(Base):
+    """Encoded audio, content-addressed: stored once however often it is uploaded."""
+
+    __tablename__ = "content_blobs"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Broadcast(Base):
+    __tablename__ = "broadcasts"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    title: Mapped[str] = mapped_column(String(200), default="")
+    content_id: Mapped[str] = mapped_column(ForeignKey("contents.id"))
+    priority: Mapped[str] = mapped_column(String(16), default="normal")
+    targets: Mapped[dict[str, Any]]
+    start_at: Mapped[datetime | None]
+    recurrence: Mapped[dict[str, Any] | None]
+    expires_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(16), default="scheduled", index=True)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    cancelled_at: Mapped[datetime | None]
+    content: Mapped[Content] = relationship()
+    occurrences: Mapped[list[Occurrence]] = relationship(
+        back_populates="broadcast", order_by="Occurrence.start_at")
+
+
+class Occurrence(Base):
+    """One airing of a broadcast; unique per (broadcast, start) so it is dispatched once."""
+
+    __tablename__ = "occurrences"
+    __table_args__ = (UniqueConstraint("broadcast_id", "scheduled_at"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    broadcast_id: Mapped[str] = mapped_column(ForeignKey("broadcasts.id"), index=True)
+    scheduled_at: Mapped[datetime]  # the slot in the schedule
+    start_at: Mapped[datetime]  # the signed start (later than scheduled_at if dispatched late)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    sent_at: Mapped[datetime | None]
+    ends_at: Mapped[datetime]
+    broadcast: Mapped[Broadcast] = relationship(back_populates="occurrences")
+    deliveries: Mapped[list[Delivery]] = relationship(
+        back_populates="occurrence", order_by="Delivery.cluster_id")
+
+
+class Delivery(Base):
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("occurrence_id", "cluster_id"),
+                      Index("ix_deliveries_cluster_state", "cluster_id", "state"))
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    occurrence_id: Mapped[str] = mapped_column(ForeignKey("occurrences.id"), index=True)
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id"))
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(String(256))
+    occurrence: Mapped[Occurrence] = relationship(back_populates="deliveries")
+
+
+class User(Base):
+    __tablename__ = "users"
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16), default="officer")
+    area_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    username: Mapped[str] = mapped_column(ForeignKey("users.username"), index=True)
+    expires_at: Mapped[datetime]

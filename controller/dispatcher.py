@@ -1,0 +1,264 @@
+"""Turns broadcasts into occurrences, deliveries and signed commands, and folds the
+clusters' reports back into delivery states.
+
+An occurrence is created once per (broadcast, slot) (a unique constraint), so a restart, a
+re-fired job or a second call cannot air it twice. Its commands name the occurrence id, and
+clusters ignore a second play for an occurrence they already have, so re-sending (to a
+cluster that reconnects, or after a controller restart) is always safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from nacl.signing import SigningKey
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from controller.content_server import ContentServer
+from controller.db.models import Broadcast, Cluster, Content, Delivery, Occurrence, utcnow
+from controller.recurrence import Recurrence
+from controller.settings import Settings
+from controller.targeting import TargetError, resolve
+from devices import topics
+from devices.messages import DeliveryEvent, DeliveryState, RefusedEvent, iso
+from devices.signing import sign_command
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Dispatcher", "TERMINAL", "ORDER"]
+
+#: delivery states in the order they progress; a report never moves a delivery backwards
+ORDER = ["pending", "sent", "received", "ready", "playing", "played"]
+TERMINAL = {"played", "failed", "missed", "cancelled"}
+ACTIVE_OCC = ("pending", "sent")
+ASSUMED = {"cancelled", "missed"}
+CLUSTER_FINAL = {"playing", "played", "failed", "cancelled"}
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session], key: SigningKey,
+                 publish: Callable[[str, bytes, int], bool], content: ContentServer):
+        self.settings = settings
+        self.sessions = sessions
+        self.key = key
+        self.publish = publish
+        self.content = content
+        self.counters: Counter[str] = Counter()
+        self.plan_next: Callable[[Broadcast, datetime], None] | None = None
+        self._command_occurrence: dict[str, str] = {}
+
+    # --- dispatch ------------------------------------------------------------------------
+
+    def dispatch(self, broadcast_id: str, scheduled_at: datetime) -> Occurrence | None:
+        """Create (once) and send the occurrence of ``broadcast_id`` at slot ``scheduled_at``."""
+        with self.sessions() as db:
+            bc = db.get(Broadcast, broadcast_id)
+            if bc is None or bc.status not in ("scheduled", "active"):
+                return None
+            occ = db.scalar(select(Occurrence).where(Occurrence.broadcast_id == bc.id,
+                                                     Occurrence.scheduled_at == scheduled_at))
+            if occ is None:
+                occ = self._create_occurrence(db, bc, scheduled_at)
+                if occ is None:
+                    return None
+            if occ.status in ACTIVE_OCC:
+                self._send(db, occ, bc)
+            if bc.recurrence and self.plan_next is not None:
+                self.plan_next(bc, scheduled_at)
+            return occ
+
+    def _create_occurrence(self, db: Session, bc: Broadcast,
+                           scheduled_at: datetime) -> Occurrence | None:
+        now = utcnow()
+        start = max(scheduled_at, now + timedelta(seconds=self.settings.min_start_lead_s))
+        duration = timedelta(milliseconds=bc.content.duration_ms)
+        occ = Occurrence(id=uuid.uuid4().hex, broadcast_id=bc.id, scheduled_at=scheduled_at,
+                         start_at=start, ends_at=start + duration, status="pending")
+        late = (start - scheduled_at).total_seconds() > self.settings.late_grace_s
+        expired = bc.expires_at is not None and start >= bc.expires_at
+        try:
+            cluster_ids = resolve(db, bc.targets.get("areas", []),
+                                  bc.targets.get("clusters", [])).cluster_ids
+        except TargetError as exc:
+            log.error("broadcast %s: %s", bc.id, exc)
+            cluster_ids = []
+        if late or expired or not cluster_ids:
+            occ.status = "missed"
+        state = "missed" if occ.status == "missed" else "pending"
+        error = ("controller was down past the late-start limit" if late else
+                 "expired before it could start" if expired else None)
+        occ.deliveries = [Delivery(cluster_id=c, state=state, error=error, updated_at=now)
+                          for c in cluster_ids]
+        if bc.status == "scheduled":
+            bc.status = "active"
+        db.add(occ)
+        try:
+            db.commit()
+        except IntegrityError:  # dispatched concurrently: use the other one
+            db.rollback()
+            return db.scalar(select(Occurrence).where(Occurrence.broadcast_id == bc.id,
+                                                      Occurrence.scheduled_at == scheduled_at))
+        if occ.status == "missed":
+            log.warning("occurrence %s of %s missed: %s", occ.id, bc.id, error or "no clusters")
+        return occ
+
+    def _expiry(self, occ: Occurrence, bc: Broadcast) -> datetime:
+        exp = occ.ends_at + timedelta(seconds=self.settings.late_grace_s)
+        if bc.expires_at is not None:
+            exp = min(exp, max(bc.expires_at, occ.start_at + timedelta(seconds=1)))
+        return exp
+
+    def _play_body(self, occ: Occurrence, bc: Broadcast) -> dict[str, object]:
+        c: Content = bc.content
+        return {
+            "broadcast_id": bc.id,
+            "occurrence_id": occ.id,
+            "priority": bc.priority,
+            "start_at": iso(occ.start_at),
+            "content": {
+                "sha256": c.sha256, "size": c.size, "chunk_size": self.content.chunk_size,
+                "chunks": self.content.chunk_count(c.size), "codec": c.codec,
+                "container": c.container, "duration_ms": c.duration_ms,
+            },
+        }
+
+    def _send(self, db: Session, occ: Occurrence, bc: Broadcast) -> None:
+        resolved = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", []))
+        body = self._play_body(occ, bc)
+        expires = self._expiry(occ, bc)
+        ok = True
+        for topic in resolved.topics:
+            ok &= self._publish_command("play", topic, body, expires, occ.id)
+        now = utcnow()
+        if ok:
+            online = set(db.scalars(select(Cluster.id).where(Cluster.state == "online")))
+            for d in occ.deliveries:
+                if d.state == "pending":
+                    d.state, d.updated_at = "sent", now
+                    d.error = None if d.cluster_id in online else "cluster offline when sent"
+            occ.status, occ.sent_at = "sent", now
+        db.commit()
+
+    def _publish_command(self, kind: str, topic: str, body: dict[str, object],
+                         expires: datetime, occurrence_id: str | None = None) -> bool:
+        cid = uuid.uuid4().hex
+        payload = sign_command(self.key, kind=kind, topic=topic, body=body, expires_at=expires,
+                               command_id=cid)
+        if occurrence_id:
+            self._command_occurrence[cid] = occurrence_id
+        self.counters[f"commands_{kind}"] += 1
+        return self.publish(topic, payload, 1)
+
+    def resend_to(self, db: Session, cluster_id: str) -> int:
+        """A cluster came (back) online: send it what it should still play."""
+        now = utcnow()
+        rows = db.scalars(
+            select(Delivery).join(Occurrence)
+            .where(Delivery.cluster_id == cluster_id, Delivery.state.in_(("pending", "sent")),
+                   Occurrence.status == "sent", Occurrence.start_at > now)).all()
+        for d in rows:
+            occ = d.occurrence
+            bc = occ.broadcast
+            self._publish_command("play", topics.cluster_cmd(cluster_id),
+                                  self._play_body(occ, bc), self._expiry(occ, bc), occ.id)
+            d.error = None
+        return len(rows)
+
+    def recover(self) -> int:
+        """After a restart: send occurrences created but never sent (crash in between)."""
+        with self.sessions() as db:
+            pending = db.scalars(select(Occurrence).where(Occurrence.status == "pending")).all()
+            for occ in pending:
+                if occ.broadcast.status in ("scheduled", "active"):
+                    self._send(db, occ, occ.broadcast)
+            return len(pending)
+
+    # --- cancel ---------------------------------------------------------------------------
+
+    def cancel(self, db: Session, bc: Broadcast) -> None:
+        now = utcnow()
+        bc.status, bc.cancelled_at = "cancelled", now
+        for occ in bc.occurrences:
+            if occ.status not in ("sent", "pending"):
+                continue
+            if occ.status == "sent":
+                resolved = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", []))
+                exp = max(occ.ends_at, now) + timedelta(seconds=self.settings.late_grace_s)
+                for topic in resolved.topics:
+                    self._publish_command("cancel", topic, {"occurrence_id": occ.id}, exp)
+            occ.status = "cancelled"
+            for d in occ.deliveries:
+                if d.state in ("pending", "sent", "received", "ready"):
+                    d.state, d.updated_at = "cancelled", now
+        db.commit()
+
+    # --- reports from clusters ---------------------------------------------------------------
+
+    def on_delivery(self, db: Session, ev: DeliveryEvent) -> None:
+        d = db.scalar(select(Delivery).where(Delivery.occurrence_id == ev.occurrence_id,
+                                             Delivery.cluster_id == ev.cluster_id))
+        if d is None:
+            self.counters["delivery_unknown"] += 1
+            return
+        new = ev.state.value
+        # "cancelled" and "missed" may be the controller's assumption; the cluster's own
+        # report of what happened wins over it. Other terminal states are final.
+        if d.state in TERMINAL and not (d.state in ASSUMED and new in CLUSTER_FINAL):
+            return
+        if new in ORDER and d.state in ORDER and ORDER.index(new) <= ORDER.index(d.state):
+            return
+        d.state, d.updated_at = new, utcnow()
+        if ev.state is DeliveryState.PLAYING:
+            d.started_at = ev.at
+        if new in ("played", "failed", "cancelled"):
+            d.finished_at = ev.at
+        d.error = ev.reason
+
+    def on_refused(self, db: Session, ev: RefusedEvent) -> None:
+        self.counters[f"refused_{ev.reason.value}"] += 1
+        occ_id = self._command_occurrence.get(ev.command_id or "")
+        log.warning("cluster %s refused command %s on %s: %s %s", ev.cluster_id, ev.command_id,
+                    ev.topic, ev.reason.value, ev.detail or "")
+        if occ_id is None:
+            return  # not ours (a forged or replayed command): nothing to update
+        d = db.scalar(select(Delivery).where(Delivery.occurrence_id == occ_id,
+                                             Delivery.cluster_id == ev.cluster_id))
+        if d is not None and d.state not in TERMINAL and ev.reason.value != "replayed":
+            d.state, d.updated_at = "failed", utcnow()
+            d.error = f"refused: {ev.reason.value} {ev.detail or ''}".strip()[:256]
+
+    # --- housekeeping ------------------------------------------------------------------------
+
+    def sweep(self, db: Session, now: datetime) -> None:
+        """Close occurrences whose reports are overdue: unreported deliveries fail."""
+        limit = now - timedelta(seconds=self.settings.report_grace_s)
+        for occ in db.scalars(select(Occurrence).where(Occurrence.status == "sent",
+                                                       Occurrence.ends_at < limit)):
+            for d in occ.deliveries:
+                if d.state in ("pending", "sent"):
+                    d.state, d.error = "missed", d.error or "no report from the cluster"
+                elif d.state not in TERMINAL:
+                    d.state, d.error = "failed", f"no final report (last: {d.state})"
+                d.updated_at = now
+            occ.status = "completed"
+            bc = occ.broadcast
+            if bc.status == "active" and not bc.recurrence:
+                bc.status = "completed"
+        for bc in db.scalars(select(Broadcast).where(Broadcast.status == "active",
+                                                     Broadcast.recurrence.is_not(None))):
+            if bc.expires_at is not None and bc.expires_at < now:
+                bc.status = "completed"
+
+    def next_slot(self, bc: Broadcast, after: datetime) -> datetime | None:
+        if bc.recurrence:
+            nxt = Recurrence.model_validate(bc.recurrence).next_after(after)
+            if nxt is not None and bc.expires_at is not None and nxt >= bc.expires_at:
+                return None
+            return nxt
+        return bc.start_at if bc.start_at and bc.start_at > after else None

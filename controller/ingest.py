@@ -1,0 +1,161 @@
+"""The ingest thread: drains the MQTT inbox, validates each message at the edge, applies it
+to health and deliveries in batched transactions, and runs the periodic sweeps.
+
+Invalid messages are dropped and counted by reason (``rejected``); nothing here lets one bad
+message stop the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from datetime import timedelta
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from controller.content_server import ContentServer
+from controller.db.models import utcnow
+from controller.dispatcher import Dispatcher
+from controller.health import HealthTracker
+from controller.mqtt_link import Inbound, MqttLink
+from devices import topics
+from devices.messages import (
+    Birth,
+    ContentRequest,
+    DeliveryEvent,
+    MessageError,
+    RefusedEvent,
+    parse_event,
+    parse_status,
+    parse_telemetry,
+)
+from devices.signing import sign_command
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Ingest"]
+
+
+class Ingest:
+    def __init__(self, link: MqttLink, sessions: sessionmaker[Session], health: HealthTracker,
+                 dispatcher: Dispatcher, content: ContentServer, batch: int = 2000):
+        self.link = link
+        self.sessions = sessions
+        self.health = health
+        self.dispatcher = dispatcher
+        self.content = content
+        self.batch = batch
+        self.rejected: Counter[str] = Counter()
+        self.processed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="loa-ingest", daemon=True)
+        self._last_sweep = 0.0
+        self._rebirth_sent: dict[str, float] = {}
+
+    def start(self) -> None:
+        with self.sessions() as db:
+            self.health.load(db)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            msgs: list[Inbound] = []
+            try:
+                msgs.append(self.link.inbox.get(timeout=0.05))
+                while len(msgs) < self.batch:
+                    msgs.append(self.link.inbox.get_nowait())
+            except queue.Empty:
+                pass
+            try:
+                if msgs:
+                    self._apply(msgs)
+                self.content.flush()
+                if time.monotonic() - self._last_sweep >= 1.0:
+                    self._sweep()
+            except Exception:
+                log.exception("ingest batch failed; continuing")
+
+    def _reject(self, reason: str, topic: str, detail: str = "") -> None:
+        self.rejected[reason] += 1
+        log.debug("dropped message on %s: %s %s", topic, reason, detail[:200])
+
+    def _apply(self, msgs: list[Inbound]) -> None:
+        online: list[str] = []
+        rebirth: set[str] = set()
+        with self.sessions() as db:
+            for m in msgs:
+                try:
+                    self._one(db, m, online, rebirth)
+                except MessageError as exc:
+                    self._reject("invalid", m.topic, str(exc))
+                self.processed += 1
+            for cid in online:
+                self.dispatcher.resend_to(db, cid)
+            db.commit()
+        for cid in rebirth:
+            self._request_rebirth(cid)
+
+    def _one(self, db: Session, m: Inbound, online: list[str], rebirth: set[str]) -> None:
+        t = topics.parse_cluster_topic(m.topic)
+        if t is None or t.kind == "cmd":
+            self._reject("bad_topic", m.topic)
+            return
+        now = utcnow()
+        if t.kind == "status":
+            if not m.payload:  # retained message cleared
+                return
+            st = parse_status(m.payload)
+            if st.cluster_id != t.cluster_id:
+                self._reject("id_mismatch", m.topic)
+                return
+            if isinstance(st, Birth):
+                if self.health.on_birth(db, st, now):
+                    online.append(st.cluster_id)
+            else:
+                self.health.on_death(db, st, now)
+        elif t.kind == "telemetry":
+            tm = parse_telemetry(m.payload)
+            if tm.cluster_id != t.cluster_id:
+                self._reject("id_mismatch", m.topic)
+                return
+            came_online, needs_rebirth = self.health.on_telemetry(db, tm, now)
+            if came_online:
+                online.append(tm.cluster_id)
+            if needs_rebirth:
+                rebirth.add(tm.cluster_id)
+        else:
+            ev = parse_event(m.payload)
+            if ev.cluster_id != t.cluster_id:
+                self._reject("id_mismatch", m.topic)
+                return
+            if isinstance(ev, DeliveryEvent):
+                self.dispatcher.on_delivery(db, ev)
+            elif isinstance(ev, RefusedEvent):
+                self.dispatcher.on_refused(db, ev)
+            elif isinstance(ev, ContentRequest):
+                self.content.request(ev.sha256, ev.missing)
+
+    def _request_rebirth(self, cluster_id: str) -> None:
+        last = self._rebirth_sent.get(cluster_id, 0.0)
+        if time.monotonic() - last < 10.0:  # one request per cluster per 10 s, never a storm
+            return
+        self._rebirth_sent[cluster_id] = time.monotonic()
+        topic = topics.cluster_cmd(cluster_id)
+        payload = sign_command(self.dispatcher.key, kind="rebirth", topic=topic, body={},
+                               expires_at=utcnow() + timedelta(seconds=60))
+        self.link.publish(topic, payload, 1)
+
+    def _sweep(self) -> None:
+        self._last_sweep = time.monotonic()
+        now = utcnow()
+        with self.sessions() as db:
+            self.health.sweep(db, now)
+            self.dispatcher.sweep(db, now)
+            db.commit()

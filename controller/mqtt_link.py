@@ -1,0 +1,125 @@
+"""The controller's MQTT link (paho-mqtt 2, callback API v2).
+
+paho runs every callback on its one network thread, so ``on_message`` only enqueues; the
+ingest thread does the work. The controller announces itself with a retained
+``loa/v1/controller/status`` (online, with a fresh ``ts``) and a Last Will saying offline;
+clusters re-send their births when they see a new ``ts``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devices import topics
+from devices.messages import ControllerStatus, dumps, now_utc
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Inbound", "MqttLink"]
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    topic: str
+    payload: bytes
+    received: float  # time.time()
+
+
+class MqttLink:
+    def __init__(self, host: str, port: int, username: str | None = None,
+                 password: str | None = None, client_id: str | None = None,
+                 inbox_max: int = 200_000):
+        self.host, self.port = host, port
+        self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=inbox_max)
+        self.counters: Counter[str] = Counter()
+        self.connected = threading.Event()
+        self._on_connect_hooks: list[Callable[[], None]] = []
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"loa-controller-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv311, clean_session=True,
+        )
+        if username:
+            self._client.username_pw_set(username, password)
+        self._client.max_inflight_messages_set(1000)
+        self._client.max_queued_messages_set(0)
+        self._client.reconnect_delay_set(0.5, 10)
+        self._client.will_set(topics.CONTROLLER_STATUS,
+                              dumps(ControllerStatus(v=1, state="offline")), qos=1, retain=True)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+
+    def on_connect(self, hook: Callable[[], None]) -> None:
+        self._on_connect_hooks.append(hook)
+
+    def start(self, wait_s: float = 10.0) -> None:
+        self._client.connect_async(self.host, self.port, keepalive=15)
+        self._client.loop_start()
+        if not self.connected.wait(wait_s):
+            log.warning("MQTT broker %s:%s not reachable yet; retrying in the background",
+                        self.host, self.port)
+
+    def stop(self) -> None:
+        if self.connected.is_set():
+            info = self._client.publish(
+                topics.CONTROLLER_STATUS,
+                dumps(ControllerStatus(v=1, state="offline", ts=now_utc())), qos=1, retain=True)
+            try:
+                info.wait_for_publish(2)
+            except (RuntimeError, ValueError):
+                pass
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            self.counters["out_failed"] += 1
+            log.warning("publish to %s failed: %s", topic, mqtt.error_string(info.rc))
+            return False
+        self.counters["out"] += 1
+        return True
+
+    # paho thread ----------------------------------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, _ud: object, _flags: object,
+                    reason: mqtt.ReasonCode, _props: object) -> None:
+        if reason.is_failure:
+            log.error("MQTT connect refused: %s", reason)
+            return
+        client.subscribe([(topics.CLUSTER_STATUS_ALL, 1), (topics.CLUSTER_TELEMETRY_ALL, 0),
+                          (topics.CLUSTER_EVENT_ALL, 1)])
+        client.publish(topics.CONTROLLER_STATUS,
+                       dumps(ControllerStatus(v=1, state="online", ts=now_utc())), qos=1,
+                       retain=True)
+        self.connected.set()
+        log.info("MQTT connected to %s:%s", self.host, self.port)
+        for hook in self._on_connect_hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("on_connect hook failed")
+
+    def _on_disconnect(self, _c: mqtt.Client, _ud: object, _flags: object,
+                       reason: mqtt.ReasonCode, _props: object) -> None:
+        self.connected.clear()
+        if reason.is_failure:
+            log.warning("MQTT link lost (%s); reconnecting", reason)
+
+    def _on_message(self, _c: mqtt.Client, _ud: object, msg: mqtt.MQTTMessage) -> None:
+        self.counters["in"] += 1
+        try:
+            self.inbox.put_nowait(Inbound(msg.topic, msg.payload, time.time()))
+        except queue.Full:
+            self.counters["dropped_overload"] += 1

@@ -1,0 +1,99 @@
+"""Wires the controller's parts together and runs them for the life of the app."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from nacl.signing import SigningKey
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from audio import AudioSettings, EspeakNg, TTSEngine
+from controller.content_server import ContentServer
+from controller.db.models import ContentBlob
+from controller.db.session import make_engine, make_sessionmaker, upgrade
+from controller.dispatcher import Dispatcher
+from controller.health import HealthTracker
+from controller.ingest import Ingest
+from controller.keys import load_or_create_signing_key
+from controller.mqtt_link import MqttLink
+from controller.scheduling import Scheduler
+from controller.security import ensure_admin
+from controller.settings import Settings
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Runtime"]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    key: SigningKey
+    link: MqttLink
+    health: HealthTracker
+    content: ContentServer
+    dispatcher: Dispatcher
+    scheduler: Scheduler
+    ingest: Ingest
+    tts: TTSEngine
+    generated_admin_password: str | None = None
+    started: bool = field(default=False)
+
+    @classmethod
+    def build(cls, settings: Settings, migrate: bool = True) -> Runtime:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if migrate:
+            upgrade(settings.db_url)
+        engine = make_engine(settings.db_url)
+        sessions = make_sessionmaker(engine)
+        key = load_or_create_signing_key(settings.data_dir)
+        host, port, user, password = settings.mqtt
+        link = MqttLink(host, port, user, password)
+
+        def load_blob(sha: str) -> bytes | None:
+            with sessions() as db:
+                blob = db.get(ContentBlob, sha)
+                return blob.data if blob else None
+
+        content = ContentServer(link.publish, load_blob, settings.chunk_size)
+        dispatcher = Dispatcher(settings, sessions, key, link.publish, content)
+        health = HealthTracker(settings.heartbeat_timeout_factor, settings.default_heartbeat_s)
+        scheduler = Scheduler(engine, dispatcher, settings.dispatch_lead_s)
+        ingest = Ingest(link, sessions, health, dispatcher, content)
+        with sessions() as db:
+            generated = ensure_admin(db, settings.admin_password)
+        return cls(settings, engine, sessions, key, link, health, content, dispatcher, scheduler,
+                   ingest, EspeakNg(), generated)
+
+    def audio_settings(self, chime: bool | None = None) -> AudioSettings:
+        s = self.settings
+        use_chime = s.chime if chime is None else chime
+        return AudioSettings(
+            target_lufs=s.target_lufs, codec=s.audio_codec, bitrate=s.audio_bitrate,
+            max_input_bytes=int(s.max_upload_mb * 1024 * 1024), max_duration_s=s.max_duration_s,
+            chime_before=use_chime, chime_after=use_chime,
+        )
+
+    def start(self) -> None:
+        self.link.start()
+        self.ingest.start()
+        self.scheduler.start()
+        with self.sessions() as db:
+            planned = self.scheduler.reconcile(db)
+        recovered = self.dispatcher.recover()
+        log.info("controller started: %d slot(s) planned, %d occurrence(s) recovered",
+                 planned, recovered)
+        self.started = True
+
+    def stop(self) -> None:
+        if not self.started:
+            return
+        self.scheduler.shutdown()
+        self.ingest.stop()
+        self.link.stop()
+        self.engine.dispose()
+        self.started = False

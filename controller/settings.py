@@ -1,0 +1,59 @@
+"""Settings from ``LOA_*`` environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LOA_", extra="ignore")
+
+    env: Literal["development", "production"] = Field(
+        "development", description="production refuses a missing admin password")
+    data_dir: Path = Field(Path(".loa"), description="signing key, SQLite database, logs")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in data_dir")
+    mqtt_url: str | None = Field(None, description="mqtt://[user:pass@]host:port")
+    admin_password: str | None = Field(None, description="password of the bootstrap admin")
+    timezone: str = Field("Asia/Ho_Chi_Minh", description="local time of schedules")
+    dispatch_lead_s: float = Field(60.0, ge=1, description="send commands this long before start")
+    min_start_lead_s: float = Field(3.0, ge=0, description="earliest start after the API call")
+    late_grace_s: float = Field(300.0, ge=0, description="how late an occurrence may still start")
+    report_grace_s: float = Field(120.0, ge=5, description="wait for reports after the end")
+    heartbeat_timeout_factor: float = Field(1.5, ge=1.0)
+    default_heartbeat_s: int = Field(30, ge=1)
+    max_upload_mb: float = Field(50.0, gt=0)
+    max_duration_s: float = Field(45 * 60.0, gt=0)
+    audio_codec: Literal["opus", "mp3", "pcm_s16le"] = "opus"
+    audio_bitrate: str = "32k"
+    target_lufs: float = -16.0
+    chime: bool = Field(True, description="chime before and after each announcement")
+    chunk_size: int = Field(16 * 1024, ge=1024, le=256 * 1024)
+    token_ttl_s: int = Field(12 * 3600, ge=60)
+
+    @model_validator(mode="after")
+    def _production_needs_secrets(self) -> Settings:
+        if self.env == "production" and not self.admin_password:
+            raise ValueError("LOA_ADMIN_PASSWORD must be set when LOA_ENV=production")
+        return self
+
+    @cached_property
+    def db_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("postgresql://"):
+                url = "postgresql+psycopg://" + url[len("postgresql://"):]
+            return url
+        return f"sqlite:///{(self.data_dir / 'loa.db').resolve()}"
+
+    @cached_property
+    def mqtt(self) -> tuple[str, int, str | None, str | None]:
+        u = urlparse(self.mqtt_url or "mqtt://127.0.0.1:1883")
+        return u.hostname or "127.0.0.1", u.port or 1883, u.username, u.password

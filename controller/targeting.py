@@ -1,0 +1,72 @@
+"""Targets → clusters and the minimal set of command topics that reach them.
+
+A broadcast to an area is one publish on that area's topic; explicitly listed clusters not
+already inside a targeted area get their own topic."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from controller.db.models import Area, Cluster
+from devices import topics
+
+__all__ = ["Resolved", "TargetError", "resolve", "descendant_area_ids", "ancestor_ids"]
+
+
+class TargetError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    cluster_ids: list[str]
+    topics: list[str]
+
+
+def descendant_area_ids(db: Session, roots: Iterable[str]) -> set[str]:
+    roots = list(roots)
+    if not roots:
+        return set()
+    tree = select(Area.id).where(Area.id.in_(roots)).cte("tree", recursive=True)
+    tree = tree.union_all(select(Area.id).where(Area.parent_id == tree.c.id))
+    return set(db.scalars(select(tree.c.id)))
+
+
+def ancestor_ids(db: Session, area_id: str | None) -> list[str]:
+    out: list[str] = []
+    while area_id is not None and area_id not in out:
+        out.append(area_id)
+        area_id = db.scalar(select(Area.parent_id).where(Area.id == area_id))
+    return out
+
+
+def resolve(db: Session, area_ids: list[str], cluster_ids: list[str]) -> Resolved:
+    """Raise TargetError naming unknown areas/clusters or an empty target."""
+    area_ids = list(dict.fromkeys(area_ids))
+    cluster_ids = list(dict.fromkeys(cluster_ids))
+    known_areas = set(db.scalars(select(Area.id).where(Area.id.in_(area_ids)))) if area_ids else set()
+    unknown = [a for a in area_ids if a not in known_areas]
+    if unknown:
+        raise TargetError(f"unknown area(s): {', '.join(unknown)}")
+    rows = db.execute(select(Cluster.id, Cluster.area_id, Cluster.provisioned)
+                      .where(Cluster.id.in_(cluster_ids))).all() if cluster_ids else []
+    by_id = {r.id: r for r in rows}
+    unknown = [c for c in cluster_ids if c not in by_id or not by_id[c].provisioned]
+    if unknown:
+        raise TargetError(f"unknown cluster(s): {', '.join(unknown)}")
+    covered_areas = descendant_area_ids(db, area_ids)
+    # drop areas beneath another targeted area: the ancestor's one publish reaches them
+    top_areas = [a for a in area_ids
+                 if not any(p in known_areas for p in ancestor_ids(db, a)[1:])]
+    clusters = set(db.scalars(select(Cluster.id).where(
+        Cluster.area_id.in_(covered_areas), Cluster.provisioned.is_(True)))) if covered_areas else set()
+    extra = [c for c in cluster_ids if by_id[c].area_id not in covered_areas]
+    clusters.update(extra)
+    if not clusters:
+        raise TargetError("the targets contain no clusters")
+    return Resolved(sorted(clusters),
+                    [topics.area_cmd(a) for a in top_areas] + [topics.cluster_cmd(c) for c in extra])

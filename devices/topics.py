@@ -1,0 +1,124 @@
+"""MQTT topic layout of protocol v1.
+
+Every topic starts with ``loa/v1``. Identifiers (area and cluster ids) are 1-64 characters of
+``[a-z0-9._-]`` so they can never contain MQTT wildcards or separators.
+
+A command for an area is published **once** on that area's command topic; each cluster
+subscribes to its own command topic and to the command topic of every ancestor area, so
+every cluster beneath the area receives it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+ROOT = "loa/v1"
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+CONTROLLER_STATUS = f"{ROOT}/controller/status"
+
+#: Subscriptions the controller makes to hear every cluster.
+CLUSTER_STATUS_ALL = f"{ROOT}/cluster/+/status"
+CLUSTER_TELEMETRY_ALL = f"{ROOT}/cluster/+/telemetry"
+CLUSTER_EVENT_ALL = f"{ROOT}/cluster/+/event"
+
+__all__ = [
+    "ROOT",
+    "CONTROLLER_STATUS",
+    "CLUSTER_STATUS_ALL",
+    "CLUSTER_TELEMETRY_ALL",
+    "CLUSTER_EVENT_ALL",
+    "InvalidId",
+    "valid_id",
+    "check_id",
+    "area_cmd",
+    "cluster_cmd",
+    "cluster_status",
+    "cluster_telemetry",
+    "cluster_event",
+    "content_chunk",
+    "content_chunks_filter",
+    "ClusterTopic",
+    "parse_cluster_topic",
+    "parse_content_topic",
+]
+
+
+class InvalidId(ValueError):
+    """An area or cluster id that is not allowed in a topic."""
+
+
+def valid_id(value: str) -> bool:
+    return bool(_ID_RE.match(value))
+
+
+def check_id(value: str) -> str:
+    if not valid_id(value):
+        raise InvalidId(f"invalid id {value!r}: use 1-64 characters of a-z 0-9 . _ -")
+    return value
+
+
+def area_cmd(area_id: str) -> str:
+    return f"{ROOT}/area/{check_id(area_id)}/cmd"
+
+
+def cluster_cmd(cluster_id: str) -> str:
+    return f"{ROOT}/cluster/{check_id(cluster_id)}/cmd"
+
+
+def cluster_status(cluster_id: str) -> str:
+    return f"{ROOT}/cluster/{check_id(cluster_id)}/status"
+
+
+def cluster_telemetry(cluster_id: str) -> str:
+    return f"{ROOT}/cluster/{check_id(cluster_id)}/telemetry"
+
+
+def cluster_event(cluster_id: str) -> str:
+    return f"{ROOT}/cluster/{check_id(cluster_id)}/event"
+
+
+def content_chunk(sha256: str, index: int) -> str:
+    return f"{ROOT}/content/{_check_sha(sha256)}/{int(index)}"
+
+
+def content_chunks_filter(sha256: str) -> str:
+    return f"{ROOT}/content/{_check_sha(sha256)}/+"
+
+
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _check_sha(sha256: str) -> str:
+    if not _SHA_RE.match(sha256):
+        raise ValueError(f"invalid sha256 {sha256!r}")
+    return sha256
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterTopic:
+    """A parsed ``loa/v1/cluster/{id}/{kind}`` topic."""
+
+    cluster_id: str
+    kind: str  # "status" | "telemetry" | "event" | "cmd"
+
+
+def parse_cluster_topic(topic: str) -> ClusterTopic | None:
+    """Parse a cluster topic; None when the topic is not one (never raises)."""
+    parts = topic.split("/")
+    if len(parts) != 5 or f"{parts[0]}/{parts[1]}" != ROOT or parts[2] != "cluster":
+        return None
+    if not valid_id(parts[3]) or parts[4] not in ("status", "telemetry", "event", "cmd"):
+        return None
+    return ClusterTopic(parts[3], parts[4])
+
+
+def parse_content_topic(topic: str) -> tuple[str, int] | None:
+    """Parse ``loa/v1/content/{sha256}/{index}``; None when it is not one."""
+    parts = topic.split("/")
+    if len(parts) != 5 or f"{parts[0]}/{parts[1]}" != ROOT or parts[2] != "content":
+        return None
+    if not _SHA_RE.match(parts[3]) or not parts[4].isdigit():
+        return None
+    return parts[3], int(parts[4])

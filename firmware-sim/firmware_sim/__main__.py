@@ -1,0 +1,3 @@
+from firmware_sim.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,71 @@
+"""``loa sim`` / ``python -m firmware_sim``: run simulated clusters against a broker."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+from urllib.parse import urlparse
+
+from devices.areas import generate, load_fixture
+from firmware_sim.cluster import SimConfig
+from firmware_sim.runner import load_verify_key, run_network
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="loa sim", description=__doc__)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--fixture", default=None, help="packaged network, e.g. huong-dao")
+    g.add_argument("--clusters", type=int, default=None, help="N generated clusters, one commune")
+    g.add_argument("--communes", type=int, default=None, help="generated communes")
+    p.add_argument("--clusters-per-commune", type=int, default=15)
+    p.add_argument("--mqtt", default=os.environ.get("LOA_MQTT_URL", "mqtt://127.0.0.1:1883"),
+                   help="broker URL (default: $LOA_MQTT_URL)")
+    p.add_argument("--pubkey", type=Path, default=None,
+                   help="controller public key file (default: $LOA_DATA_DIR/controller_ed25519.pub)")
+    p.add_argument("--heartbeat", type=float, default=float(os.environ.get("LOA_SIM_HEARTBEAT", 30)))
+    p.add_argument("--record-dir", type=Path, default=None,
+                   help="write the audio each cluster played to DIR/<cluster>/<occurrence>.*")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--connect-spread", type=float, default=None,
+                   help="spread connects over this many seconds (default: 1 s per 500 clusters)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.clusters is not None:
+        network = generate(1, args.clusters)
+    elif args.communes is not None:
+        network = generate(args.communes, args.clusters_per_commune)
+    else:
+        network = load_fixture(args.fixture or "huong-dao")
+    url = urlparse(args.mqtt)
+    pubkey = args.pubkey or Path(os.environ.get("LOA_DATA_DIR", ".loa")) / "controller_ed25519.pub"
+    if not pubkey.exists():
+        raise SystemExit(f"controller public key not found at {pubkey}: pass --pubkey "
+                         "(the controller writes it on first start)")
+    cfg = SimConfig(host=url.hostname or "127.0.0.1", port=url.port or 1883,
+                    keys=[load_verify_key(pubkey)], heartbeat_s=args.heartbeat,
+                    record_dir=args.record_dir, seed=args.seed)
+    spread = args.connect_spread if args.connect_spread is not None else len(network.clusters) / 500
+    logging.getLogger(__name__).info("simulating %d clusters (%s) on %s", len(network.clusters),
+                                     network.name, args.mqtt)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_network(network, cfg, stop, spread)
+
+    asyncio.run(run())
+    return 0

@@ -1,0 +1,58 @@
+"""Run many simulated clusters in one asyncio process (one task per cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import random
+from pathlib import Path
+
+from nacl.signing import VerifyKey
+
+from devices.areas import Network
+from firmware_sim.cluster import SimCluster, SimConfig
+from firmware_sim.content import SharedStore
+
+log = logging.getLogger(__name__)
+
+__all__ = ["load_verify_key", "build_clusters", "run_network"]
+
+
+def load_verify_key(path: Path) -> VerifyKey:
+    """A provisioned controller public key: 32 raw bytes, or base64/hex text of them."""
+    raw = path.read_bytes()
+    if len(raw) == 32:
+        return VerifyKey(raw)
+    text = raw.decode().strip()
+    try:
+        return VerifyKey(bytes.fromhex(text))
+    except ValueError:
+        return VerifyKey(base64.b64decode(text))
+
+
+def build_clusters(network: Network, cfg: SimConfig) -> list[SimCluster]:
+    store = SharedStore()
+    return [SimCluster(c, network.cluster_area_path(c.id), cfg, store)
+            for c in network.clusters.values()]
+
+
+async def run_network(network: Network, cfg: SimConfig, stop: asyncio.Event,
+                      connect_spread_s: float = 0.0) -> list[SimCluster]:
+    """Connect every cluster (spread over ``connect_spread_s``), run until ``stop`` is set,
+    then shut down cleanly (each cluster publishes offline)."""
+    clusters = build_clusters(network, cfg)
+    rng = random.Random(cfg.seed)
+
+    async def one(sim: SimCluster) -> None:
+        if connect_spread_s:
+            await asyncio.sleep(rng.random() * connect_spread_s)
+        await sim.run(stop)
+
+    tasks = [asyncio.create_task(one(c), name=f"cluster-{c.id}") for c in clusters]
+    await stop.wait()
+    await asyncio.gather(*(c.stop() for c in clusters), return_exceptions=True)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return clusters
