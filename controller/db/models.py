@@ -90,6 +90,9 @@ class Content(Base):
     source_format: Mapped[str | None] = mapped_column(String(16))
     text: Mapped[str | None] = mapped_column(Text)
     voice: Mapped[str | None] = mapped_column(String(32))
+    #: for TTS: hash of (engine, voice, speed, text, audio settings); the same request reuses
+    #: the stored audio, so a bulletin typed twice is one content address (engines vary).
+    source_key: Mapped[str | None] = mapped_column(String(64), index=True)
     created_by: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -16,7 +16,7 @@ from firmware_sim.content import SharedStore
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_verify_key", "build_clusters", "run_network"]
+__all__ = ["load_verify_key", "build_clusters", "run_clusters", "run_network"]
 
 
 def load_verify_key(path: Path) -> VerifyKey:
@@ -37,12 +37,11 @@ def build_clusters(network: Network, cfg: SimConfig) -> list[SimCluster]:
             for c in network.clusters.values()]
 
 
-async def run_network(network: Network, cfg: SimConfig, stop: asyncio.Event,
-                      connect_spread_s: float = 0.0) -> list[SimCluster]:
+async def run_clusters(clusters: list[SimCluster], stop: asyncio.Event,
+                       connect_spread_s: float = 0.0, seed: int = 0) -> None:
     """Connect every cluster (spread over ``connect_spread_s``), run until ``stop`` is set,
     then shut down cleanly (each cluster publishes offline)."""
-    clusters = build_clusters(network, cfg)
-    rng = random.Random(cfg.seed)
+    rng = random.Random(seed)
 
     async def one(sim: SimCluster) -> None:
         if connect_spread_s:
@@ -55,4 +54,10 @@ async def run_network(network: Network, cfg: SimConfig, stop: asyncio.Event,
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run_network(network: Network, cfg: SimConfig, stop: asyncio.Event,
+                      connect_spread_s: float = 0.0) -> list[SimCluster]:
+    clusters = build_clusters(network, cfg)
+    await run_clusters(clusters, stop, connect_spread_s, cfg.seed)
     return clusters

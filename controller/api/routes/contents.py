@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, File, HTTPException, Query, Response, UploadFile
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from audio import AudioError, PreparedAudio, prepare_file, prepare_segment
@@ -13,6 +16,8 @@ from controller.db.models import Content, ContentBlob
 
 router = APIRouter(prefix="/contents", tags=["contents"])
 
+_REUSED = ("sha256", "kind", "codec", "container", "mime", "size", "duration_ms", "source_name",
+           "source_format", "text", "voice", "source_key")
 _STATUS = {"too_large": 413, "not_audio": 415, "encoder": 500}
 
 
@@ -27,7 +32,8 @@ def _out(c: Content) -> ContentOut:
 
 
 def _store(db: SessionDep, p: PreparedAudio, *, kind: str, user: str, source_name: str | None,
-           text: str | None = None, voice: str | None = None) -> Content:
+           text: str | None = None, voice: str | None = None,
+           source_key: str | None = None) -> Content:
     """Blob (once per sha256) and content row in one transaction: all or nothing."""
     if db.get(ContentBlob, p.sha256) is None:
         db.add(ContentBlob(sha256=p.sha256, data=p.data))
@@ -38,7 +44,7 @@ def _store(db: SessionDep, p: PreparedAudio, *, kind: str, user: str, source_nam
     c = Content(id=uuid.uuid4().hex, sha256=p.sha256, kind=kind, codec=p.codec,
                 container=p.container, mime=p.mime, size=len(p.data), duration_ms=p.duration_ms,
                 source_name=source_name, source_format=p.source_format, text=text, voice=voice,
-                created_by=user)
+                source_key=source_key, created_by=user)
     db.add(c)
     db.commit()
     return c
@@ -64,13 +70,24 @@ def upload(file: Annotated[UploadFile, File(description="mp3, wav, m4a/aac, ogg/
 
 @router.post("/tts", response_model=ContentOut, status_code=201)
 def tts(req: TTSRequest, db: SessionDep, rt: RuntimeDep, user: CurrentUser) -> ContentOut:
+    settings = rt.audio_settings(req.chime)
+    key = hashlib.sha256(json.dumps(
+        [rt.tts.name, req.voice, req.speed, req.text, repr(settings)], ensure_ascii=False
+    ).encode()).hexdigest()
+    earlier = db.scalar(select(Content).where(Content.source_key == key).limit(1))
+    if earlier is not None:  # same request as before: same audio, same content address
+        c = Content(id=uuid.uuid4().hex, **{k: getattr(earlier, k) for k in _REUSED})
+        c.created_by = user.username
+        db.add(c)
+        db.commit()
+        return _out(c)
     try:
         seg = rt.tts.synthesize(req.text, req.voice, req.speed)
-        prepared = prepare_segment(seg, rt.audio_settings(req.chime), source_format="tts")
+        prepared = prepare_segment(seg, settings, source_format="tts")
     except AudioError as exc:
         raise _audio_error(exc) from None
     return _out(_store(db, prepared, kind="tts", user=user.username, source_name=None,
-                       text=req.text, voice=req.voice))
+                       text=req.text, voice=req.voice, source_key=key))
 
 
 @router.get("/{content_id}", response_model=ContentOut)

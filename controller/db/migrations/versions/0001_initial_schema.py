@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 00:05:12.832764
+Create Date: 2026-11-22 00:11:41.915851
 """
 from alembic import op
 import sqlalchemy as sa
@@ -70,6 +70,7 @@ def upgrade() -> None:
     sa.Column('source_format', sa.String(length=16), nullable=True),
     sa.Column('text', sa.Text(), nullable=True),
     sa.Column('voice', sa.String(length=32), nullable=True),
+    sa.Column('source_key', sa.String(length=64), nullable=True),
     sa.Column('created_by', sa.String(length=64), nullable=True),
     sa.Column('created_at', controller.db.types.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['sha256'], ['content_blobs.sha256'], ),
@@ -77,6 +78,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('contents', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_contents_sha256'), ['sha256'], unique=False)
+        batch_op.create_index(batch_op.f('ix_contents_source_key'), ['source_key'], unique=False)
 
     op.create_table('users',
     sa.Column('username', sa.String(length=64), nullable=False),
@@ -187,6 +189,7 @@ def downgrade() -> None:
     op.drop_table('api_tokens')
     op.drop_table('users')
     with op.batch_alter_table('contents', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_contents_source_key'))
         batch_op.drop_index(batch_op.f('ix_contents_sha256'))
 
     op.drop_table('contents')

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import pytest
+
+from audio import AudioSettings, EspeakNg, TTSError, prepare_segment
+from audio.pipeline import decode, measure_loudness
+
+TEXT = ("Ủy ban nhân dân xã Hướng Đạo thông báo: sáng thứ bảy tuần này, trạm y tế xã "
+        "tổ chức tiêm chủng cho trẻ em dưới năm tuổi.")
+
+
+def test_vietnamese_text_is_spoken() -> None:
+    seg = EspeakNg().synthesize(TEXT)
+    assert 4_000 < len(seg) < 20_000  # a sentence, in milliseconds
+    assert seg.dBFS > -40  # sound, not silence
+
+
+def test_speed_changes_duration() -> None:
+    tts = EspeakNg()
+    slow, fast = tts.synthesize(TEXT, speed=0.7), tts.synthesize(TEXT, speed=1.5)
+    assert len(fast) < 0.75 * len(slow)
+
+
+def test_tts_goes_through_the_same_pipeline() -> None:
+    p = prepare_segment(EspeakNg().synthesize(TEXT), AudioSettings(chime_before=False))
+    loud = measure_loudness(decode(p.data)[0].raw_data)
+    assert abs(loud["input_i"] + 16) <= 1.5
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t", "\x00\x01"])
+def test_empty_text_is_refused(text: str) -> None:
+    with pytest.raises(TTSError):
+        EspeakNg().synthesize(text)
+
+
+def test_unknown_voice_and_speed_are_refused() -> None:
+    with pytest.raises(TTSError):
+        EspeakNg().synthesize("xin chào", voice="klingon")
+    with pytest.raises(TTSError):
+        EspeakNg().synthesize("xin chào", speed=9)

@@ -1,0 +1,232 @@
+"""Real parts for integration tests: brokers, the simulator, the controller."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from controller.app import create_app
+from controller.broker import EmbeddedBroker, free_port
+from controller.db.session import make_engine, make_sessionmaker, upgrade
+from controller.seed import register_network
+from controller.settings import Settings
+from devices.areas import Network
+from firmware_sim.cluster import SimCluster, SimConfig
+from firmware_sim.runner import build_clusters, run_clusters
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN_PASSWORD = "test-admin-pw"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def mosquitto_binary() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)),
+        None)
+
+
+@dataclass
+class Broker:
+    """A private broker on a free port: Mosquitto when installed, else embedded amqtt."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    _embedded: tuple[threading.Thread, asyncio.AbstractEventLoop, EmbeddedBroker] | None = None
+    extra_conf: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def kind(self) -> str:
+        return "mosquitto" if mosquitto_binary() else "amqtt"
+
+    def start(self) -> Broker:
+        binary = mosquitto_binary()
+        if binary:
+            conf = self.workdir / f"mosquitto-{self.port}.conf"
+            conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                            f"persistence false\nmax_queued_messages 100000\n{self.extra_conf}")
+            self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
+        else:
+            self._start_embedded()
+        wait_for(lambda: port_open(self.port), 10, f"broker on port {self.port}")
+        return self
+
+    def _start_embedded(self) -> None:
+        loop = asyncio.new_event_loop()
+        broker = EmbeddedBroker(port=self.port)
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(broker.start())
+            ready.set()
+            loop.run_forever()
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        ready.wait(10)
+        self._embedded = (t, loop, broker)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+            self.proc = None
+        if self._embedded is not None:
+            t, loop, broker = self._embedded
+            asyncio.run_coroutine_threadsafe(broker.stop(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+            t.join(10)
+            self._embedded = None
+
+
+class SimThread:
+    """The firmware simulator in its own thread and event loop (clusters inspectable)."""
+
+    def __init__(self, network: Network, cfg: SimConfig):
+        self.clusters: list[SimCluster] = []
+        self.network, self.cfg = network, cfg
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="sim")
+        self._ready = threading.Event()
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            self.clusters = build_clusters(self.network, self.cfg)
+            self._ready.set()
+            await run_clusters(self.clusters, self._stop)
+
+        asyncio.run(main())
+
+    def start(self) -> SimThread:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def by_id(self, cluster_id: str) -> SimCluster:
+        return next(c for c in self.clusters if c.id == cluster_id)
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the simulator's loop and return its result."""
+        assert self._loop is not None
+
+        async def wrapper() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(wrapper(), self._loop).result(10)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(15)
+
+
+def make_settings(tmp: Path, broker: Broker, db_url: str | None = None, **kw: Any) -> Settings:
+    base: dict[str, Any] = dict(
+        data_dir=tmp, mqtt_url=broker.url, admin_password=ADMIN_PASSWORD, database_url=db_url,
+        min_start_lead_s=1.0, report_grace_s=5.0, chime=False,
+    )
+    base.update(kw)
+    return Settings(**base)
+
+
+def seed(settings: Settings, network: Network) -> None:
+    upgrade(settings.db_url)
+    engine = make_engine(settings.db_url)
+    with make_sessionmaker(engine)() as db:
+        register_network(db, network)
+    engine.dispose()
+
+
+@contextmanager
+def running_controller(settings: Settings) -> Iterator[TestClient]:
+    """The controller in-process (real MQTT, real DB), as an authenticated API client."""
+    app = create_app(settings)
+    with TestClient(app) as client:
+        r = client.post("/api/v1/auth/token",
+                        data={"username": "admin", "password": ADMIN_PASSWORD})
+        assert r.status_code == 200, r.text
+        client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+        yield client
+
+
+class ControllerProcess:
+    """``loa serve`` as a real process, to kill and restart."""
+
+    def __init__(self, settings: Settings, env_extra: dict[str, str] | None = None):
+        self.settings = settings
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.env = {**os.environ, "LOA_DATA_DIR": str(settings.data_dir),
+                    "LOA_MQTT_URL": settings.mqtt_url or "", "LOA_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                    "LOA_MIN_START_LEAD_S": "1", "LOA_REPORT_GRACE_S": "5", "LOA_CHIME": "false",
+                    **(env_extra or {})}
+        if settings.database_url:
+            self.env["LOA_DATABASE_URL"] = settings.database_url
+        self.log = settings.data_dir / "controller.log"
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ControllerProcess:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "controller.cli", "serve", "--port", str(self.port)],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        wait_for(lambda: port_open(self.port), 30, "controller HTTP port")
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
