@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from collections.abc import Iterator
@@ -19,14 +20,16 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     b.kill()
 
 
+@functools.cache
 def _pg_available() -> bool:
-    try:
-        import psycopg
+    import psycopg
 
-        with psycopg.connect(PG_URL.replace("+psycopg", ""), connect_timeout=2):
-            return True
-    except Exception:
+    try:
+        conn = psycopg.connect(PG_URL.replace("+psycopg", ""), connect_timeout=2)
+    except psycopg.Error:
         return False
+    conn.close()
+    return True
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -230,3 +230,58 @@ class ControllerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
             self.proc = None
+
+
+class HttpApi:
+    """A tiny JSON client for a controller running in another process."""
+
+    def __init__(self, base: str):
+        self.base = base
+        self.token: str | None = None
+
+    def login(self) -> HttpApi:
+        import urllib.parse
+
+        body = urllib.parse.urlencode({"username": "admin", "password": ADMIN_PASSWORD}).encode()
+        self.token = self._call("POST", "/api/v1/auth/token", body,
+                                "application/x-www-form-urlencoded")[1]["access_token"]
+        return self
+
+    def _call(self, method: str, path: str, body: bytes | None = None,
+              ctype: str = "application/json") -> tuple[int, Any]:
+        import json
+        import urllib.error
+        import urllib.request
+
+        req = urllib.request.Request(self.base + path, data=body, method=method)
+        req.add_header("Content-Type", ctype)
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def get(self, path: str) -> Any:
+        status, body = self._call("GET", path)
+        assert status == 200, (path, status, body)
+        return body
+
+    def post(self, path: str, obj: Any) -> tuple[int, Any]:
+        import json
+
+        return self._call("POST", path, json.dumps(obj).encode())
+
+
+def sim_process(broker: Broker, pubkey: Path, heartbeat: float, *extra: str,
+                log: Path | None = None) -> subprocess.Popen[bytes]:
+    out = log.open("ab") if log else None
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "firmware_sim", "--mqtt", broker.url, "--pubkey", str(pubkey),
+             "--heartbeat", str(heartbeat), "--connect-spread", "0", *extra],
+            stdout=out or subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=ROOT)
+    finally:
+        if out is not None:
+            out.close()  # the child has its own copy
