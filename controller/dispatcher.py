@@ -237,6 +237,12 @@ class Dispatcher:
 
     def sweep(self, db: Session, now: datetime) -> None:
         """Close occurrences whose reports are overdue: unreported deliveries fail."""
+        # every cluster reported a final state: the occurrence is complete now
+        done = select(Occurrence).where(
+            Occurrence.status == "sent", Occurrence.start_at <= now,
+            ~Occurrence.deliveries.any(Delivery.state.not_in(tuple(TERMINAL))))
+        for occ in db.scalars(done):
+            self._complete(occ)
         limit = now - timedelta(seconds=self.settings.report_grace_s)
         for occ in db.scalars(select(Occurrence).where(Occurrence.status == "sent",
                                                        Occurrence.ends_at < limit)):
@@ -246,14 +252,18 @@ class Dispatcher:
                 elif d.state not in TERMINAL:
                     d.state, d.error = "failed", f"no final report (last: {d.state})"
                 d.updated_at = now
-            occ.status = "completed"
-            bc = occ.broadcast
-            if bc.status == "active" and not bc.recurrence:
-                bc.status = "completed"
+            self._complete(occ)
         for bc in db.scalars(select(Broadcast).where(Broadcast.status == "active",
                                                      Broadcast.recurrence.is_not(None))):
             if bc.expires_at is not None and bc.expires_at < now:
                 bc.status = "completed"
+
+    @staticmethod
+    def _complete(occ: Occurrence) -> None:
+        occ.status = "completed"
+        bc = occ.broadcast
+        if bc.status == "active" and not bc.recurrence:
+            bc.status = "completed"
 
     def next_slot(self, bc: Broadcast, after: datetime) -> datetime | None:
         if bc.recurrence:

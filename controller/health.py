@@ -71,13 +71,13 @@ class HealthTracker:
         was_online = c.state == "online"
         c.bd_seq = birth.bd_seq
         c.last_seen = now
-        c.last_seq = 0
+        c.last_seq = None  # the next message sets the baseline
         c.firmware = birth.firmware
         c.heartbeat_s = birth.heartbeat_s
         self._update_speakers(c, [(s.index, s.state.value) for s in birth.speakers])
         if c.provisioned:
             self._set_state(c, "online", now, "birth")
-        self.views[c.id] = View(c.state, c.bd_seq, now, c.heartbeat_s, 0)
+        self.views[c.id] = View(c.state, c.bd_seq, now, c.heartbeat_s, None)
         return c.provisioned and not was_online
 
     def on_death(self, db: Session, death: Death, now: datetime) -> None:
@@ -92,6 +92,21 @@ class HealthTracker:
             return
         if c.provisioned:
             self._set_state(c, "offline", now, "link lost (last will)")
+
+    def note_seq(self, cluster_id: str, seq: int) -> bool:
+        """Track a message's sequence number; True when messages were missed (a gap)."""
+        v = self.views.get(cluster_id)
+        if v is None:
+            return False
+        last = v.last_seq
+        if last is None or seq <= last:  # first seen, or reordered/duplicate: no gap
+            v.last_seq = max(seq, last or 0)
+            return False
+        v.last_seq = seq
+        if seq > last + 1:
+            self.counters["seq_gaps"] += 1
+            return True
+        return False
 
     def on_telemetry(self, db: Session, t: Telemetry, now: datetime) -> tuple[bool, bool]:
         """Returns (came_online, needs_rebirth)."""
@@ -110,7 +125,7 @@ class HealthTracker:
             came_online = True
         v = self.views.setdefault(c.id, View(c.state, c.bd_seq, now,
                                              c.heartbeat_s or self.default_heartbeat_s, t.seq))
-        v.last_seen, v.last_seq, v.state = now, t.seq, c.state
+        v.last_seen, v.state = now, c.state
         return came_online, needs_rebirth
 
     def _update_speakers(self, c: Cluster, states: list[tuple[int, str]]) -> None:

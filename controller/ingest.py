@@ -125,6 +125,8 @@ class Ingest:
             if tm.cluster_id != t.cluster_id:
                 self._reject("id_mismatch", m.topic)
                 return
+            if self.health.note_seq(tm.cluster_id, tm.seq):
+                rebirth.add(tm.cluster_id)
             came_online, needs_rebirth = self.health.on_telemetry(db, tm, now)
             if came_online:
                 online.append(tm.cluster_id)
@@ -135,6 +137,8 @@ class Ingest:
             if ev.cluster_id != t.cluster_id:
                 self._reject("id_mismatch", m.topic)
                 return
+            if self.health.note_seq(ev.cluster_id, ev.seq):
+                rebirth.add(ev.cluster_id)
             if isinstance(ev, DeliveryEvent):
                 self.dispatcher.on_delivery(db, ev)
             elif isinstance(ev, RefusedEvent):

@@ -123,8 +123,7 @@ class SimCluster:
             backoff = min(backoff * 2, self.cfg.reconnect_max_s)
 
     async def _session(self) -> None:
-        self.bd_seq += 1
-        self.seq = 0
+        self.bd_seq += 1  # seq keeps counting: events queued offline keep their numbers
         will = aiomqtt.Will(
             topics.cluster_status(self.id),
             dumps(Death(v=1, cluster_id=self.id, state="offline", bd_seq=self.bd_seq)),

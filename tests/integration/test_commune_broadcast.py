@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -274,3 +275,27 @@ def test_api_lists_the_commune(commune: Commune) -> None:
     assert len(clusters) == 15 and sum(len(c["speakers"]) for c in clusters) == 30
     c = clusters[0]
     assert c["telemetry"]["link"]["type"] in ("4g", "wifi", "ethernet") and c["last_seen"]
+
+
+def test_recurring_slots_are_planned_in_local_time_and_cancel_unplans(commune: Commune) -> None:
+    api = commune.api
+    content = tts(api, "Chương trình phát thanh buổi sáng.")
+    r = api.post("/api/v1/broadcasts", json={
+        "content_id": content["id"], "targets": {"areas": [COMMUNE]}, "recurrence": {
+            "rrule": ["FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR,SA;BYHOUR=5;BYMINUTE=30",
+                      "FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR,SA;BYHOUR=17;BYMINUTE=0"],
+            "timezone": "Asia/Ho_Chi_Minh"}})
+    assert r.status_code == 201, r.text
+    bc = r.json()
+    slots = [datetime.fromisoformat(s).astimezone(ZoneInfo("Asia/Ho_Chi_Minh"))
+             for s in bc["next_slots"]]
+    assert len(slots) == 5
+    assert all((s.hour, s.minute) in ((5, 30), (17, 0)) and s.weekday() != 6 for s in slots)
+    assert slots == sorted(slots)
+    rt = api.app.state.runtime  # type: ignore[attr-defined]
+    jobs = [j for j in rt.scheduler._sched.get_jobs() if j.id.startswith(bc["id"])]
+    assert len(jobs) == 1  # only the next slot is planned; each run plans the following one
+    lead = timedelta(seconds=rt.settings.dispatch_lead_s)
+    assert jobs[0].next_run_time == slots[0] - lead
+    assert api.post(f"/api/v1/broadcasts/{bc['id']}/cancel").json()["status"] == "cancelled"
+    assert not [j for j in rt.scheduler._sched.get_jobs() if j.id.startswith(bc["id"])]
