@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the audio each cluster played to DIR/<cluster>/<occurrence>.*")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--connect-spread", type=float, default=None,
-                   help="spread connects over this many seconds (default: 1 s per 500 clusters)")
+                   help="spread connects over this many seconds (default: 1 s per 500 clusters, at least 1 s)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = SimConfig(host=url.hostname or "127.0.0.1", port=url.port or 1883,
                     keys=[load_verify_key(pubkey)], heartbeat_s=args.heartbeat,
                     record_dir=args.record_dir, seed=args.seed)
-    spread = args.connect_spread if args.connect_spread is not None else len(network.clusters) / 500
+    # jittered connects: a province-wide power return must not be a thundering herd
+    spread = (args.connect_spread if args.connect_spread is not None
+              else max(1.0, len(network.clusters) / 500))
     logging.getLogger(__name__).info("simulating %d clusters (%s) on %s", len(network.clusters),
                                      network.name, args.mqtt)
 
