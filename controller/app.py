@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse
 
-from controller.api.routes import areas, auth, broadcasts, contents
+from controller.api.deps import current_user, get_db, get_runtime
+from controller.api.routes import areas, auth, broadcasts, contents, health
+from controller.metrics import render
 from controller.runtime import Runtime
 from controller.settings import Settings
 
@@ -38,9 +40,19 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                   description="Schedules announcements to a commune's smart loudspeaker "
                               "clusters and tracks their health.")
     api = APIRouter(prefix="/api/v1")
-    for r in (auth.router, areas.router, contents.router, broadcasts.router):
+    for r in (auth.router, areas.router, contents.router, broadcasts.router, health.router):
         api.include_router(r)
     app.include_router(api)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics(request: Request) -> Response:
+        rt = get_runtime(request)
+        if not rt.settings.metrics_public:  # a bearer token, as for the API
+            auth_header = request.headers.get("authorization", "")
+            token = auth_header[7:] if auth_header.lower().startswith("bearer ") else None
+            for db in get_db(rt):
+                current_user(db, token)
+        return Response(render(rt), media_type="text/plain; version=0.0.4")
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -1,8 +1,10 @@
-"""Cluster health: online/offline from births, Last Wills (bd_seq-checked) and heartbeats.
+"""Cluster health: online / degraded (with causes) / offline / unprovisioned.
 
-Connection state and liveness are kept apart: a cluster is online only while its heartbeats
+Connection state and liveness are kept apart: a cluster is up only while its heartbeats
 arrive; the broker's keep-alive is not counted. A Will whose bd_seq is not the current
 birth's is late and ignored (Sparkplug B rule), so it cannot mark a live cluster offline.
+Degraded comes from telemetry against the area's thresholds (``controller.causes``). Every
+state change is recorded (availability reports) and mirrored into alerts.
 """
 
 from __future__ import annotations
@@ -15,12 +17,19 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.db.models import Cluster, Speaker
+from controller.alerts import AlertManager, WebhookSender
+from controller.causes import Cause, causes_of
+from controller.db.models import Area, Cluster, Speaker, StateTransition
+from controller.thresholds import Thresholds, effective
 from devices.messages import Birth, Death, Telemetry
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HealthTracker", "View"]
+__all__ = ["HealthTracker", "View", "UP_STATES", "CAUSE_CODES"]
+
+UP_STATES = ("online", "degraded")
+CAUSE_CODES = ("speaker_open", "speaker_short", "amp_overheat", "weak_signal", "on_battery",
+               "battery_low", "clock_drift", "storage_low")
 
 
 @dataclass(slots=True)
@@ -30,19 +39,48 @@ class View:
     last_seen: datetime | None
     heartbeat_s: int
     last_seq: int | None
+    area_id: str | None = None
+    causes: tuple[Cause, ...] = ()
 
 
 class HealthTracker:
-    def __init__(self, timeout_factor: float = 1.5, default_heartbeat_s: int = 30):
+    def __init__(self, timeout_factor: float = 1.5, default_heartbeat_s: int = 30,
+                 alerts: AlertManager | None = None):
         self.timeout_factor = timeout_factor
         self.default_heartbeat_s = default_heartbeat_s
+        self.alerts = alerts or AlertManager(WebhookSender([]))
         self.views: dict[str, View] = {}
         self.counters: Counter[str] = Counter()
+        self._thresholds: dict[str | None, Thresholds] = {}
 
     def load(self, db: Session) -> None:
         for c in db.scalars(select(Cluster)):
             self.views[c.id] = View(c.state, c.bd_seq, c.last_seen,
-                                    c.heartbeat_s or self.default_heartbeat_s, c.last_seq)
+                                    c.heartbeat_s or self.default_heartbeat_s, c.last_seq,
+                                    c.area_id)
+        self.alerts.load(db)
+
+    # --- thresholds ------------------------------------------------------------------------
+
+    def invalidate_thresholds(self) -> None:
+        self._thresholds = {}
+
+    def thresholds(self, db: Session, area_id: str | None) -> Thresholds:
+        th = self._thresholds.get(area_id)
+        if th is None:
+            chain: list[dict | None] = []  # type: ignore[type-arg]
+            cur, seen = area_id, set()
+            while cur is not None and cur not in seen:
+                seen.add(cur)
+                area = db.get(Area, cur)
+                if area is None:
+                    break
+                chain.append(area.thresholds)
+                cur = area.parent_id
+            th = self._thresholds[area_id] = effective(list(reversed(chain)))
+        return th
+
+    # --- state -------------------------------------------------------------------------------
 
     def _cluster(self, db: Session, cluster_id: str, now: datetime) -> Cluster:
         c = db.get(Cluster, cluster_id)
@@ -53,32 +91,56 @@ class HealthTracker:
             db.flush()
             log.warning("unprovisioned device %s announced itself", cluster_id)
             self.counters["unprovisioned"] += 1
+            self.alerts.sync(db, cluster_id=cluster_id, area_id=None, now=now, hold_s=0,
+                             conditions={("unprovisioned", ""): f"unknown device {cluster_id} "
+                                         "connected; register it or revoke its credentials"},
+                             codes=["unprovisioned"])
         return c
 
-    def _set_state(self, c: Cluster, state: str, now: datetime, reason: str | None) -> None:
+    def _set_state(self, db: Session, c: Cluster, state: str, now: datetime,
+                   reason: str | None) -> None:
         if c.state != state:
             log.info("cluster %s: %s -> %s (%s)", c.id, c.state, state, reason or "")
+            was_up = c.state in UP_STATES
             c.state = state
             c.state_since = now
+            if was_up != (state in UP_STATES) or not db.scalar(
+                    select(StateTransition.id).where(StateTransition.cluster_id == c.id).limit(1)):
+                db.add(StateTransition(cluster_id=c.id, at=now, state=state, reason=reason))
+            th = self.thresholds(db, c.area_id)
+            offline = {("offline", ""): f"offline: {reason}"} if state == "offline" else {}
+            self.alerts.sync(db, cluster_id=c.id, area_id=c.area_id, conditions=offline,
+                             now=now, hold_s=th.resolve_hold_s, codes=["offline"])
         c.state_reason = reason
         v = self.views.get(c.id)
         if v is not None:
             v.state = state
 
+    def _up_state(self, db: Session, c: Cluster, now: datetime, reason: str) -> None:
+        """online or degraded, from the causes last computed."""
+        v = self.views.get(c.id)
+        causes = v.causes if v else ()
+        if causes:
+            self._set_state(db, c, "degraded", now, "; ".join(x.message for x in causes))
+        else:
+            self._set_state(db, c, "online", now, reason)
+
     def on_birth(self, db: Session, birth: Birth, now: datetime) -> bool:
         """Returns True when the cluster (re)appeared online."""
         c = self._cluster(db, birth.cluster_id, now)
-        was_online = c.state == "online"
+        was_up = c.state in UP_STATES
         c.bd_seq = birth.bd_seq
         c.last_seen = now
         c.last_seq = None  # the next message sets the baseline
         c.firmware = birth.firmware
         c.heartbeat_s = birth.heartbeat_s
         self._update_speakers(c, [(s.index, s.state.value) for s in birth.speakers])
+        old = self.views.get(c.id)
+        self.views[c.id] = View(c.state, c.bd_seq, now, c.heartbeat_s, None, c.area_id,
+                                old.causes if old else ())
         if c.provisioned:
-            self._set_state(c, "online", now, "birth")
-        self.views[c.id] = View(c.state, c.bd_seq, now, c.heartbeat_s, None)
-        return c.provisioned and not was_online
+            self._up_state(db, c, now, "birth")
+        return c.provisioned and not was_up
 
     def on_death(self, db: Session, death: Death, now: datetime) -> None:
         c = db.get(Cluster, death.cluster_id)
@@ -91,7 +153,7 @@ class HealthTracker:
                      c.bd_seq)
             return
         if c.provisioned:
-            self._set_state(c, "offline", now, "link lost (last will)")
+            self._set_state(db, c, "offline", now, "link lost (last will)")
 
     def note_seq(self, cluster_id: str, seq: int) -> bool:
         """Track a message's sequence number; True when messages were missed (a gap)."""
@@ -111,21 +173,31 @@ class HealthTracker:
     def on_telemetry(self, db: Session, t: Telemetry, now: datetime) -> tuple[bool, bool]:
         """Returns (came_online, needs_rebirth)."""
         c = self._cluster(db, t.cluster_id, now)
-        needs_rebirth = c.bd_seq is not None and t.bd_seq != c.bd_seq
-        if c.bd_seq is None:
-            needs_rebirth = True
+        needs_rebirth = c.bd_seq is None or t.bd_seq != c.bd_seq
+        was_up = c.state in UP_STATES
         c.last_seen = now
         c.last_seq = t.seq
         c.firmware = t.firmware
         c.telemetry = t.model_dump(mode="json", exclude={"v", "cluster_id"})
         self._update_speakers(c, [(s.index, s.state.value) for s in t.speakers])
-        came_online = False
-        if c.provisioned and c.state != "online" and not needs_rebirth:
-            self._set_state(c, "online", now, "heartbeat")
-            came_online = True
         v = self.views.setdefault(c.id, View(c.state, c.bd_seq, now,
-                                             c.heartbeat_s or self.default_heartbeat_s, t.seq))
-        v.last_seen, v.state = now, c.state
+                                             c.heartbeat_s or self.default_heartbeat_s, t.seq,
+                                             c.area_id))
+        v.last_seen = now
+        if not c.provisioned:
+            return False, needs_rebirth
+        th = self.thresholds(db, c.area_id)
+        causes = tuple(causes_of(c.telemetry, th))
+        if causes != v.causes:
+            v.causes = causes
+            c.causes = [x.as_dict() for x in causes] or None
+            self.alerts.sync(db, cluster_id=c.id, area_id=c.area_id, now=now,
+                             hold_s=th.resolve_hold_s, codes=CAUSE_CODES,
+                             conditions={(x.code, x.subject): x.message for x in causes})
+        came_online = False
+        if not needs_rebirth and (c.state in UP_STATES or c.state == "offline"):
+            self._up_state(db, c, now, "heartbeat")
+            came_online = not was_up
         return came_online, needs_rebirth
 
     def _update_speakers(self, c: Cluster, states: list[tuple[int, str]]) -> None:
@@ -139,14 +211,12 @@ class HealthTracker:
 
     def sweep(self, db: Session, now: datetime) -> list[str]:
         """Mark clusters whose heartbeats stopped offline; returns their ids."""
-        stale = []
-        for cid, v in self.views.items():
-            if v.state != "online" or v.last_seen is None:
-                continue
-            if now - v.last_seen > timedelta(seconds=v.heartbeat_s * self.timeout_factor):
-                stale.append(cid)
+        stale = [cid for cid, v in self.views.items()
+                 if v.state in UP_STATES and v.last_seen is not None
+                 and now - v.last_seen > timedelta(seconds=v.heartbeat_s * self.timeout_factor)]
         for cid in stale:
             c = db.get(Cluster, cid)
-            if c is not None and c.state == "online":
-                self._set_state(c, "offline", now, "heartbeat timeout")
+            if c is not None and c.state in UP_STATES:
+                self._set_state(db, c, "offline", now, "heartbeat timeout")
+        self.alerts.sweep(db, now)
         return stale

@@ -16,13 +16,17 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from controller.actions import ActionService
 from controller.content_server import ContentServer
 from controller.db.models import utcnow
 from controller.dispatcher import Dispatcher
 from controller.health import HealthTracker
+from controller.history import TelemetryHistory
 from controller.mqtt_link import Inbound, MqttLink
+from controller.reports import check_upcoming_slots
 from devices import topics
 from devices.messages import (
+    AckEvent,
     Birth,
     ContentRequest,
     DeliveryEvent,
@@ -41,13 +45,18 @@ __all__ = ["Ingest"]
 
 class Ingest:
     def __init__(self, link: MqttLink, sessions: sessionmaker[Session], health: HealthTracker,
-                 dispatcher: Dispatcher, content: ContentServer, batch: int = 2000):
+                 dispatcher: Dispatcher, content: ContentServer, actions: ActionService,
+                 history: TelemetryHistory, batch: int = 2000):
         self.link = link
         self.sessions = sessions
         self.health = health
         self.dispatcher = dispatcher
         self.content = content
+        self.actions = actions
+        self.history = history
         self.batch = batch
+        self._last_slow_sweep = 0.0
+        self._last_prune = 0.0
         self.rejected: Counter[str] = Counter()
         self.processed = 0
         self._stop = threading.Event()
@@ -63,6 +72,9 @@ class Ingest:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+        with self.sessions() as db:  # keep the open telemetry buckets
+            self.history.flush(db, utcnow(), force=True)
+            db.commit()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -128,6 +140,7 @@ class Ingest:
             if self.health.note_seq(tm.cluster_id, tm.seq):
                 rebirth.add(tm.cluster_id)
             came_online, needs_rebirth = self.health.on_telemetry(db, tm, now)
+            self.history.add(tm.cluster_id, now, tm.model_dump(mode="json"))
             if came_online:
                 online.append(tm.cluster_id)
             if needs_rebirth:
@@ -142,7 +155,13 @@ class Ingest:
             if isinstance(ev, DeliveryEvent):
                 self.dispatcher.on_delivery(db, ev)
             elif isinstance(ev, RefusedEvent):
-                self.dispatcher.on_refused(db, ev)
+                if not self.actions.on_refused(db, ev.command_id, ev.cluster_id, ev.reason.value):
+                    self.dispatcher.on_refused(db, ev)
+                else:
+                    self.dispatcher.counters[f"refused_{ev.reason.value}"] += 1
+            elif isinstance(ev, AckEvent):
+                if not self.actions.on_ack(db, ev):
+                    self._reject("unknown_command", m.topic)
             elif isinstance(ev, ContentRequest):
                 self.content.request(ev.sha256, ev.missing)
 
@@ -159,7 +178,16 @@ class Ingest:
     def _sweep(self) -> None:
         self._last_sweep = time.monotonic()
         now = utcnow()
+        slow = time.monotonic() - self._last_slow_sweep >= 10.0
         with self.sessions() as db:
             self.health.sweep(db, now)
             self.dispatcher.sweep(db, now)
+            self.actions.sweep(db, now)
+            if slow:
+                self._last_slow_sweep = time.monotonic()
+                self.history.flush(db, now)
+                check_upcoming_slots(db, self.dispatcher, self.health, now)
+            if time.monotonic() - self._last_prune >= 3600:
+                self._last_prune = time.monotonic()
+                self.history.prune(db, now)
             db.commit()

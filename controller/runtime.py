@@ -10,11 +10,14 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from audio import AudioSettings, EspeakNg, TTSEngine
+from controller.actions import ActionService
+from controller.alerts import AlertManager, WebhookSender
 from controller.content_server import ContentServer
 from controller.db.models import ContentBlob
 from controller.db.session import make_engine, make_sessionmaker, upgrade
 from controller.dispatcher import Dispatcher
 from controller.health import HealthTracker
+from controller.history import TelemetryHistory
 from controller.ingest import Ingest
 from controller.keys import load_or_create_signing_key
 from controller.mqtt_link import MqttLink
@@ -39,6 +42,9 @@ class Runtime:
     dispatcher: Dispatcher
     scheduler: Scheduler
     ingest: Ingest
+    actions: ActionService
+    alerts: AlertManager
+    webhooks: WebhookSender
     tts: TTSEngine
     generated_admin_password: str | None = None
     started: bool = field(default=False)
@@ -61,13 +67,17 @@ class Runtime:
 
         content = ContentServer(link.publish, load_blob, settings.chunk_size)
         dispatcher = Dispatcher(settings, sessions, key, link.publish, content)
-        health = HealthTracker(settings.heartbeat_timeout_factor, settings.default_heartbeat_s)
+        webhooks = WebhookSender(settings.alert_webhooks)
+        alerts = AlertManager(webhooks)
+        health = HealthTracker(settings.heartbeat_timeout_factor, settings.default_heartbeat_s,
+                               alerts)
         scheduler = Scheduler(engine, dispatcher, settings.dispatch_lead_s)
-        ingest = Ingest(link, sessions, health, dispatcher, content)
+        actions = ActionService(key, link.publish)
+        ingest = Ingest(link, sessions, health, dispatcher, content, actions, TelemetryHistory())
         with sessions() as db:
             generated = ensure_admin(db, settings.admin_password)
         return cls(settings, engine, sessions, key, link, health, content, dispatcher, scheduler,
-                   ingest, EspeakNg(), generated)
+                   ingest, actions, alerts, webhooks, EspeakNg(), generated)
 
     def audio_settings(self, chime: bool | None = None) -> AudioSettings:
         s = self.settings
@@ -95,5 +105,6 @@ class Runtime:
         self.scheduler.shutdown()
         self.ingest.stop()
         self.link.stop()
+        self.webhooks.stop()
         self.engine.dispose()
         self.started = False

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
 
@@ -37,6 +38,18 @@ class Settings(BaseSettings):
     chime: bool = Field(True, description="chime before and after each announcement")
     chunk_size: int = Field(16 * 1024, ge=1024, le=256 * 1024)
     token_ttl_s: int = Field(12 * 3600, ge=60)
+    alert_webhooks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="URLs that receive alert opened/resolved as JSON POST "
+                                          "(env: JSON list or comma-separated)")
+    metrics_public: bool = Field(False, description="serve /metrics without a token")
+
+    @field_validator("alert_webhooks", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = v.strip()
+            return json.loads(v) if v.startswith("[") else [u.strip() for u in v.split(",") if u.strip()]
+        return v
 
     @model_validator(mode="after")
     def _production_needs_secrets(self) -> Settings:

@@ -50,6 +50,12 @@ __all__ = [
     "DeliveryEvent",
     "RefusedEvent",
     "ContentRequest",
+    "AckEvent",
+    "SpeakerTest",
+    "SetVolumeBody",
+    "SetSpeakerBody",
+    "SetHeartbeatBody",
+    "ACTION_KINDS",
     "Event",
     "ControllerStatus",
     "MessageError",
@@ -157,11 +163,36 @@ class RebirthBody(_Wire):
     pass
 
 
+class SetVolumeBody(_Wire):
+    volume_pct: int = Field(ge=0, le=100)
+
+
+class SetSpeakerBody(_Wire):
+    index: int = Field(ge=1, le=64)
+    muted: bool
+
+
+class EmptyBody(_Wire):
+    pass
+
+
+class SetHeartbeatBody(_Wire):
+    heartbeat_s: int = Field(ge=5, le=3600)
+
+
 COMMAND_BODIES: dict[str, type[_Wire]] = {
     "play": PlayBody,
     "cancel": CancelBody,
     "rebirth": RebirthBody,
+    # remote actions: each is acknowledged with an AckEvent (accepted, then done/failed)
+    "set_volume": SetVolumeBody,
+    "set_speaker": SetSpeakerBody,
+    "reboot": EmptyBody,
+    "self_test": EmptyBody,
+    "report_now": EmptyBody,
+    "set_heartbeat": SetHeartbeatBody,
 }
+ACTION_KINDS = ("set_volume", "set_speaker", "reboot", "self_test", "report_now", "set_heartbeat")
 
 
 class Command(_Wire):
@@ -282,7 +313,32 @@ class ContentRequest(_Wire):
     missing: list[int] | None = Field(default=None, max_length=4096)
 
 
-Event = Annotated[DeliveryEvent | RefusedEvent | ContentRequest, Field(discriminator="kind")]
+class SpeakerTest(_Wire):
+    """One speaker line in a self-test: the board plays a test tone and measures."""
+
+    index: int = Field(ge=1, le=64)
+    state: SpeakerState
+    impedance_ohm: float | None = Field(default=None, ge=0)
+    level_db: float | None = Field(default=None, ge=0, le=200, description="SPL at 1 m")
+
+
+class AckEvent(_Wire):
+    """Outcome of a remote action: ``accepted`` at once, then ``done`` or ``failed``."""
+
+    v: Literal[1]
+    kind: Literal["ack"]
+    cluster_id: WireId
+    seq: int = Field(ge=0)
+    ts: UtcDatetime
+    command_id: str = Field(max_length=64)
+    action: str = Field(max_length=32)
+    status: Literal["accepted", "done", "failed"]
+    result: dict[str, Any] | None = None
+    reason: str | None = Field(default=None, max_length=256)
+
+
+Event = Annotated[DeliveryEvent | RefusedEvent | ContentRequest | AckEvent,
+                  Field(discriminator="kind")]
 
 
 class ControllerStatus(_Wire):
@@ -319,7 +375,7 @@ def parse_telemetry(payload: bytes) -> Telemetry:
     return _parse(_telemetry, payload)  # type: ignore[no-any-return]
 
 
-def parse_event(payload: bytes) -> DeliveryEvent | RefusedEvent | ContentRequest:
+def parse_event(payload: bytes) -> DeliveryEvent | RefusedEvent | ContentRequest | AckEvent:
     return _parse(_event, payload)  # type: ignore[no-any-return]
 
 

@@ -22,7 +22,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from controller.db.types import UTCDateTime
 
 __all__ = ["Base", "Area", "Cluster", "Speaker", "Content", "ContentBlob", "Broadcast",
-           "Occurrence", "Delivery", "User", "ApiToken", "utcnow"]
+           "Occurrence", "Delivery", "User", "ApiToken", "StateTransition", "Alert",
+           "TelemetrySample", "Action", "ActionResult", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -41,6 +42,8 @@ class Area(Base):
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"), index=True)
     lat: Mapped[float | None] = mapped_column(Float)
     lon: Mapped[float | None] = mapped_column(Float)
+    #: health thresholds overriding the parent's (see controller.thresholds)
+    thresholds: Mapped[dict[str, Any] | None]
 
 
 class Cluster(Base):
@@ -60,6 +63,8 @@ class Cluster(Base):
     firmware: Mapped[str | None] = mapped_column(String(64))
     heartbeat_s: Mapped[int | None] = mapped_column(Integer)
     telemetry: Mapped[dict[str, Any] | None]
+    #: why the cluster is degraded: [{"code", "subject", "message"}]
+    causes: Mapped[list[Any] | None]
     speakers: Mapped[list[Speaker]] = relationship(
         back_populates="cluster", order_by="Speaker.index", cascade="all, delete-orphan")
 
@@ -170,3 +175,85 @@ class ApiToken(Base):
     token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     username: Mapped[str] = mapped_column(ForeignKey("users.username"), index=True)
     expires_at: Mapped[datetime]
+
+
+class StateTransition(Base):
+    """Every change of a cluster's state; availability is computed from these."""
+
+    __tablename__ = "state_transitions"
+    __table_args__ = (Index("ix_transitions_cluster_at", "cluster_id", "at"),)
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"))
+    at: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(200))
+
+
+class Alert(Base):
+    """opened → (acknowledged) → resolved once its condition stayed clear for ``hold_s``."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_open", "resolved_at", "cluster_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    cluster_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    area_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    code: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(128), default="")
+    severity: Mapped[str] = mapped_column(String(16), default="warning")
+    message: Mapped[str] = mapped_column(String(500))
+    opened_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    cleared_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[str | None] = mapped_column(String(64))
+    hold_s: Mapped[int] = mapped_column(Integer, default=120)
+    flaps: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class TelemetrySample(Base):
+    """Downsampled telemetry: 1-minute buckets (kept 48 h) and 1-hour buckets (kept 90 days)."""
+
+    __tablename__ = "telemetry_samples"
+    cluster_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    resolution: Mapped[str] = mapped_column(String(4), primary_key=True)  # "1m" | "1h"
+    bucket: Mapped[datetime] = mapped_column(primary_key=True)
+    n: Mapped[int] = mapped_column(Integer)
+    rssi_avg: Mapped[float | None] = mapped_column(Float)
+    rssi_min: Mapped[float | None] = mapped_column(Float)
+    amp_temp_avg: Mapped[float | None] = mapped_column(Float)
+    amp_temp_max: Mapped[float | None] = mapped_column(Float)
+    battery_min: Mapped[float | None] = mapped_column(Float)
+    on_battery_ratio: Mapped[float | None] = mapped_column(Float)
+    volume_pct: Mapped[int | None] = mapped_column(Integer)
+    clock_offset_ms: Mapped[int | None] = mapped_column(Integer)
+    storage_free_kb: Mapped[int | None] = mapped_column(Integer)
+    speakers_faulty_max: Mapped[int | None] = mapped_column(Integer)
+
+
+class Action(Base):
+    """A remote action (signed command) on clusters or an area, with per-cluster outcome."""
+
+    __tablename__ = "actions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict[str, Any]]
+    targets: Mapped[dict[str, Any]]
+    requested_by: Mapped[str | None] = mapped_column(String(64))
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    results: Mapped[list[ActionResult]] = relationship(
+        back_populates="action", order_by="ActionResult.cluster_id")
+
+
+class ActionResult(Base):
+    __tablename__ = "action_results"
+    __table_args__ = (UniqueConstraint("action_id", "cluster_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    action_id: Mapped[str] = mapped_column(ForeignKey("actions.id"), index=True)
+    cluster_id: Mapped[str] = mapped_column(String(64))
+    command_id: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(16), default="sent")
+    result: Mapped[dict[str, Any] | None]
+    reason: Mapped[str | None] = mapped_column(String(256))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    action: Mapped[Action] = relationship(back_populates="results")

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
+import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
 from devices.areas import generate, load_fixture
 from firmware_sim.cluster import SimConfig
-from firmware_sim.runner import load_verify_key, run_network
+from firmware_sim.control import ControlServer
+from firmware_sim.faults import FAULTS
+from firmware_sim.runner import build_clusters, load_verify_key, run_clusters
 
 __all__ = ["main", "build_parser"]
 
@@ -34,11 +40,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--connect-spread", type=float, default=None,
                    help="spread connects over this many seconds (default: 1 s per 500 clusters, at least 1 s)")
+    p.add_argument("--control", default=None, metavar="HOST:PORT",
+                   help="serve the fault-injection control channel (HTTP) here, e.g. 127.0.0.1:8700")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
+def fault_main(argv: list[str]) -> int:
+    """``loa sim fault [--control URL] CLUSTER|'*' FAULT [key=value ...] [--clear]``"""
+    fp = argparse.ArgumentParser(prog="loa sim fault", description=FAULT_HELP,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    fp.add_argument("--control", default="http://127.0.0.1:8700")
+    fp.add_argument("cluster", help="cluster id, or * for every simulated cluster")
+    fp.add_argument("fault", choices=sorted(FAULTS))
+    fp.add_argument("params", nargs="*", help="key=value (numbers and true/false understood)")
+    fp.add_argument("--clear", action="store_true", help="clear the fault instead")
+    a = fp.parse_args(argv)
+    params: dict[str, object] = {}
+    for kv in a.params:
+        key, _, raw = kv.partition("=")
+        try:
+            params[key] = json.loads(raw)
+        except ValueError:
+            params[key] = raw
+    url = f"{a.control.rstrip('/')}/clusters/{a.cluster}/faults/{a.fault}"
+    req = urllib.request.Request(url, data=json.dumps(params).encode(),
+                                 method="DELETE" if a.clear else "POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            print(r.read().decode())
+            return 0
+    except urllib.error.HTTPError as e:
+        print(e.read().decode(), file=sys.stderr)
+        return 1
+
+
+FAULT_HELP = "Inject or clear a fault in a running simulator.\n\nFaults and defaults:\n" + "\n".join(
+    f"  {name:14} {params}" for name, params in FAULTS.items())
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["fault"]:
+        return fault_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -67,7 +111,17 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_network(network, cfg, stop, spread)
+        clusters = build_clusters(network, cfg)
+        control = None
+        if args.control:
+            host, _, port = args.control.rpartition(":")
+            control = ControlServer(clusters, host or "127.0.0.1", int(port))
+            await control.start()
+        try:
+            await run_clusters(clusters, stop, spread, cfg.seed)
+        finally:
+            if control is not None:
+                await control.stop()
 
     asyncio.run(run())
     return 0

@@ -3,7 +3,8 @@
 Connects with its own client id and a Last Will (retained ``offline`` with its bd_seq),
 publishes a retained birth, subscribes to its own and its ancestors' command topics,
 verifies every command (Ed25519, topic, expiry, replay), fetches content in chunks and checks
-its sha256, plays at the commanded time by its own clock, and reports every step.
+its sha256, plays at the commanded time by its own clock, reports every step, carries out
+remote actions, and misbehaves on demand (``faults``).
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import asyncio
 import json
 import logging
 import random
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 from nacl.signing import VerifyKey
@@ -24,6 +27,7 @@ from nacl.signing import VerifyKey
 from devices import topics
 from devices.areas import Cluster
 from devices.messages import (
+    AckEvent,
     Birth,
     CancelBody,
     Command,
@@ -36,20 +40,27 @@ from devices.messages import (
     PlayBody,
     Power,
     RefusedEvent,
+    SetHeartbeatBody,
+    SetSpeakerBody,
+    SetVolumeBody,
     SpeakerReport,
     SpeakerState,
+    SpeakerTest,
     Telemetry,
     dumps,
 )
 from devices.signing import CommandVerifier, Refused
 from firmware_sim.content import Assembly, SharedStore
+from firmware_sim.faults import Physics
 from firmware_sim.player import Occurrence, Player
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SimConfig", "SimCluster"]
 
-FIRMWARE = "loa-sim/0.1.0"
+FIRMWARE = "loa-sim/0.2.0"
+SELF_TEST_S = 2.0
+TICK_S = 0.25
 
 
 @dataclass(slots=True)
@@ -74,9 +85,10 @@ class SimCluster:
         self.id = cluster.id
         self.area_path = area_path
         self.cfg = cfg
+        self.heartbeat_s = cfg.heartbeat_s
         self.store = store or SharedStore()
         self.rng = random.Random(f"{cfg.seed}:{cluster.id}")
-        self.clock_offset = timedelta(0)
+        self.physics = Physics(self.rng, rssi_dbm=-70.0 - self.rng.randint(0, 15))
         self.verifier = CommandVerifier(cfg.keys)
         self.cached: set[str] = set()
         self.assemblies: dict[str, Assembly] = {}
@@ -85,42 +97,104 @@ class SimCluster:
         self.bd_seq = 0
         self.seq = 0
         self.volume_pct = 80
-        self.speakers = {s.index: SpeakerState.OK for s in cluster.speakers}
+        self.speaker_faults = {s.index: SpeakerState.OK for s in cluster.speakers}
+        self.muted: set[int] = set()
         self.boot = time.monotonic()
         self.connected = asyncio.Event()
         self.refusals: list[RefusedEvent] = []
+        self.acks: list[AckEvent] = []
         self._client: aiomqtt.Client | None = None
         self._outbox: asyncio.Queue[tuple[str, bytes, int]] = asyncio.Queue()
         self._controller_ts: datetime | None = None
+        self._wake_heartbeat = asyncio.Event()
+        self._chunk_lane: asyncio.Lock = asyncio.Lock()
         self._handlers: dict[str, Callable[[Command], object]] = {
             "play": self._on_play,
             "cancel": self._on_cancel,
             "rebirth": self._on_rebirth,
+            "set_volume": self._on_set_volume,
+            "set_speaker": self._on_set_speaker,
+            "reboot": self._on_reboot,
+            "self_test": self._on_self_test,
+            "report_now": self._on_report_now,
+            "set_heartbeat": self._on_set_heartbeat,
         }
 
-    # --- clock ------------------------------------------------------------------------------
+    # --- clock --------------------------------------------------------------------------
 
     def now(self) -> datetime:
-        return datetime.now(UTC) + self.clock_offset
+        return datetime.now(UTC) + timedelta(milliseconds=self.physics.clock_offset_ms)
 
-    # --- connection ---------------------------------------------------------------------------
+    # --- faults -------------------------------------------------------------------------
+
+    def inject(self, fault: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        merged = self.physics.inject(fault, params)
+        if fault == "blown_speaker":
+            idx = int(merged["index"])
+            if idx not in self.speaker_faults:
+                self.physics.clear(fault)
+                raise ValueError(f"{self.id} has no speaker {idx}")
+            if merged["mode"] not in ("open", "short"):
+                self.physics.clear(fault)
+                raise ValueError("mode must be open or short")
+            self.speaker_faults[idx] = SpeakerState(merged["mode"])
+        if not self.physics.link_up:
+            self._drop_link()
+        log.info("%s: fault %s injected %s", self.id, fault, merged)
+        return merged
+
+    def clear(self, fault: str) -> None:
+        if fault == "blown_speaker":
+            self.speaker_faults = {i: SpeakerState.OK for i in self.speaker_faults}
+        self.physics.clear(fault)
+        log.info("%s: fault %s cleared", self.id, fault)
+
+    def _drop_link(self) -> None:
+        """Cut the TCP connection without DISCONNECT, as a power cut does: the Will fires."""
+        client = self._client
+        if client is None:
+            return
+        sock = client._client.socket()  # the underlying paho socket
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    async def _physics_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            events = self.physics.tick(TICK_S, self.player.current is not None)
+            if "reboot" in events:
+                self.boot = time.monotonic()
+                self._drop_link()
+            elif "drop" in events:
+                self._drop_link()
+
+    # --- connection -----------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Stay connected until cancelled, reconnecting with jittered exponential back-off."""
+        physics = asyncio.create_task(self._physics_loop())
         backoff = self.cfg.reconnect_min_s
-        while True:
-            try:
-                await self._session()
-                backoff = self.cfg.reconnect_min_s
-            except aiomqtt.MqttError as exc:
-                log.debug("%s: link down: %s", self.id, exc)
-            finally:
-                self.connected.clear()
-                self._client = None
-            if stop is not None and stop.is_set():
-                return
-            await asyncio.sleep(backoff * (0.5 + self.rng.random()))
-            backoff = min(backoff * 2, self.cfg.reconnect_max_s)
+        try:
+            while True:
+                while not self.physics.link_up:
+                    await asyncio.sleep(0.1)
+                try:
+                    await self._session()
+                    backoff = self.cfg.reconnect_min_s
+                except aiomqtt.MqttError as exc:
+                    log.debug("%s: link down: %s", self.id, exc)
+                finally:
+                    self.connected.clear()
+                    self._client = None
+                if stop is not None and stop.is_set():
+                    return
+                await asyncio.sleep(backoff * (0.5 + self.rng.random()))
+                backoff = min(backoff * 2, self.cfg.reconnect_max_s)
+        finally:
+            physics.cancel()
 
     async def _session(self) -> None:
         self.bd_seq += 1  # seq keeps counting: events queued offline keep their numbers
@@ -129,7 +203,7 @@ class SimCluster:
             dumps(Death(v=1, cluster_id=self.id, state="offline", bd_seq=self.bd_seq)),
             qos=1, retain=True,
         )
-        keepalive = max(5, int(self.cfg.heartbeat_s))
+        keepalive = max(5, int(self.heartbeat_s))
         async with aiomqtt.Client(
             self.cfg.host, self.cfg.port, identifier=f"cluster-{self.id}", will=will,
             keepalive=keepalive, clean_session=True, username=self.id,
@@ -147,7 +221,7 @@ class SimCluster:
                      asyncio.create_task(self._drain_outbox())]
             try:
                 async for msg in client.messages:
-                    self._dispatch(msg.topic.value, bytes(msg.payload))  # type: ignore[arg-type]
+                    await self._dispatch(msg.topic.value, bytes(msg.payload))  # type: ignore[arg-type]
             finally:
                 for t in tasks:
                     t.cancel()
@@ -157,7 +231,7 @@ class SimCluster:
         assert self._client is not None
         birth = Birth(
             v=1, cluster_id=self.id, state="online", bd_seq=self.bd_seq, ts=self.now(),
-            firmware=FIRMWARE, heartbeat_s=max(1, round(self.cfg.heartbeat_s)),
+            firmware=FIRMWARE, heartbeat_s=max(1, round(self.heartbeat_s)),
             speakers=self._speaker_reports(), cached=sorted(self.cached)[:1000],
         )
         await self._client.publish(topics.cluster_status(self.id), dumps(birth), qos=1, retain=True)
@@ -173,7 +247,7 @@ class SimCluster:
             except aiomqtt.MqttError:
                 pass
 
-    # --- outgoing -------------------------------------------------------------------------
+    # --- outgoing ------------------------------------------------------------------------
 
     def _next_seq(self) -> int:
         self.seq += 1
@@ -193,8 +267,7 @@ class SimCluster:
             try:
                 await client.publish(topic, payload, qos=qos)
             except aiomqtt.MqttError:
-                # put it back in front: keep order by re-queueing the rest behind it
-                rest = [(topic, payload, qos)]
+                rest = [(topic, payload, qos)]  # keep order: it goes back in front
                 while not self._outbox.empty():
                     rest.append(self._outbox.get_nowait())
                 for item in rest:
@@ -204,24 +277,36 @@ class SimCluster:
     async def _heartbeats(self) -> None:
         while True:
             self._send(topics.cluster_telemetry(self.id), dumps(self.telemetry()), qos=0)
-            await asyncio.sleep(self.cfg.heartbeat_s)
+            self._wake_heartbeat.clear()
+            try:
+                await asyncio.wait_for(self._wake_heartbeat.wait(), self.heartbeat_s)
+            except TimeoutError:
+                pass
 
     def telemetry(self) -> Telemetry:
+        p = self.physics
         playing = self.player.current
-        base_temp = 38.0 + (12.0 if playing else 0.0)
         return Telemetry(
             v=1, cluster_id=self.id, seq=self._next_seq(), bd_seq=self.bd_seq, ts=self.now(),
             uptime_s=int(time.monotonic() - self.boot), firmware=FIRMWARE,
-            link=Link(type="4g", rssi_dbm=-70 - self.rng.randint(0, 15)),
-            power=Power(source="mains", battery_pct=100),
-            amp_temp_c=round(base_temp + self.rng.random() * 2, 1), volume_pct=self.volume_pct,
-            storage_free_kb=512_000 - 64 * len(self.cached),
-            clock_offset_ms=int(self.clock_offset.total_seconds() * 1000),
+            link=Link(type="4g", rssi_dbm=max(-150, min(0, round(p.rssi_dbm)))),
+            power=Power(source="battery" if p.on_battery else "mains",
+                        battery_pct=round(p.battery_pct)),
+            amp_temp_c=round(p.amp_temp_c + self.rng.random() * 0.5, 1),
+            volume_pct=self.volume_pct,
+            storage_free_kb=max(0, 512_000 - 64 * len(self.cached)),
+            clock_offset_ms=round(p.clock_offset_ms),
             playing=playing.id if playing else None, speakers=self._speaker_reports(),
         )
 
+    def speaker_state(self, index: int) -> SpeakerState:
+        fault = self.speaker_faults[index]
+        if fault is not SpeakerState.OK:
+            return fault
+        return SpeakerState.MUTED if index in self.muted else SpeakerState.OK
+
     def _speaker_reports(self) -> list[SpeakerReport]:
-        return [SpeakerReport(index=i, state=s) for i, s in sorted(self.speakers.items())]
+        return [SpeakerReport(index=i, state=self.speaker_state(i)) for i in sorted(self.speaker_faults)]
 
     async def _report_delivery(self, occ: Occurrence, state: DeliveryState, at: datetime,
                                reason: str | None) -> None:
@@ -233,6 +318,14 @@ class SimCluster:
             v=1, kind="delivery", cluster_id=self.id, seq=self._next_seq(), ts=self.now(),
             command_id=occ.command_id, occurrence_id=occ.id, state=state, at=at, reason=reason,
         )
+        self._send(topics.cluster_event(self.id), dumps(ev))
+
+    def _ack(self, cmd: Command, status: str, result: dict[str, Any] | None = None,
+             reason: str | None = None) -> None:
+        ev = AckEvent(v=1, kind="ack", cluster_id=self.id, seq=self._next_seq(), ts=self.now(),
+                      command_id=cmd.id, action=cmd.kind, status=status,  # type: ignore[arg-type]
+                      result=result, reason=reason)
+        self.acks.append(ev)
         self._send(topics.cluster_event(self.id), dumps(ev))
 
     def _refuse(self, topic: str, exc: Refused) -> None:
@@ -257,11 +350,15 @@ class SimCluster:
             "started_at": started.isoformat(), "finished_at": finished.isoformat(),
         }))
 
-    # --- incoming -------------------------------------------------------------------------
+    # --- incoming ------------------------------------------------------------------------
 
-    def _dispatch(self, topic: str, payload: bytes) -> None:
+    async def _dispatch(self, topic: str, payload: bytes) -> None:
         content = topics.parse_content_topic(topic)
         if content is not None:
+            delay = self.physics.chunk_delay_s(len(payload))
+            if delay:  # a bandwidth-capped link: chunks arrive one after another, slowly
+                async with self._chunk_lane:
+                    await asyncio.sleep(delay)
             self._on_chunk(content[0], content[1], payload)
         elif topic == topics.CONTROLLER_STATUS:
             self._on_controller_status(payload)
@@ -291,12 +388,84 @@ class SimCluster:
     async def _rebirth(self) -> None:
         try:
             await self._publish_birth()
-            self._send(topics.cluster_telemetry(self.id), dumps(self.telemetry()), qos=0)
+            self._wake_heartbeat.set()
         except aiomqtt.MqttError:
             pass
 
     def _on_rebirth(self, _cmd: Command) -> None:
         asyncio.get_running_loop().create_task(self._rebirth())
+
+    # --- remote actions --------------------------------------------------------------------
+
+    def _on_set_volume(self, cmd: Command) -> None:
+        body = SetVolumeBody.model_validate(cmd.body)
+        self._ack(cmd, "accepted")
+        self.volume_pct = body.volume_pct
+        self._ack(cmd, "done", {"volume_pct": self.volume_pct})
+        self._wake_heartbeat.set()
+
+    def _on_set_speaker(self, cmd: Command) -> None:
+        body = SetSpeakerBody.model_validate(cmd.body)
+        if body.index not in self.speaker_faults:
+            self._ack(cmd, "failed", reason=f"no speaker {body.index}")
+            return
+        self._ack(cmd, "accepted")
+        (self.muted.add if body.muted else self.muted.discard)(body.index)
+        self._ack(cmd, "done", {"index": body.index,
+                                "state": self.speaker_state(body.index).value})
+        self._wake_heartbeat.set()
+
+    def _on_report_now(self, cmd: Command) -> None:
+        self._ack(cmd, "accepted")
+        self._wake_heartbeat.set()
+        self._ack(cmd, "done")
+
+    def _on_set_heartbeat(self, cmd: Command) -> None:
+        body = SetHeartbeatBody.model_validate(cmd.body)
+        self._ack(cmd, "accepted")
+        self.heartbeat_s = float(body.heartbeat_s)
+        asyncio.get_running_loop().create_task(self._rebirth())  # birth carries heartbeat_s
+        self._ack(cmd, "done", {"heartbeat_s": body.heartbeat_s})
+
+    def _on_reboot(self, cmd: Command) -> None:
+        self._ack(cmd, "accepted")
+
+        async def reboot() -> None:
+            await asyncio.sleep(0.2)  # let the ack leave
+            self.boot = time.monotonic()
+            self.physics.link_down_for = 2.0  # boot time
+            self._drop_link()
+            self._ack(cmd, "done", {"rebooted": True})  # queued; sent after the new birth
+
+        asyncio.get_running_loop().create_task(reboot())
+
+    def _on_self_test(self, cmd: Command) -> None:
+        if self.player.current is not None:
+            self._ack(cmd, "failed", reason=f"busy: playing {self.player.current.id}")
+            return
+        self._ack(cmd, "accepted")
+
+        async def test() -> None:
+            await asyncio.sleep(SELF_TEST_S)  # the test tone plays on every line
+            lines = []
+            for i in sorted(self.speaker_faults):
+                state = self.speaker_faults[i]
+                if state is SpeakerState.OPEN:
+                    lines.append(SpeakerTest(index=i, state=state, impedance_ohm=None, level_db=0))
+                elif state is SpeakerState.SHORT:
+                    lines.append(SpeakerTest(index=i, state=state, impedance_ohm=0.3, level_db=0))
+                else:
+                    lines.append(SpeakerTest(
+                        index=i, state=SpeakerState.OK,
+                        impedance_ohm=round(8 + self.rng.uniform(-0.4, 0.4), 2),
+                        level_db=round(96 + self.rng.uniform(-1.5, 1.5), 1)))
+            faulty = [t.index for t in lines if t.state is not SpeakerState.OK]
+            self._ack(cmd, "done", {"speakers": [t.model_dump(mode="json") for t in lines],
+                                    "faulty": faulty})
+
+        asyncio.get_running_loop().create_task(test())
+
+    # --- broadcasts -------------------------------------------------------------------------
 
     def _on_cancel(self, cmd: Command) -> None:
         body = CancelBody.model_validate(cmd.body)
@@ -326,14 +495,16 @@ class SimCluster:
     async def _fetch(self, sha: str) -> None:
         """Subscribe to the content's chunks, ask for them, re-ask for what is missing."""
         asm = self.assemblies[sha]
+        subscribed_bd = -1
         try:
             while sha in self.assemblies:
                 await self.connected.wait()
                 client = self._client
                 if client is None:
                     continue
-                if asm.requests == 0:
+                if subscribed_bd != self.bd_seq:  # (re)subscribe on each connection
                     await client.subscribe(topics.content_chunks_filter(sha), qos=1)
+                    subscribed_bd = self.bd_seq
                 if asm.requests >= self.cfg.content_max_requests:
                     self._content_failed(sha, "content incomplete after retries")
                     return

@@ -1,0 +1,115 @@
+"""Remote actions: signed commands to clusters or a whole area, acknowledged per cluster.
+
+Per-cluster outcome: ``sent`` → ``accepted`` → ``done`` | ``failed``; ``refused`` when the
+cluster refused the command; ``timed_out`` when no outcome came within the time-out (the
+controller never assumes what a cluster did not confirm).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from nacl.signing import SigningKey
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from controller.db.models import Action, ActionResult, utcnow
+from controller.targeting import resolve
+from devices import topics
+from devices.messages import ACTION_KINDS, COMMAND_BODIES, AckEvent
+from devices.signing import sign_command
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ActionService", "ActionError", "TIMEOUT_S"]
+
+TIMEOUT_S = {"reboot": 90, "self_test": 30}
+DEFAULT_TIMEOUT_S = 20
+COMMAND_LIFETIME = timedelta(minutes=2)
+
+
+class ActionError(ValueError):
+    pass
+
+
+class ActionService:
+    def __init__(self, key: SigningKey, publish: Callable[[str, bytes, int], bool]):
+        self.key = key
+        self.publish = publish
+
+    def create(self, db: Session, *, kind: str, params: dict[str, Any], areas: list[str],
+               clusters: list[str], user: str | None) -> Action:
+        if kind not in ACTION_KINDS:
+            raise ActionError(f"unknown action {kind!r}; one of: {', '.join(ACTION_KINDS)}")
+        try:
+            body = COMMAND_BODIES[kind].model_validate(params).model_dump(mode="json")
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            raise ActionError(f"{kind}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        resolved = resolve(db, areas, clusters)  # raises TargetError
+        action = Action(id=uuid.uuid4().hex, kind=kind, params=body,
+                        targets={"areas": areas, "clusters": clusters}, requested_by=user)
+        now = utcnow()
+        covered: dict[str, str] = {}
+        for topic in resolved.topics:
+            cid = uuid.uuid4().hex
+            payload = sign_command(self.key, kind=kind, topic=topic, body=body,
+                                   expires_at=now + COMMAND_LIFETIME, command_id=cid)
+            members = ([topic.split("/")[3]] if topic.startswith(f"{topics.ROOT}/cluster/")
+                       else None)
+            if not self.publish(topic, payload, 1):
+                raise ActionError("the MQTT broker is not reachable; nothing was sent")
+            for c in members or self._area_members(db, topic, resolved.cluster_ids):
+                covered[c] = cid
+        action.results = [ActionResult(cluster_id=c, command_id=covered[c], state="sent",
+                                       updated_at=now) for c in sorted(covered)]
+        db.add(action)
+        db.commit()
+        return action
+
+    @staticmethod
+    def _area_members(db: Session, topic: str, cluster_ids: list[str]) -> list[str]:
+        from controller.targeting import descendant_area_ids
+        from controller.db.models import Cluster
+
+        area = topic.split("/")[3]
+        areas = descendant_area_ids(db, [area])
+        inside = set(db.scalars(select(Cluster.id).where(Cluster.area_id.in_(areas))))
+        return [c for c in cluster_ids if c in inside]
+
+    def on_ack(self, db: Session, ev: AckEvent) -> bool:
+        r = db.scalar(select(ActionResult).where(ActionResult.command_id == ev.command_id,
+                                                 ActionResult.cluster_id == ev.cluster_id))
+        if r is None:
+            return False
+        if r.state in ("done", "failed") or (r.state == "accepted" and ev.status == "accepted"):
+            return True
+        r.state, r.updated_at = ev.status, utcnow()
+        r.result, r.reason = ev.result, ev.reason
+        return True
+
+    def on_refused(self, db: Session, command_id: str | None, cluster_id: str,
+                   reason: str) -> bool:
+        if not command_id:
+            return False
+        r = db.scalar(select(ActionResult).where(ActionResult.command_id == command_id,
+                                                 ActionResult.cluster_id == cluster_id))
+        if r is None or r.state in ("done", "failed"):
+            return r is not None
+        r.state, r.reason, r.updated_at = "refused", reason, utcnow()
+        return True
+
+    def sweep(self, db: Session, now: datetime) -> None:
+        q = (select(ActionResult).join(Action)
+             .where(ActionResult.state.in_(("sent", "accepted")),
+                    Action.requested_at < now - timedelta(seconds=DEFAULT_TIMEOUT_S)))
+        for r in db.scalars(q):
+            limit = TIMEOUT_S.get(r.action.kind, DEFAULT_TIMEOUT_S)
+            if now - r.action.requested_at > timedelta(seconds=limit):
+                r.state, r.updated_at = "timed_out", now
+                r.reason = f"no outcome within {limit} s"

@@ -1,0 +1,59 @@
+"""What is wrong with a cluster, named, from its telemetry and the area's thresholds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from controller.thresholds import Thresholds
+
+__all__ = ["Cause", "causes_of", "SEVERITY"]
+
+SEVERITY = {
+    "offline": "critical", "speaker_open": "critical", "speaker_short": "critical",
+    "amp_overheat": "critical", "battery_low": "critical", "slot_at_risk": "critical",
+    "weak_signal": "warning", "on_battery": "warning", "clock_drift": "warning",
+    "storage_low": "warning", "unprovisioned": "warning", "reboot_loop": "warning",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    code: str
+    subject: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "subject": self.subject, "message": self.message}
+
+
+def causes_of(t: dict[str, Any], th: Thresholds) -> list[Cause]:
+    """Causes from one telemetry message (as stored: ``Telemetry.model_dump(mode='json')``)."""
+    out: list[Cause] = []
+    for s in t.get("speakers", []):
+        if s["state"] == "open":
+            out.append(Cause("speaker_open", str(s["index"]),
+                             f"speaker {s['index']}: open circuit (blown horn or cut line)"))
+        elif s["state"] == "short":
+            out.append(Cause("speaker_short", str(s["index"]),
+                             f"speaker {s['index']}: short circuit"))
+    temp = t.get("amp_temp_c")
+    if temp is not None and temp > th.amp_temp_c:
+        out.append(Cause("amp_overheat", "", f"amplifier at {temp:.0f} °C (limit {th.amp_temp_c:.0f} °C)"))
+    rssi = (t.get("link") or {}).get("rssi_dbm")
+    if rssi is not None and rssi < th.rssi_dbm:
+        out.append(Cause("weak_signal", "", f"weak {t['link']['type']} signal: {rssi} dBm "
+                                            f"(limit {th.rssi_dbm} dBm)"))
+    power = t.get("power") or {}
+    if power.get("source") == "battery":
+        pct = power.get("battery_pct")
+        out.append(Cause("on_battery", "", f"mains power lost, on battery ({pct}%)"))
+        if pct is not None and pct < th.battery_pct:
+            out.append(Cause("battery_low", "", f"battery at {pct}% (limit {th.battery_pct}%)"))
+    off = t.get("clock_offset_ms")
+    if off is not None and abs(off) > th.clock_offset_ms:
+        out.append(Cause("clock_drift", "", f"clock off by {off} ms (limit ±{th.clock_offset_ms} ms)"))
+    free = t.get("storage_free_kb")
+    if free is not None and free < th.storage_free_kb:
+        out.append(Cause("storage_low", "", f"{free} KB storage free"))
+    return out

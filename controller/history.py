@@ -1,0 +1,110 @@
+"""Telemetry history, downsampled in memory into 1-minute and 1-hour buckets.
+
+A bucket is written once it closes (so a heartbeat costs no database write here), with
+``flush(force=True)`` at shutdown. Retention: 1-minute buckets 48 hours, 1-hour buckets
+90 days.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from controller.db.models import TelemetrySample
+
+__all__ = ["TelemetryHistory", "RESOLUTIONS", "RETENTION"]
+
+RESOLUTIONS = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1)}
+RETENTION = {"1m": timedelta(hours=48), "1h": timedelta(days=90)}
+
+
+def bucket_of(ts: datetime, res: str) -> datetime:
+    ts = ts.astimezone(UTC)
+    if res == "1m":
+        return ts.replace(second=0, microsecond=0)
+    return ts.replace(minute=0, second=0, microsecond=0)
+
+
+@dataclass
+class _Acc:
+    n: int = 0
+    rssi_sum: float = 0.0
+    rssi_n: int = 0
+    rssi_min: float | None = None
+    temp_sum: float = 0.0
+    temp_max: float | None = None
+    battery_min: float | None = None
+    on_battery: int = 0
+    last: dict[str, Any] = field(default_factory=dict)
+    faulty_max: int = 0
+
+    def add(self, t: dict[str, Any]) -> None:
+        self.n += 1
+        rssi = (t.get("link") or {}).get("rssi_dbm")
+        if rssi is not None:
+            self.rssi_sum += rssi
+            self.rssi_n += 1
+            self.rssi_min = rssi if self.rssi_min is None else min(self.rssi_min, rssi)
+        temp = t["amp_temp_c"]
+        self.temp_sum += temp
+        self.temp_max = temp if self.temp_max is None else max(self.temp_max, temp)
+        power = t.get("power") or {}
+        if power.get("battery_pct") is not None:
+            b = power["battery_pct"]
+            self.battery_min = b if self.battery_min is None else min(self.battery_min, b)
+        self.on_battery += power.get("source") == "battery"
+        self.faulty_max = max(self.faulty_max, sum(
+            s["state"] in ("open", "short") for s in t.get("speakers", [])))
+        self.last = t
+
+    def row(self, cluster_id: str, res: str, bucket: datetime) -> TelemetrySample:
+        return TelemetrySample(
+            cluster_id=cluster_id, resolution=res, bucket=bucket, n=self.n,
+            rssi_avg=round(self.rssi_sum / self.rssi_n, 1) if self.rssi_n else None,
+            rssi_min=self.rssi_min, amp_temp_avg=round(self.temp_sum / self.n, 1),
+            amp_temp_max=self.temp_max, battery_min=self.battery_min,
+            on_battery_ratio=round(self.on_battery / self.n, 3),
+            volume_pct=self.last.get("volume_pct"), clock_offset_ms=self.last.get("clock_offset_ms"),
+            storage_free_kb=self.last.get("storage_free_kb"), speakers_faulty_max=self.faulty_max,
+        )
+
+
+class TelemetryHistory:
+    def __init__(self) -> None:
+        self._acc: dict[tuple[str, str, datetime], _Acc] = {}
+
+    def add(self, cluster_id: str, at: datetime, telemetry: dict[str, Any]) -> None:
+        for res in RESOLUTIONS:
+            key = (cluster_id, res, bucket_of(at, res))
+            acc = self._acc.get(key)
+            if acc is None:
+                acc = self._acc[key] = _Acc()
+            acc.add(telemetry)
+
+    def flush(self, db: Session, now: datetime, force: bool = False) -> int:
+        """Write closed buckets (all with ``force``); returns rows written."""
+        done = [k for k in self._acc if force or k[2] + RESOLUTIONS[k[1]] <= now]
+        for key in done:
+            cluster_id, res, bucket = key
+            row = self._acc.pop(key).row(cluster_id, res, bucket)
+            db.merge(row)  # a bucket re-opened after a forced flush is overwritten whole
+        return len(done)
+
+    @staticmethod
+    def prune(db: Session, now: datetime) -> None:
+        for res, keep in RETENTION.items():
+            db.execute(delete(TelemetrySample).where(TelemetrySample.resolution == res,
+                                                     TelemetrySample.bucket < now - keep))
+
+    @staticmethod
+    def query(db: Session, cluster_id: str, start: datetime, end: datetime,
+              resolution: str) -> list[TelemetrySample]:
+        return list(db.scalars(
+            select(TelemetrySample).where(
+                TelemetrySample.cluster_id == cluster_id, TelemetrySample.resolution == resolution,
+                TelemetrySample.bucket >= bucket_of(start, resolution), TelemetrySample.bucket < end)
+            .order_by(TelemetrySample.bucket)))

@@ -1,0 +1,71 @@
+"""Prometheus metrics: clusters by state, open alerts, deliveries by state, MQTT traffic."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from controller.db.models import Cluster, Delivery
+
+if TYPE_CHECKING:
+    from controller.runtime import Runtime
+
+__all__ = ["render"]
+
+
+class _LoaCollector(Collector):
+    def __init__(self, rt: Runtime):
+        self.rt = rt
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        rt = self.rt
+        with rt.sessions() as db:
+            states = dict(db.execute(select(Cluster.state, func.count()).group_by(Cluster.state)).all())
+            deliveries = dict(db.execute(
+                select(Delivery.state, func.count()).group_by(Delivery.state)).all())
+        g = GaugeMetricFamily("loa_clusters", "Clusters by state", labels=["state"])
+        for s in ("online", "degraded", "offline", "unprovisioned"):
+            g.add_metric([s], states.get(s, 0))
+        yield g
+        a = GaugeMetricFamily("loa_alerts_open", "Open alerts by code", labels=["code"])
+        for code, n in sorted(rt.alerts.open_counts().items()):
+            a.add_metric([code], n)
+        yield a
+        d = GaugeMetricFamily("loa_deliveries", "Deliveries by state", labels=["state"])
+        for s, n in sorted(deliveries.items()):
+            d.add_metric([s], n)
+        yield d
+        c = rt.link.counters
+        yield CounterMetricFamily("loa_mqtt_messages_in", "MQTT messages received",
+                                  value=c["in"])
+        yield CounterMetricFamily("loa_mqtt_messages_out", "MQTT messages published",
+                                  value=c["out"])
+        rej = CounterMetricFamily("loa_mqtt_messages_rejected",
+                                  "MQTT messages dropped, by reason", labels=["reason"])
+        rejected = dict(rt.ingest.rejected)
+        if c["dropped_overload"]:
+            rejected["overload"] = c["dropped_overload"]
+        for reason, n in sorted(rejected.items()):
+            rej.add_metric([reason], n)
+        yield rej
+        ref = CounterMetricFamily("loa_commands_refused", "Commands clusters refused, by reason",
+                                  labels=["reason"])
+        for key, n in sorted(rt.dispatcher.counters.items()):
+            if key.startswith("refused_"):
+                ref.add_metric([key[len("refused_"):]], n)
+        yield ref
+        yield GaugeMetricFamily("loa_ingest_queue", "MQTT messages waiting to be processed",
+                                value=rt.link.inbox.qsize())
+        yield CounterMetricFamily("loa_content_chunks_sent", "Content chunks published",
+                                  value=rt.content.chunks_sent)
+
+
+def render(rt: Runtime) -> bytes:
+    registry = CollectorRegistry()
+    registry.register(_LoaCollector(rt))
+    return generate_latest(registry)
