@@ -38,6 +38,8 @@ class ClusterOut(BaseModel):
     state: str
     state_since: datetime | None
     state_reason: str | None
+    causes: list[dict[str, str]] | None = Field(
+        None, description="why the cluster is degraded: [{code, subject, message}]")
     provisioned: bool
     last_seen: datetime | None
     firmware: str | None

@@ -15,6 +15,7 @@ import logging
 import random
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -104,7 +105,8 @@ class SimCluster:
         self.refusals: list[RefusedEvent] = []
         self.acks: list[AckEvent] = []
         self._client: aiomqtt.Client | None = None
-        self._outbox: asyncio.Queue[tuple[str, bytes, int]] = asyncio.Queue()
+        self._outbox: deque[tuple[str, bytes, int]] = deque(maxlen=10_000)
+        self._outbox_ready = asyncio.Event()
         self._controller_ts: datetime | None = None
         self._wake_heartbeat = asyncio.Event()
         self._chunk_lane: asyncio.Lock = asyncio.Lock()
@@ -254,25 +256,24 @@ class SimCluster:
         return self.seq
 
     def _send(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        """Queue for publishing; survives link loss (sent after reconnect)."""
-        self._outbox.put_nowait((topic, payload, qos))
+        """Queue for publishing; survives link loss (sent, in order, after reconnect)."""
+        self._outbox.append((topic, payload, qos))
+        self._outbox_ready.set()
 
     async def _drain_outbox(self) -> None:
+        """Publish queued messages in order. A message leaves the queue only once its publish
+        completed, so a link lost (or a session cancelled) mid-publish loses nothing; the
+        controller tolerates the occasional duplicate (at-least-once)."""
         while True:
-            topic, payload, qos = await self._outbox.get()
+            while not self._outbox:
+                self._outbox_ready.clear()
+                await self._outbox_ready.wait()
             client = self._client
             if client is None:
-                self._outbox.put_nowait((topic, payload, qos))
                 return
-            try:
-                await client.publish(topic, payload, qos=qos)
-            except aiomqtt.MqttError:
-                rest = [(topic, payload, qos)]  # keep order: it goes back in front
-                while not self._outbox.empty():
-                    rest.append(self._outbox.get_nowait())
-                for item in rest:
-                    self._outbox.put_nowait(item)
-                raise
+            topic, payload, qos = self._outbox[0]
+            await client.publish(topic, payload, qos=qos)
+            self._outbox.popleft()
 
     async def _heartbeats(self) -> None:
         while True:

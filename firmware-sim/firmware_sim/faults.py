@@ -80,6 +80,8 @@ class Physics:
             self.battery_pct = 100.0
         if name == "fading_signal":
             self.rssi_dbm = -75.0
+        if name == "clock_drift":  # NTP resynchronises the clock
+            self.clock_offset_ms = 0.0
 
     @property
     def link_up(self) -> bool:
@@ -112,7 +114,7 @@ class Physics:
                 p = f["flapping"]
                 self.link_down_for = float(p["down_s"]) * self.rng.uniform(0.8, 1.2)
                 self._flap_timer = float(p["period_s"]) * self.rng.uniform(0.8, 1.2)
-        if "reboot_loop" in f:
+        if "reboot_loop" in f and self.link_down_for <= 0:  # counts while the board is up
             self._reboot_timer -= dt
             if self._reboot_timer <= 0:
                 self._reboot_timer = float(f["reboot_loop"]["period_s"])

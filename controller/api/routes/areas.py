@@ -20,7 +20,7 @@ def list_areas(db: SessionDep, _user: CurrentUser) -> list[AreaOut]:
 def _cluster_out(c: Cluster) -> ClusterOut:
     return ClusterOut(
         id=c.id, area_id=c.area_id, name=c.name, state=c.state, state_since=c.state_since,
-        state_reason=c.state_reason, provisioned=c.provisioned, last_seen=c.last_seen,
+        state_reason=c.state_reason, causes=c.causes, provisioned=c.provisioned, last_seen=c.last_seen,
         firmware=c.firmware, lat=c.lat, lon=c.lon, telemetry=c.telemetry,
         speakers=[SpeakerOut(index=s.index, name=s.name, state=s.state) for s in c.speakers],
     )
