@@ -11,7 +11,7 @@ from importlib import resources
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse
 
-from controller.api.deps import current_user, get_db, get_runtime
+from controller.api.deps import current_user, get_runtime
 from controller.api.routes import areas, auth, broadcasts, contents, health
 from controller.metrics import render
 from controller.runtime import Runtime
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         if not rt.settings.metrics_public:  # a bearer token, as for the API
             auth_header = request.headers.get("authorization", "")
             token = auth_header[7:] if auth_header.lower().startswith("bearer ") else None
-            for db in get_db(rt):
+            with rt.sessions() as db:
                 current_user(db, token)
         return Response(render(rt), media_type="text/plain; version=0.0.4")
 

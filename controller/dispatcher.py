@@ -129,6 +129,9 @@ class Dispatcher:
         }
 
     def _send(self, db: Session, occ: Occurrence, bc: Broadcast) -> None:
+        db.refresh(bc)
+        if bc.status not in ("scheduled", "active"):  # cancelled meanwhile
+            return
         resolved = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", []))
         body = self._play_body(occ, bc)
         expires = self._expiry(occ, bc)
@@ -187,11 +190,12 @@ class Dispatcher:
         for occ in bc.occurrences:
             if occ.status not in ("sent", "pending"):
                 continue
-            if occ.status == "sent":
-                resolved = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", []))
-                exp = max(occ.ends_at, now) + timedelta(seconds=self.settings.late_grace_s)
-                for topic in resolved.topics:
-                    self._publish_command("cancel", topic, {"occurrence_id": occ.id}, exp)
+            # a pending occurrence may be mid-send in the scheduler's thread: cancel it on
+            # the wire too (clusters ignore a cancel for an occurrence they never got)
+            resolved = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", []))
+            exp = max(occ.ends_at, now) + timedelta(seconds=self.settings.late_grace_s)
+            for topic in resolved.topics:
+                self._publish_command("cancel", topic, {"occurrence_id": occ.id}, exp)
             occ.status = "cancelled"
             for d in occ.deliveries:
                 if d.state in ("pending", "sent", "received", "ready"):

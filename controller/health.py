@@ -14,8 +14,8 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, selectinload
 
 from controller.alerts import AlertManager, WebhookSender
 from controller.causes import Cause, causes_of
@@ -25,7 +25,12 @@ from devices.messages import Birth, Death, Telemetry
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HealthTracker", "View", "UP_STATES", "CAUSE_CODES"]
+__all__ = ["HealthTracker", "View", "UP_STATES", "CAUSE_CODES", "stored_telemetry"]
+
+
+def stored_telemetry(t: Telemetry) -> dict:  # type: ignore[type-arg]
+    """A heartbeat as stored and served (JSON-ready, without the envelope fields)."""
+    return t.model_dump(mode="json", exclude={"v", "cluster_id"})
 
 UP_STATES = ("online", "degraded")
 CAUSE_CODES = ("speaker_open", "speaker_short", "amp_overheat", "weak_signal", "on_battery",
@@ -41,6 +46,10 @@ class View:
     last_seq: int | None
     area_id: str | None = None
     causes: tuple[Cause, ...] = ()
+    provisioned: bool = True
+    speakers: tuple[tuple[int, str], ...] = ()
+    telemetry: dict | None = None  # type: ignore[type-arg]
+    firmware: str | None = None
 
 
 class HealthTracker:
@@ -52,13 +61,32 @@ class HealthTracker:
         self.views: dict[str, View] = {}
         self.counters: Counter[str] = Counter()
         self._thresholds: dict[str | None, Thresholds] = {}
+        self._dirty: set[str] = set()  # clusters whose heartbeat fields await write-behind
 
     def load(self, db: Session) -> None:
-        for c in db.scalars(select(Cluster)):
-            self.views[c.id] = View(c.state, c.bd_seq, c.last_seen,
-                                    c.heartbeat_s or self.default_heartbeat_s, c.last_seq,
-                                    c.area_id)
+        for c in db.scalars(select(Cluster).options(selectinload(Cluster.speakers))):
+            self.views[c.id] = View(
+                c.state, c.bd_seq, c.last_seen, c.heartbeat_s or self.default_heartbeat_s,
+                c.last_seq, c.area_id,
+                tuple(Cause(**x) for x in c.causes or []), c.provisioned,
+                tuple((s.index, s.state) for s in c.speakers), c.telemetry, c.firmware)
         self.alerts.load(db)
+
+    def flush(self, db: Session) -> int:
+        """Write the heartbeat fields of clusters seen since the last flush, in one bulk
+        UPDATE (a heartbeat alone costs no database round trip). Returns rows written."""
+        if not self._dirty:
+            return 0
+        rows = []
+        for cid in self._dirty:
+            v = self.views.get(cid)
+            if v is not None and v.provisioned:
+                rows.append({"id": cid, "last_seen": v.last_seen, "last_seq": v.last_seq,
+                             "telemetry": v.telemetry, "firmware": v.firmware})
+        self._dirty.clear()
+        if rows:
+            db.execute(update(Cluster), rows)
+        return len(rows)
 
     # --- thresholds ------------------------------------------------------------------------
 
@@ -137,7 +165,10 @@ class HealthTracker:
         self._update_speakers(c, [(s.index, s.state.value) for s in birth.speakers])
         old = self.views.get(c.id)
         self.views[c.id] = View(c.state, c.bd_seq, now, c.heartbeat_s, None, c.area_id,
-                                old.causes if old else ())
+                                old.causes if old else (), c.provisioned,
+                                tuple((s.index, s.state.value) for s in birth.speakers),
+                                old.telemetry if old else c.telemetry, birth.firmware)
+        self._dirty.discard(c.id)
         if c.provisioned:
             self._up_state(db, c, now, "birth")
         return c.provisioned and not was_up
@@ -170,20 +201,41 @@ class HealthTracker:
             return True
         return False
 
-    def on_telemetry(self, db: Session, t: Telemetry, now: datetime) -> tuple[bool, bool]:
-        """Returns (came_online, needs_rebirth)."""
+    def on_telemetry(self, db: Session, t: Telemetry, now: datetime,
+                     tel: dict | None = None) -> tuple[bool, bool]:  # type: ignore[type-arg]
+        """Returns (came_online, needs_rebirth). ``tel``: ``t`` as stored (JSON-ready dict).
+
+        Fast path: a heartbeat that changes no state, cause or speaker only updates the
+        in-memory view; :meth:`flush` writes it behind in bulk."""
+        if tel is None:
+            tel = stored_telemetry(t)
+        v = self.views.get(t.cluster_id)
+        if v is not None and v.provisioned and v.bd_seq == t.bd_seq and v.state in UP_STATES:
+            speakers = tuple((s.index, s.state.value) for s in t.speakers)
+            causes = tuple(causes_of(tel, self._thresholds.get(v.area_id)
+                                     or self.thresholds(db, v.area_id)))
+            if speakers == v.speakers and causes == v.causes:
+                v.last_seen, v.telemetry, v.firmware = now, tel, t.firmware
+                self._dirty.add(t.cluster_id)
+                return False, False
+        return self._on_telemetry_slow(db, t, now, tel)
+
+    def _on_telemetry_slow(self, db: Session, t: Telemetry, now: datetime,
+                           tel: dict) -> tuple[bool, bool]:  # type: ignore[type-arg]
         c = self._cluster(db, t.cluster_id, now)
         needs_rebirth = c.bd_seq is None or t.bd_seq != c.bd_seq
         was_up = c.state in UP_STATES
         c.last_seen = now
         c.last_seq = t.seq
         c.firmware = t.firmware
-        c.telemetry = t.model_dump(mode="json", exclude={"v", "cluster_id"})
+        c.telemetry = tel
         self._update_speakers(c, [(s.index, s.state.value) for s in t.speakers])
         v = self.views.setdefault(c.id, View(c.state, c.bd_seq, now,
                                              c.heartbeat_s or self.default_heartbeat_s, t.seq,
-                                             c.area_id))
-        v.last_seen = now
+                                             c.area_id, provisioned=c.provisioned))
+        v.last_seen, v.telemetry, v.firmware = now, c.telemetry, t.firmware
+        v.speakers = tuple((s.index, s.state.value) for s in t.speakers)
+        self._dirty.discard(c.id)  # written with this transaction
         if not c.provisioned:
             return False, needs_rebirth
         th = self.thresholds(db, c.area_id)

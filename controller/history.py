@@ -78,8 +78,8 @@ class TelemetryHistory:
         self._acc: dict[tuple[str, str, datetime], _Acc] = {}
 
     def add(self, cluster_id: str, at: datetime, telemetry: dict[str, Any]) -> None:
-        for res in RESOLUTIONS:
-            key = (cluster_id, res, bucket_of(at, res))
+        minute = at.astimezone(UTC).replace(second=0, microsecond=0)
+        for key in ((cluster_id, "1m", minute), (cluster_id, "1h", minute.replace(minute=0))):
             acc = self._acc.get(key)
             if acc is None:
                 acc = self._acc[key] = _Acc()

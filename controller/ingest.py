@@ -20,7 +20,7 @@ from controller.actions import ActionService
 from controller.content_server import ContentServer
 from controller.db.models import utcnow
 from controller.dispatcher import Dispatcher
-from controller.health import HealthTracker
+from controller.health import HealthTracker, stored_telemetry
 from controller.history import TelemetryHistory
 from controller.mqtt_link import Inbound, MqttLink
 from controller.reports import check_upcoming_slots
@@ -59,6 +59,8 @@ class Ingest:
         self._last_prune = 0.0
         self.rejected: Counter[str] = Counter()
         self.processed = 0
+        self.persisted = 0  # messages whose effects are committed (incl. write-behind)
+        self._last_flush = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="loa-ingest", daemon=True)
         self._last_sweep = 0.0
@@ -72,7 +74,8 @@ class Ingest:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
-        with self.sessions() as db:  # keep the open telemetry buckets
+        with self.sessions() as db:  # keep the open telemetry buckets and last heartbeats
+            self.health.flush(db)
             self.history.flush(db, utcnow(), force=True)
             db.commit()
 
@@ -88,11 +91,23 @@ class Ingest:
             try:
                 if msgs:
                     self._apply(msgs)
+                # write-behind of heartbeats: every second, or as soon as the inbox drains
+                if self.persisted < self.processed and (
+                        self.link.inbox.empty() or time.monotonic() - self._last_flush >= 1.0):
+                    self._flush_heartbeats()
                 self.content.flush()
                 if time.monotonic() - self._last_sweep >= 1.0:
                     self._sweep()
             except Exception:
                 log.exception("ingest batch failed; continuing")
+
+    def _flush_heartbeats(self) -> None:
+        upto = self.processed
+        with self.sessions() as db:
+            self.health.flush(db)
+            db.commit()
+        self.persisted = upto
+        self._last_flush = time.monotonic()
 
     def _reject(self, reason: str, topic: str, detail: str = "") -> None:
         self.rejected[reason] += 1
@@ -139,8 +154,9 @@ class Ingest:
                 return
             if self.health.note_seq(tm.cluster_id, tm.seq):
                 rebirth.add(tm.cluster_id)
-            came_online, needs_rebirth = self.health.on_telemetry(db, tm, now)
-            self.history.add(tm.cluster_id, now, tm.model_dump(mode="json"))
+            tel = stored_telemetry(tm)
+            came_online, needs_rebirth = self.health.on_telemetry(db, tm, now, tel)
+            self.history.add(tm.cluster_id, now, tel)
             if came_online:
                 online.append(tm.cluster_id)
             if needs_rebirth:
@@ -180,6 +196,7 @@ class Ingest:
         now = utcnow()
         slow = time.monotonic() - self._last_slow_sweep >= 10.0
         with self.sessions() as db:
+            self.health.flush(db)
             self.health.sweep(db, now)
             self.dispatcher.sweep(db, now)
             self.actions.sweep(db, now)

@@ -71,7 +71,7 @@ class Runtime:
         alerts = AlertManager(webhooks)
         health = HealthTracker(settings.heartbeat_timeout_factor, settings.default_heartbeat_s,
                                alerts)
-        scheduler = Scheduler(engine, dispatcher, settings.dispatch_lead_s)
+        scheduler = Scheduler(settings.db_url, dispatcher, settings.dispatch_lead_s)
         actions = ActionService(key, link.publish)
         ingest = Ingest(link, sessions, health, dispatcher, content, actions, TelemetryHistory())
         with sessions() as db:
@@ -102,8 +102,8 @@ class Runtime:
     def stop(self) -> None:
         if not self.started:
             return
+        self.ingest.stop()  # first: no more database work from MQTT
         self.scheduler.shutdown()
-        self.ingest.stop()
         self.link.stop()
         self.webhooks.stop()
         self.engine.dispose()

@@ -18,10 +18,11 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import Engine, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from controller.db.models import Broadcast, Occurrence, utcnow
+from controller.db.session import make_engine
 from controller.dispatcher import Dispatcher
 
 log = logging.getLogger(__name__)
@@ -39,11 +40,14 @@ def run_slot(broadcast_id: str, slot_iso: str) -> None:
 
 
 class Scheduler:
-    def __init__(self, engine: Engine, dispatcher: Dispatcher, lead_s: float):
+    def __init__(self, db_url: str, dispatcher: Dispatcher, lead_s: float):
         self.dispatcher = dispatcher
         self.lead = timedelta(seconds=lead_s)
+        # its own engine: the job store disposes it on shutdown, which must not pull
+        # connections from under the rest of the controller
+        self.engine = make_engine(db_url)
         self._sched = BackgroundScheduler(
-            jobstores={"default": SQLAlchemyJobStore(engine=engine)},
+            jobstores={"default": SQLAlchemyJobStore(engine=self.engine)},
             executors={"default": ThreadPoolExecutor(4)},
             job_defaults={"coalesce": False, "misfire_grace_time": None, "max_instances": 1},
             timezone=UTC,
@@ -58,7 +62,8 @@ class Scheduler:
     def shutdown(self) -> None:
         global _dispatcher
         if self._sched.running:
-            self._sched.shutdown(wait=False)
+            self._sched.shutdown(wait=True)  # let a running dispatch finish with its connection
+        self.engine.dispose()
         _dispatcher = None
 
     def plan_slot(self, bc: Broadcast, slot: datetime) -> None:

@@ -74,7 +74,7 @@ def iso(dt: datetime) -> str:
     """Format an aware datetime as wire time: ``2026-11-21T05:30:00.000Z``."""
     if dt.tzinfo is None:
         raise ValueError("naive datetime on the wire")
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return dt.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 UtcDatetime = Annotated[

@@ -160,6 +160,8 @@ class SimThread:
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(15)
+        # a simulator left running would fight the next one over the same client ids
+        assert not self._thread.is_alive(), "the simulator did not stop"
 
 
 def make_settings(tmp: Path, broker: Broker, db_url: str | None = None, **kw: Any) -> Settings:

@@ -86,8 +86,16 @@ def test_broadcast_lifecycle_on_each_backend(db_url: str, broker: Broker, tmp_pa
             r = api.post(f"/api/v1/broadcasts/{later['id']}/cancel")
             assert r.status_code == 200 and r.json()["status"] == "cancelled"
             occ = r.json()["occurrence"]["id"]
-            wait_for(lambda: all(occ in c.player.occurrences and
-                                 c.player.occurrences[occ].state.value == "cancelled"
-                                 for c in sim.clusters), 10, "every cluster dropping it")
+            def states() -> dict[str, str]:
+                return {c.id: c.player.occurrences[occ].state.value
+                        if occ in c.player.occurrences else "-" for c in sim.clusters}
+
+            try:
+                wait_for(lambda: set(states().values()) == {"cancelled"}, 10,
+                         "every cluster dropping it")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}: {states()} " + str(
+                    [(c.id, [(r.reason, r.detail) for r in c.refusals]) for c in sim.clusters
+                     if c.refusals])) from None
         finally:
             sim.stop()

@@ -1,0 +1,2 @@
+"""Benchmarks (``make bench``): each prints its figures beside a baseline measured in the
+same run, and the ratio."""

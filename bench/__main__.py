@@ -1,0 +1,5 @@
+import sys
+
+from bench import heartbeats
+
+heartbeats.main(sys.argv[1:])
