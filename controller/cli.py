@@ -118,7 +118,7 @@ async def _demo(args: argparse.Namespace) -> None:
         sim = subprocess.Popen(
             [sys.executable, "-m", "firmware_sim", "--fixture", "huong-dao", "--mqtt", mqtt_url,
              "--pubkey", str(public_key_path(settings.data_dir)),
-             "--heartbeat", str(args.heartbeat)],
+             "--heartbeat", str(args.heartbeat), "--control", "127.0.0.1:8700"],
         )
         url = f"http://127.0.0.1:{args.port}"
         password = runtime.generated_admin_password or settings.admin_password
@@ -128,6 +128,7 @@ async def _demo(args: argparse.Namespace) -> None:
             f"  Console:  {url}/\n"
             f"  API:      {url}/api/v1   (OpenAPI: {url}/docs)\n"
             f"  MQTT:     {mqtt_url}   (watch: mosquitto_sub -v -t 'loa/#')\n"
+            "  Faults:   loa sim fault hd-c04 blown_speaker index=2   (loa sim fault --help)\n"
             f"  Login:    admin / {password}\n"
             "  Stop:     Ctrl-C\n"
         )
