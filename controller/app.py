@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse
 
 from controller.api.deps import current_user, get_runtime
-from controller.api.routes import areas, auth, broadcasts, contents, health
+from controller.api.routes import areas, auth, broadcasts, contents, health, users
 from controller.metrics import render
 from controller.runtime import Runtime
 from controller.settings import Settings
@@ -40,7 +40,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                   description="Schedules announcements to a commune's smart loudspeaker "
                               "clusters and tracks their health.")
     api = APIRouter(prefix="/api/v1")
-    for r in (auth.router, areas.router, contents.router, broadcasts.router, health.router):
+    for r in (auth.router, areas.router, contents.router, broadcasts.router, health.router,
+              users.router):
         api.include_router(r)
     app.include_router(api)
 

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 __all__ = ["Dispatcher", "TERMINAL", "ORDER"]
 
 #: delivery states in the order they progress; a report never moves a delivery backwards
-ORDER = ["pending", "sent", "received", "ready", "playing", "played"]
+ORDER = ["pending", "sent", "received", "ready", "playing", "preempted", "played"]
 TERMINAL = {"played", "failed", "missed", "cancelled"}
 ACTIVE_OCC = ("pending", "sent")
 ASSUMED = {"cancelled", "missed"}
@@ -121,6 +121,8 @@ class Dispatcher:
             "occurrence_id": occ.id,
             "priority": bc.priority,
             "start_at": iso(occ.start_at),
+            "volume_pct": self.settings.emergency_volume_pct if bc.priority == "emergency"
+            else None,
             "content": {
                 "sha256": c.sha256, "size": c.size, "chunk_size": self.content.chunk_size,
                 "chunks": self.content.chunk_count(c.size), "codec": c.codec,
@@ -215,11 +217,13 @@ class Dispatcher:
         # report of what happened wins over it. Other terminal states are final.
         if d.state in TERMINAL and not (d.state in ASSUMED and new in CLUSTER_FINAL):
             return
-        if new in ORDER and d.state in ORDER and ORDER.index(new) <= ORDER.index(d.state):
+        interrupted = (d.state, new) in (("playing", "preempted"), ("preempted", "playing"))
+        if not interrupted and new in ORDER and d.state in ORDER and \
+                ORDER.index(new) <= ORDER.index(d.state):
             return
         d.state, d.updated_at = new, utcnow()
-        if ev.state is DeliveryState.PLAYING:
-            d.started_at = ev.at
+        if ev.state is DeliveryState.PLAYING and d.started_at is None:
+            d.started_at = ev.at  # the first start; a resume keeps it
         if new in ("played", "failed", "cancelled"):
             d.finished_at = ev.at
         d.error = ev.reason

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     chime: bool = Field(True, description="chime before and after each announcement")
     chunk_size: int = Field(16 * 1024, ge=1024, le=256 * 1024)
     token_ttl_s: int = Field(12 * 3600, ge=60)
+    emergency_lead_s: float = Field(1.0, ge=0.2, description="an emergency starts this soon")
+    emergency_volume_pct: int | None = Field(100, ge=0, le=100,
+                                             description="volume an emergency plays at")
     alert_webhooks: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="URLs that receive alert opened/resolved as JSON POST "
                                           "(env: JSON list or comma-separated)")

@@ -101,7 +101,8 @@ class DeliveryState(StrEnum):
 
     RECEIVED = "received"  # command accepted; content may still be missing
     READY = "ready"  # content complete and verified; waiting for start time
-    PLAYING = "playing"  # playback started (``at`` = actual start on the cluster's clock)
+    PLAYING = "playing"  # playback started or resumed (``at`` = actual start, own clock)
+    PREEMPTED = "preempted"  # a higher priority took the speakers; it resumes afterwards
     PLAYED = "played"  # playback finished
     FAILED = "failed"  # could not play (``reason``)
     CANCELLED = "cancelled"  # stopped or dropped by a cancel command

@@ -95,8 +95,11 @@ class BroadcastCreate(BaseModel):
 
     @model_validator(mode="after")
     def _one_schedule(self) -> BroadcastCreate:
-        if (self.start_at is None) == (self.recurrence is None):
-            raise ValueError("give exactly one of start_at or recurrence")
+        if self.start_at is not None and self.recurrence is not None:
+            raise ValueError("give start_at or recurrence, not both")
+        if self.start_at is None and self.recurrence is None and self.priority != "emergency":
+            raise ValueError("give start_at or recurrence (only an emergency may omit both: "
+                             "it plays at once)")
         return self
 
 
@@ -131,6 +134,7 @@ class BroadcastOut(BaseModel):
     expires_at: datetime | None
     created_at: datetime
     created_by: str | None
+    origin_area_id: str | None = None
     next_slots: list[datetime] = Field(default_factory=list)
     occurrence: OccurrenceOut | None = Field(None, description="the latest occurrence")
     deliveries: list[DeliveryOut] = Field(

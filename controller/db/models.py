@@ -44,6 +44,8 @@ class Area(Base):
     lon: Mapped[float | None] = mapped_column(Float)
     #: health thresholds overriding the parent's (see controller.thresholds)
     thresholds: Mapped[dict[str, Any] | None]
+    #: broadcast policy overriding the parent's: quiet hours, programme length (controller.policy)
+    policy: Mapped[dict[str, Any] | None]
 
 
 class Cluster(Base):
@@ -122,6 +124,8 @@ class Broadcast(Base):
     expires_at: Mapped[datetime | None]
     status: Mapped[str] = mapped_column(String(16), default="scheduled", index=True)
     created_by: Mapped[str | None] = mapped_column(String(64))
+    #: the creator's area: who may cancel it (an area at or above this one)
+    origin_area_id: Mapped[str | None] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     cancelled_at: Mapped[datetime | None]
     content: Mapped[Content] = relationship()

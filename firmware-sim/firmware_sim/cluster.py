@@ -294,7 +294,9 @@ class SimCluster:
             power=Power(source="battery" if p.on_battery else "mains",
                         battery_pct=round(p.battery_pct)),
             amp_temp_c=round(p.amp_temp_c + self.rng.random() * 0.5, 1),
-            volume_pct=self.volume_pct,
+            # an item may carry its own volume (an emergency raised to the set level)
+            volume_pct=(playing.body.volume_pct if playing and playing.body.volume_pct
+                        is not None else self.volume_pct),
             storage_free_kb=max(0, 512_000 - 64 * len(self.cached)),
             clock_offset_ms=round(p.clock_offset_ms),
             playing=playing.id if playing else None, speakers=self._speaker_reports(),

@@ -1,27 +1,32 @@
 """The cluster's playback engine: scheduled occurrences, one audio output, priorities.
 
-Times are on the cluster's own clock (``clock()``), converted to the event loop's monotonic
-time only to sleep.
+A higher priority takes the output from a lower one; at the top level the newest emergency
+wins, so nothing stuck can block the system. The interrupted item is reported
+``preempted`` and resumes from where it stopped (or restarts, ``resume=False``) once the
+output is free, unless it expired meanwhile. Waiting items get the output highest priority
+first, then in arrival order. Times are on the cluster's own clock (``clock()``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from devices.messages import DeliveryState, PlayBody
+from devices.messages import DeliveryState, PlayBody, Priority
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Occurrence", "Player"]
 
 Report = Callable[["Occurrence", DeliveryState, datetime, str | None], Awaitable[None]]
+_arrival = itertools.count()
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Occurrence:
     body: PlayBody
     command_id: str
@@ -31,24 +36,39 @@ class Occurrence:
     content: bytes | None = None
     task: asyncio.Task[None] | None = None
     failure: str | None = None
+    position_ms: int = 0
+    preempt: asyncio.Event = field(default_factory=asyncio.Event)
+    preempted_by: str | None = None
+    arrival: int = field(default_factory=lambda: next(_arrival))
 
     @property
     def id(self) -> str:
         return self.body.occurrence_id
 
+    @property
+    def rank(self) -> int:
+        return self.body.priority.rank
+
+
+def outranks(new: Occurrence, cur: Occurrence) -> bool:
+    if new.rank != cur.rank:
+        return new.rank > cur.rank
+    # at the top level the newest emergency wins
+    return new.body.priority is Priority.EMERGENCY and new.arrival > cur.arrival
+
 
 class Player:
-    """Schedules and 'plays' occurrences. One thing plays at a time; a higher priority takes
-    the output from a lower one (the lower one is reported failed with reason ``preempted``)."""
-
     def __init__(self, clock: Callable[[], datetime], report: Report,
-                 on_played: Callable[[Occurrence, datetime, datetime], None] | None = None):
+                 on_played: Callable[[Occurrence, datetime, datetime], None] | None = None,
+                 resume: bool = True):
         self._clock = clock
         self._report = report
         self._on_played = on_played
+        self.resume = resume
         self.occurrences: dict[str, Occurrence] = {}
         self.current: Occurrence | None = None
-        self._output_free = asyncio.Condition()
+        self._waiting: set[Occurrence] = set()
+        self._changed = asyncio.Condition()
 
     def schedule(self, occ: Occurrence) -> None:
         self.occurrences[occ.id] = occ
@@ -69,8 +89,7 @@ class Player:
             delay = (when - self._clock()).total_seconds()
             if delay <= 0:
                 return
-            # sleep in steps so a clock change (drift, correction) is noticed
-            await asyncio.sleep(min(delay, 1.0))
+            await asyncio.sleep(min(delay, 1.0))  # notice clock changes (drift, correction)
 
     async def _run(self, occ: Occurrence) -> None:
         try:
@@ -85,10 +104,37 @@ class Player:
             log.exception("occurrence %s crashed", occ.id)
             await self._set(occ, DeliveryState.FAILED, f"firmware error: {exc}"[:200])
         finally:
+            self._waiting.discard(occ)
             if self.current is occ:
                 self.current = None
-                async with self._output_free:
-                    self._output_free.notify_all()
+            await self._notify()
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _acquire(self, occ: Occurrence) -> None:
+        """Wait until ``occ`` may use the output; take it from a lower priority at once."""
+        self._waiting.add(occ)
+        try:
+            while True:
+                cur = self.current
+                if cur is None:
+                    best = max(self._waiting, key=lambda o: (o.rank, -o.arrival))
+                    if best is occ:
+                        self.current = occ
+                        return
+                elif cur is occ:
+                    return
+                elif outranks(occ, cur):
+                    cur.preempted_by = f"{occ.body.priority.value} {occ.id}"
+                    cur.preempt.set()
+                    self.current = occ
+                    return
+                async with self._changed:
+                    await self._changed.wait()
+        finally:
+            self._waiting.discard(occ)
 
     async def _prepare_and_play(self, occ: Occurrence) -> None:
         body = occ.body
@@ -103,29 +149,39 @@ class Player:
             return
         await self._set(occ, DeliveryState.READY, None)
         await self._sleep_until(body.start_at)
-        # take the output: preempt a lower priority, wait for an equal or higher one
-        while self.current is not None and self.current is not occ:
-            if body.priority.rank > self.current.body.priority.rank:
-                victim = self.current
-                victim.failure = f"preempted by {body.priority.value} {occ.id}"
-                if victim.task is not None:
-                    victim.task.cancel()
+        first_start: datetime | None = None
+        duration = body.content.duration_ms
+        while True:
+            await self._acquire(occ)
+            if self._clock() >= occ.expires_at:
+                what = "preempted; expired before it could resume" if first_start else \
+                    "expired before it could play"
+                await self._set(occ, DeliveryState.FAILED, what)
+                return
+            occ.preempt.clear()
+            started = self._clock()
+            if first_start is None:
+                first_start = started
+                late_ms = int((started - body.start_at).total_seconds() * 1000)
+                note = f"late by {late_ms} ms" if late_ms > 1000 else None
+            else:
+                note = f"resumed at {occ.position_ms / 1000:.1f} s"
+            await self._set(occ, DeliveryState.PLAYING, note, at=started)
+            remaining = (duration - occ.position_ms) / 1000
+            try:
+                await asyncio.wait_for(occ.preempt.wait(), timeout=max(remaining, 0))
+            except TimeoutError:
+                break  # played to the end
+            played = int((self._clock() - started).total_seconds() * 1000)
+            occ.position_ms = min(duration, occ.position_ms + played) if self.resume else 0
+            if self.current is occ:
                 self.current = None
-                break
-            async with self._output_free:
-                await self._output_free.wait()
-        if self._clock() >= occ.expires_at:
-            await self._set(occ, DeliveryState.FAILED, "expired before it could play")
-            return
-        self.current = occ
-        started = self._clock()
-        late_ms = int((started - body.start_at).total_seconds() * 1000)
-        await self._set(occ, DeliveryState.PLAYING, f"late by {late_ms} ms" if late_ms > 1000
-                        else None, at=started)
-        await asyncio.sleep(body.content.duration_ms / 1000)
+            await self._set(occ, DeliveryState.PREEMPTED,
+                            f"by {occ.preempted_by} at {occ.position_ms / 1000:.1f} s")
+            await self._notify()
         finished = self._clock()
         if self._on_played is not None:
-            self._on_played(occ, started, finished)
+            self._on_played(occ, first_start, finished)
         await self._set(occ, DeliveryState.PLAYED, None, at=finished)
 
     async def _set(self, occ: Occurrence, state: DeliveryState, reason: str | None,

@@ -7,14 +7,21 @@ from sqlalchemy.orm import selectinload
 from controller.api.deps import CurrentUser, SessionDep
 from controller.api.schemas import AreaOut, ClusterOut, SpeakerOut
 from controller.db.models import Area, Cluster
+from controller.jurisdiction import scope
+from controller.targeting import ancestor_ids
 
 router = APIRouter(tags=["areas"])
 
 
 @router.get("/areas", response_model=list[AreaOut])
-def list_areas(db: SessionDep, _user: CurrentUser) -> list[AreaOut]:
+def list_areas(db: SessionDep, user: CurrentUser) -> list[AreaOut]:
+    """The caller's area, everything beneath it, and its ancestors."""
+    allowed = scope(db, user)
+    q = select(Area).order_by(Area.id)
+    if allowed is not None:
+        q = q.where(Area.id.in_(allowed | set(ancestor_ids(db, user.area_id))))
     return [AreaOut(id=a.id, name=a.name, kind=a.kind, parent_id=a.parent_id, lat=a.lat,
-                    lon=a.lon) for a in db.scalars(select(Area).order_by(Area.id))]
+                    lon=a.lon) for a in db.scalars(q)]
 
 
 def _cluster_out(c: Cluster) -> ClusterOut:
@@ -27,9 +34,12 @@ def _cluster_out(c: Cluster) -> ClusterOut:
 
 
 @router.get("/clusters", response_model=list[ClusterOut])
-def list_clusters(db: SessionDep, _user: CurrentUser, state: str | None = None,
+def list_clusters(db: SessionDep, user: CurrentUser, state: str | None = None,
                   area_id: str | None = None) -> list[ClusterOut]:
     q = select(Cluster).options(selectinload(Cluster.speakers)).order_by(Cluster.id)
+    allowed = scope(db, user)
+    if allowed is not None:
+        q = q.where(Cluster.area_id.in_(allowed))
     if state:
         q = q.where(Cluster.state == state)
     if area_id:
@@ -38,8 +48,9 @@ def list_clusters(db: SessionDep, _user: CurrentUser, state: str | None = None,
 
 
 @router.get("/clusters/{cluster_id}", response_model=ClusterOut)
-def get_cluster(cluster_id: str, db: SessionDep, _user: CurrentUser) -> ClusterOut:
+def get_cluster(cluster_id: str, db: SessionDep, user: CurrentUser) -> ClusterOut:
     c = db.get(Cluster, cluster_id)
-    if c is None:
+    allowed = scope(db, user)
+    if c is None or (allowed is not None and c.area_id not in allowed):
         raise HTTPException(404, f"no cluster {cluster_id!r}")
     return _cluster_out(c)

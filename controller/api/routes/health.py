@@ -17,6 +17,9 @@ from controller.db.models import Action, Alert, Area, Broadcast, Cluster, utcnow
 from controller.history import RESOLUTIONS, RETENTION, TelemetryHistory
 from controller.reports import availability_report, readiness
 from controller.targeting import TargetError, resolve
+from controller.jurisdiction import OPERATORS, require_role, require_targets, scope
+from controller.policy import PolicyPatch, effective_policy
+from controller.targeting import ancestor_ids
 from controller.thresholds import Thresholds, ThresholdsPatch
 
 router = APIRouter(tags=["health"])
@@ -45,6 +48,8 @@ def _action_out(a: Action) -> dict[str, Any]:
 
 def _create_action(rt: RuntimeDep, db: SessionDep, user: CurrentUser, req: ActionRequest,
                    areas: list[str], clusters: list[str]) -> dict[str, Any]:
+    require_role(user, OPERATORS, "act on clusters")
+    require_targets(db, user, areas, clusters)
     try:
         action = rt.actions.create(db, kind=req.kind, params=req.params, areas=areas,
                                    clusters=clusters, user=user.username)
@@ -105,7 +110,7 @@ def telemetry_history(cluster_id: str, db: SessionDep, _user: CurrentUser,
 
 
 @router.get("/alerts")
-def list_alerts(db: SessionDep, _user: CurrentUser,
+def list_alerts(db: SessionDep, user: CurrentUser,
                 status: Literal["open", "resolved", "all"] = "open",
                 cluster_id: str | None = None, area_id: str | None = None,
                 code: str | None = None, limit: int = Query(200, ge=1, le=2000)) -> list[dict[str, Any]]:
@@ -120,6 +125,10 @@ def list_alerts(db: SessionDep, _user: CurrentUser,
         q = q.where(Alert.area_id == area_id)
     if code:
         q = q.where(Alert.code == code)
+    allowed = scope(db, user)
+    if allowed is not None:
+        in_area = select(Cluster.id).where(Cluster.area_id.in_(allowed))
+        q = q.where(Alert.cluster_id.in_(in_area) | Alert.area_id.in_(allowed))
     return [alert_dict(a) for a in db.scalars(q)]
 
 
@@ -149,11 +158,13 @@ def get_thresholds(area_id: str, db: SessionDep, rt: RuntimeDep,
 
 @router.put("/areas/{area_id}/thresholds")
 def put_thresholds(area_id: str, patch: ThresholdsPatch, db: SessionDep, rt: RuntimeDep,
-                   _user: CurrentUser) -> dict[str, Any]:
+                   user: CurrentUser) -> dict[str, Any]:
     """Override thresholds for this area and everything beneath it (null clears a field)."""
     area = db.get(Area, area_id)
     if area is None:
         raise HTTPException(404, f"no area {area_id!r}")
+    require_role(user, OPERATORS, "change thresholds")
+    require_targets(db, user, [area_id], [])
     area.thresholds = {k: v for k, v in patch.model_dump().items() if v is not None} or None
     db.commit()
     rt.health.invalidate_thresholds()
@@ -197,6 +208,28 @@ def broadcast_readiness(broadcast_id: str, db: SessionDep, rt: RuntimeDep,
             "will_play": sum(r.will_play for r in rows), "targeted": len(rows),
             "clusters": [{"cluster_id": r.cluster_id, "will_play": r.will_play,
                           "reasons": r.reasons, "warnings": r.warnings} for r in rows]}
+
+
+@router.get("/areas/{area_id}/policy")
+def get_policy(area_id: str, db: SessionDep, _user: CurrentUser) -> dict[str, Any]:
+    if db.get(Area, area_id) is None:
+        raise HTTPException(404, f"no area {area_id!r}")
+    chain = [db.get(Area, a) for a in reversed(ancestor_ids(db, area_id))]
+    return {"area_id": area_id, "override": db.get(Area, area_id).policy or {},  # type: ignore[union-attr]
+            "effective": effective_policy([a.policy for a in chain if a]).model_dump(mode="json")}
+
+
+@router.put("/areas/{area_id}/policy")
+def put_policy(area_id: str, patch: PolicyPatch, db: SessionDep, user: CurrentUser) -> dict[str, Any]:
+    """Quiet hours (local time) and the longest programme item, for this area and below."""
+    area = db.get(Area, area_id)
+    if area is None:
+        raise HTTPException(404, f"no area {area_id!r}")
+    require_role(user, ("admin", "leader"), "change the broadcast policy")
+    require_targets(db, user, [area_id], [])
+    area.policy = {k: v for k, v in patch.model_dump(mode="json").items() if v is not None} or None
+    db.commit()
+    return get_policy(area_id, db, user)
 
 
 @router.get("/thresholds/defaults")

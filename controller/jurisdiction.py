@@ -1,0 +1,90 @@
+"""Who may do what where: every account belongs to an area (none = national) and a role.
+
+An account acts only within its area's subtree: it can target, see and cancel there. It
+sees bulletins from above that reach its area, but cannot cancel them. Refusals are 403s
+that say why.
+"""
+
+from __future__ import annotations
+
+from fastapi import HTTPException
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from controller.db.models import Area, Broadcast, Cluster, User
+from controller.targeting import ancestor_ids, descendant_area_ids
+
+__all__ = ["ROLES", "scope", "require_role", "require_targets", "can_see", "require_cancel",
+           "describe"]
+
+ROLES = {
+    "admin": "manages accounts, schedules, acts on clusters",
+    "leader": "schedules and approves bulletins",
+    "officer": "schedules bulletins",
+    "technician": "watches health and acts on clusters",
+}
+SCHEDULERS = ("admin", "leader", "officer")
+OPERATORS = ("admin", "leader", "technician")
+
+
+def describe(db: Session, area_id: str | None) -> str:
+    if area_id is None:
+        return "the whole country"
+    a = db.get(Area, area_id)
+    return f"{a.kind} {a.name}" if a else area_id
+
+
+def scope(db: Session, user: User) -> set[str] | None:
+    """Area ids the user may act on; None means everywhere."""
+    if user.area_id is None:
+        return None
+    return descendant_area_ids(db, [user.area_id])
+
+
+def require_role(user: User, allowed: tuple[str, ...], what: str) -> None:
+    if user.role not in allowed:
+        raise HTTPException(403, f"{user.username} is a {user.role}; only "
+                                 f"{', '.join(allowed)} may {what}")
+
+
+def require_targets(db: Session, user: User, areas: list[str], clusters: list[str]) -> None:
+    allowed = scope(db, user)
+    if allowed is None:
+        return
+    home = describe(db, user.area_id)
+    for a in areas:
+        if a not in allowed:
+            raise HTTPException(403, f"{user.username} acts for {home} and cannot target "
+                                     f"{describe(db, a)} ({a}): it is outside that area")
+    if clusters:
+        rows = db.execute(select(Cluster.id, Cluster.area_id).where(Cluster.id.in_(clusters)))
+        for cid, area in rows:
+            if area not in allowed:
+                raise HTTPException(403, f"{user.username} acts for {home} and cannot target "
+                                         f"cluster {cid}: it is outside that area")
+
+
+def can_see(db: Session, user: User, bc: Broadcast) -> bool:
+    allowed = scope(db, user)
+    if allowed is None:
+        return True
+    if bc.origin_area_id in allowed:
+        return True
+    reach = allowed | set(ancestor_ids(db, user.area_id))  # bulletins from above reach us
+    if any(a in reach for a in bc.targets.get("areas", [])):
+        return True
+    clusters = bc.targets.get("clusters", [])
+    if clusters:
+        areas = set(db.scalars(select(Cluster.area_id).where(Cluster.id.in_(clusters))))
+        return bool(areas & allowed)
+    return False
+
+
+def require_cancel(db: Session, user: User, bc: Broadcast) -> None:
+    allowed = scope(db, user)
+    if allowed is None:
+        return
+    if bc.origin_area_id is None or bc.origin_area_id not in allowed:
+        raise HTTPException(403, f"this {bc.priority} bulletin was issued by "
+                                 f"{describe(db, bc.origin_area_id)}; {user.username} "
+                                 f"({describe(db, user.area_id)}) cannot cancel it")
