@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, field_validator, model_validator
@@ -45,6 +45,10 @@ class Settings(BaseSettings):
         default_factory=list, description="URLs that receive alert opened/resolved as JSON POST "
                                           "(env: JSON list or comma-separated)")
     metrics_public: bool = Field(False, description="serve /metrics without a token")
+    cap_priority_rules: list[dict[str, Any]] | None = Field(
+        None, description="CAP urgency/severity/certainty -> priority table (JSON list of "
+                          "{urgency, severity, certainty, priority}; '*' matches any); "
+                          "default: controller.cap.DEFAULT_PRIORITY_RULES")
 
     @field_validator("alert_webhooks", mode="before")
     @classmethod

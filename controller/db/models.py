@@ -126,6 +126,8 @@ class Broadcast(Base):
     created_by: Mapped[str | None] = mapped_column(String(64))
     #: the creator's area: who may cancel it (an area at or above this one)
     origin_area_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    #: for CAP alerts: "sender,identifier,sent" (how CAP Update/Cancel reference it)
+    cap_ref: Mapped[str | None] = mapped_column(String(512), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     cancelled_at: Mapped[datetime | None]
     content: Mapped[Content] = relationship()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -169,3 +170,96 @@ def test_quiet_hours_refuse_a_normal_bulletin_at_0430_but_not_an_emergency(prov:
         prov.province.post(f"/api/v1/broadcasts/{r.json()['id']}/cancel")
     finally:
         prov.admin.put(f"/api/v1/areas/{COMMUNE}/policy", json={"quiet_hours": []})
+
+
+CAP_ALERT = """<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>{ident}</identifier>
+  <sender>pccc@vinhphuc.gov.vn</sender>
+  <sent>{sent}</sent>
+  <status>{status}</status>
+  <msgType>{msg_type}</msgType>
+  <scope>Public</scope>{refs}
+  <info>
+    <language>vi-VN</language>
+    <category>Met</category>
+    <event>Bão</event>
+    <urgency>Immediate</urgency>
+    <severity>Extreme</severity>
+    <certainty>Observed</certainty>
+    <expires>{expires}</expires>
+    <headline>{headline}</headline>
+    <description>Bão số 3 đổ bộ trong hai giờ tới.</description>
+    <instruction>Người dân ở trong nhà, tránh xa sông suối.</instruction>
+    <area><areaDesc>Xã Hướng Đạo</areaDesc></area>
+  </info>
+</alert>"""
+
+
+def cap(prov: Province, ident: str, msg_type: str = "Alert", status: str = "Actual",
+        refs: str = "", headline: str = "Cảnh báo bão số 3",
+        expires: datetime | None = None) -> tuple[int, dict]:  # type: ignore[type-arg]
+    now = datetime.now(VN).replace(microsecond=0)
+    xml = CAP_ALERT.format(
+        ident=ident, sent=now.isoformat(), status=status, msg_type=msg_type, headline=headline,
+        expires=(expires or now + timedelta(hours=3)).isoformat(),
+        refs=f"\n  <references>{refs}</references>" if refs else "")
+    r = prov.province.post("/api/v1/cap", content=xml.encode(),
+                           headers={"Content-Type": "application/xml"})
+    return r.status_code, r.json()
+
+
+def occ_states(prov: Province, bid: str) -> set[str]:
+    b = prov.province.get(f"/api/v1/broadcasts/{bid}").json()
+    occ = b["occurrence"]["id"] if b["occurrence"] else None
+    return {c.player.occurrences[occ].state.value if occ in c.player.occurrences else "-"
+            for c in prov.sim.clusters}
+
+
+def test_cap_alert_airs_update_replaces_and_cancel_stops_everywhere(prov: Province) -> None:
+    status, first = cap(prov, "VP-2026-0001")
+    assert status == 201, first
+    assert first["priority"] == "emergency" and first["rollup"][0]["targeted"] == 15
+    assert "<msgType>Ack</msgType>" in first["ack"] and "VP-2026-0001" in first["ack"]
+    wait_for(lambda: "playing" in occ_states(prov, first["broadcast_id"]), 10, "alert playing")
+    status, upd = cap(prov, "VP-2026-0002", "Update", headline="Cập nhật: bão số 3 mạnh lên",
+                      refs="pccc@vinhphuc.gov.vn,VP-2026-0001,2026-01-01T00:00:00+07:00")
+    assert status == 201, upd
+    assert upd["replaced"] == [first["broadcast_id"]]
+    wait_for(lambda: occ_states(prov, first["broadcast_id"]) == {"cancelled"}, 10,
+             "the replaced alert stopped everywhere")
+    wait_for(lambda: "playing" in occ_states(prov, upd["broadcast_id"]), 10, "update playing")
+    status, cancel = cap(prov, "VP-2026-0003", "Cancel",
+                         refs="pccc@vinhphuc.gov.vn,VP-2026-0002,2026-01-01T00:00:00+07:00")
+    assert status == 200, cancel
+    t0 = time.monotonic()
+    wait_for(lambda: occ_states(prov, upd["broadcast_id"]) <= {"cancelled", "played"}, 10,
+             "cancel stopping playback everywhere")
+    print(f"\nCAP Cancel stopped playback on every cluster in {time.monotonic() - t0:.2f} s")
+    report = prov.province.get(f"/api/v1/broadcasts/{upd['broadcast_id']}/report",
+                               params={"format": "csv"})
+    assert report.status_code == 200 and report.text.startswith("area_id,name,targeted")
+    assert "vn-vp-tamduong-huongdao,Hướng Đạo,15" in report.text
+
+
+def test_bad_cap_is_refused_with_a_clear_error_and_nothing_plays(prov: Province) -> None:
+    before = len(prov.admin.get("/api/v1/broadcasts", params={"limit": 500}).json())
+    spec = Path(__file__).parents[1] / "fixtures" / "cap" / "a2-severe-thunderstorm.xml"
+    cases = {
+        "malformed": (b"<alert xmlns='urn:oasis:names:tc:emergency:cap:1.2'><identifier>",
+                      "malformed"),
+        "bomb": (b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
+                 b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+                 b'<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">&b;</alert>', "unsafe"),
+        "namespace": (spec.read_bytes().replace(b"cap:1.2", b"cap:1.1"), "namespace"),
+        "expired (the spec's own example)": (spec.read_bytes(), "expired"),
+    }
+    for name, (body, words) in cases.items():
+        r = prov.province.post("/api/v1/cap", content=body,
+                               headers={"Content-Type": "application/xml"})
+        assert r.status_code == 422 and words in r.json()["detail"], (name, r.text)
+    status, body = cap(prov, "VP-T-1", status="Test")
+    assert status == 202 and body["aired"] is False
+    status, body = cap(prov, "VP-X-1", expires=datetime.now(VN) - timedelta(minutes=1))
+    assert status == 422 and "expired" in body["detail"]
+    assert len(prov.admin.get("/api/v1/broadcasts", params={"limit": 500}).json()) == before

@@ -62,6 +62,13 @@ def _out(bc: Broadcast, rt: RuntimeDep, full: bool = True) -> BroadcastOut:
 def create(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: CurrentUser) -> BroadcastOut:
     """Schedule a broadcast. An emergency without start_at plays at once everywhere in its
     targets, preempting anything and ignoring quiet hours."""
+    return _out(schedule(req, db, rt, user), rt)
+
+
+def schedule(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: CurrentUser,
+             cap_ref: str | None = None) -> Broadcast:
+    """Validate everything, then store and plan (or, for an emergency now, dispatch) it.
+    Raises HTTPException (403/422) before anything is stored."""
     now = utcnow()
     require_role(user, SCHEDULERS, "schedule broadcasts")
     content = db.get(Content, req.content_id)
@@ -105,7 +112,7 @@ def create(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: CurrentUs
     bc = Broadcast(id=uuid.uuid4().hex, title=req.title, content_id=content.id,
                    priority=req.priority, targets=req.targets.model_dump(), start_at=req.start_at,
                    recurrence=recurrence, expires_at=req.expires_at, status="scheduled",
-                   created_by=user.username, origin_area_id=user.area_id)
+                   created_by=user.username, origin_area_id=user.area_id, cap_ref=cap_ref)
     db.add(bc)
     db.commit()
     if immediate:  # no scheduler hop: sign and publish now (the occurrence is unique anyway)
@@ -113,7 +120,7 @@ def create(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: CurrentUs
     else:
         rt.scheduler.plan(bc)
     db.refresh(bc)
-    return _out(bc, rt)
+    return bc
 
 
 def policy_violations(db: SessionDep, rt: RuntimeDep, cluster_ids: list[str],

@@ -1,0 +1,209 @@
+"""CAP 1.2 ingest and reports upward (per bulletin, per commune, CSV)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
+
+from audio import AudioError, prepare_file, prepare_segment
+from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
+from controller.api.routes.broadcasts import schedule
+from controller.api.routes.contents import _store
+from controller.api.schemas import BroadcastCreate, Targets
+from controller.cap import MAX_CAP_BYTES, CapAlert, CapError, ack_xml, map_priority, match_area, parse_cap
+from controller.db.models import Area, Broadcast, Cluster, utcnow
+from controller.jurisdiction import can_see, require_cancel, require_targets
+from controller.targeting import ancestor_ids
+
+router = APIRouter(tags=["cap", "reports"])
+
+
+@router.post("/cap", status_code=201, responses={
+    201: {"description": "aired: broadcast, roll-up and a CAP Ack"},
+    202: {"description": "valid but not aired (status Test/Exercise/System/Draft)"}})
+async def cap_ingest(request: Request, db: SessionDep, rt: RuntimeDep, user: CurrentUser) -> Response:
+    """POST an OASIS CAP 1.2 alert (``application/xml``). Alert airs it, Update replaces
+    the referenced alert where it has not played yet, Cancel stops it everywhere."""
+    body = await request.body()
+    if len(body) > MAX_CAP_BYTES:
+        raise HTTPException(413, f"CAP documents are limited to {MAX_CAP_BYTES} bytes")
+    status, payload = await run_in_threadpool(_ingest, body, db, rt, user)
+    import json
+
+    return Response(json.dumps(payload, ensure_ascii=False, default=str), status_code=status,
+                    media_type="application/json")
+
+
+def _ingest(body: bytes, db: SessionDep, rt: RuntimeDep, user: CurrentUser) -> tuple[int, dict[str, Any]]:
+    try:
+        alert = parse_cap(body)
+    except CapError as exc:
+        raise HTTPException(422, f"invalid CAP 1.2: {exc}") from None
+    now = utcnow()
+    sender = f"loa@{rt.settings.timezone}"
+    if alert.msg_type in ("Ack", "Error"):
+        raise HTTPException(422, f"a CAP {alert.msg_type} is a reply; nothing to broadcast")
+    referenced = _referenced(db, alert) if alert.references else []
+    if alert.msg_type == "Cancel":
+        if not referenced:
+            raise HTTPException(422, "the Cancel references no alert this controller holds: "
+                                     + " ".join(alert.references))
+        for bc in referenced:
+            require_cancel(db, user, bc)
+        for bc in referenced:
+            if bc.status in ("scheduled", "active"):
+                rt.scheduler.unplan(bc.id)
+                rt.dispatcher.cancel(db, bc)
+        note = f"cancelled {len(referenced)} broadcast(s)"
+        return 200, {"identifier": alert.identifier, "msgType": "Cancel",
+                     "cancelled": [b.id for b in referenced],
+                     "ack": ack_xml(alert, sender, now, note)}
+    info = next((i for i in alert.infos if i.language.lower().startswith("vi")), alert.infos[0])
+    for i in alert.infos:
+        if i.expires is not None and i.expires <= now:
+            raise HTTPException(422, f"the alert expired at {i.expires.isoformat()}; "
+                                     "nothing was broadcast")
+    if not info.areas:
+        raise HTTPException(422, "the alert names no <area>")
+    known = {a.id: (a.name, a.kind) for a in db.scalars(select(Area))}
+    targets, unmatched = [], []
+    for area in info.areas:
+        aid = match_area(area, known)
+        (targets.append(aid) if aid else unmatched.append(area.desc))
+    if unmatched:
+        raise HTTPException(422, "these CAP areas match no area of ours (use a geocode with "
+                                 "valueName LOA and our area id, or the exact area name): "
+                                 + "; ".join(unmatched[:10]))
+    require_targets(db, user, targets, [])
+    priority = map_priority(info, rt.settings.cap_priority_rules)
+    if alert.status != "Actual":
+        return 202, {"identifier": alert.identifier, "status": alert.status, "aired": False,
+                     "reason": f"status {alert.status}: validated, not aired",
+                     "priority": priority, "targets": targets,
+                     "ack": ack_xml(alert, sender, now, f"{alert.status}: not aired")}
+    try:
+        if info.audio:
+            prepared = prepare_file(info.audio[0][1], rt.audio_settings(True))
+        else:
+            text = info.text() or info.event
+            prepared = prepare_segment(rt.tts.synthesize(text[:10_000]), rt.audio_settings(True),
+                                       source_format="tts")
+    except AudioError as exc:
+        raise HTTPException(422, f"CAP content: {exc.message}") from None
+    content = _store(db, prepared, kind="cap", user=user.username,
+                     source_name=f"CAP {alert.identifier}"[:255], text=info.text()[:10_000])
+    for bc in referenced:  # Update: the new one replaces it where it has not played
+        require_cancel(db, user, bc)
+        if bc.status in ("scheduled", "active"):
+            rt.scheduler.unplan(bc.id)
+            rt.dispatcher.cancel(db, bc)
+    start = None
+    if priority != "emergency":
+        onset = info.onset if info.onset and info.onset > now else None
+        start = onset or now + timedelta(seconds=max(5.0, rt.settings.min_start_lead_s))
+    req = BroadcastCreate(content_id=content.id, targets=Targets(areas=targets),
+                          title=(info.headline or info.event)[:200], start_at=start,
+                          priority=priority, expires_at=info.expires)  # type: ignore[arg-type]
+    bc = schedule(req, db, rt, user, cap_ref=alert.ref)
+    rollup = _rollup(db, bc)
+    note = "; ".join(f"{r['name']}: {r['targeted']} clusters targeted, {r['online']} online"
+                     for r in rollup)
+    return 201, {"identifier": alert.identifier, "msgType": alert.msg_type,
+                 "priority": priority, "broadcast_id": bc.id,
+                 "replaced": [b.id for b in referenced], "signature": (
+                     "present, not verified (send signed alerts through an authenticated "
+                     "account)" if alert.signed else None),
+                 "rollup": rollup, "ack": ack_xml(alert, sender, now, note)}
+
+
+def _referenced(db: SessionDep, alert: CapAlert) -> list[Broadcast]:
+    refs = []
+    for ref in alert.references:
+        parts = ref.split(",")
+        if len(parts) < 2:
+            continue
+        sender, ident = parts[0], parts[1]
+        q = select(Broadcast).where(Broadcast.cap_ref.like(f"{sender},{ident},%"))
+        refs.extend(db.scalars(q))
+    return refs
+
+
+def _commune_of(db: SessionDep, area_id: str | None, cache: dict[str, str]) -> str:
+    if area_id is None:
+        return "?"
+    if area_id not in cache:
+        chain = ancestor_ids(db, area_id)
+        kinds = {a: db.get(Area, a).kind for a in chain}  # type: ignore[union-attr]
+        cache[area_id] = next((a for a in chain if kinds[a] == "commune"), chain[-1])
+    return cache[area_id]
+
+
+def _rollup(db: SessionDep, bc: Broadcast) -> list[dict[str, Any]]:
+    """Per commune: clusters targeted and how they fared (all occurrences)."""
+    from controller.targeting import resolve
+
+    ids = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", [])).cluster_ids
+    clusters = {c.id: c for c in db.scalars(select(Cluster).where(Cluster.id.in_(ids)))}
+    cache: dict[str, str] = {}
+    rows: dict[str, dict[str, Any]] = {}
+    duration = bc.content.duration_ms / 1000
+    for cid in ids:
+        c = clusters[cid]
+        commune = _commune_of(db, c.area_id, cache)
+        r = rows.setdefault(commune, {
+            "area_id": commune, "name": db.get(Area, commune).name if db.get(Area, commune) else commune,  # type: ignore[union-attr]
+            "targeted": 0, "online": 0, "played": 0, "failed": 0, "unreachable": 0,
+            "play_time_s": 0.0, "requested_s": 0.0})
+        r["targeted"] += 1
+        r["online"] += c.state in ("online", "degraded")
+    for occ in bc.occurrences:
+        for d in occ.deliveries:
+            c = clusters.get(d.cluster_id)
+            if c is None:
+                continue
+            r = rows[_commune_of(db, c.area_id, cache)]
+            r["requested_s"] += duration
+            if d.state == "played":
+                r["played"] += 1
+                if d.started_at and d.finished_at:
+                    r["play_time_s"] += (d.finished_at - d.started_at).total_seconds()
+            elif d.state == "failed":
+                r["failed"] += 1
+            elif d.state == "missed":
+                r["unreachable"] += 1
+    for r in rows.values():
+        r["play_time_s"] = round(r["play_time_s"], 1)
+        r["requested_s"] = round(r["requested_s"], 1)
+        r["ratio"] = round(r["played"] / r["targeted"], 4) if r["targeted"] else None
+    return sorted(rows.values(), key=lambda r: r["area_id"])
+
+
+@router.get("/broadcasts/{broadcast_id}/report")
+def broadcast_report(broadcast_id: str, db: SessionDep, user: CurrentUser,
+                     format: str = "json") -> Response:
+    """Report upward per commune: targeted, played, failed, unreachable, play time vs
+    requested duration, ratio. ``?format=csv`` for a spreadsheet."""
+    bc = db.get(Broadcast, broadcast_id)
+    if bc is None or not can_see(db, user, bc):
+        raise HTTPException(404, f"no broadcast {broadcast_id!r} in your area")
+    rows = _rollup(db, bc)
+    if format == "csv":
+        buf = io.StringIO()
+        fields = ["area_id", "name", "targeted", "online", "played", "failed", "unreachable",
+                  "play_time_s", "requested_s", "ratio"]
+        w = csv.DictWriter(buf, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+        return Response(buf.getvalue(), media_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="broadcast-{bc.id}.csv"'})
+    import json
+
+    return Response(json.dumps({"broadcast_id": bc.id, "title": bc.title, "priority": bc.priority,
+                                "communes": rows}, ensure_ascii=False),
+                    media_type="application/json")

@@ -1,0 +1,232 @@
+"""OASIS CAP 1.2 ingest: parse safely, validate, map onto our areas and priorities.
+
+Parsing uses defusedxml: DTDs, entity declarations and external references are refused, so
+an entity-expansion bomb or an XXE cannot run; documents over ``MAX_CAP_BYTES`` are refused
+before parsing.
+"""
+
+from __future__ import annotations
+
+import base64
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from xml.etree.ElementTree import Element
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import ParseError, fromstring
+
+__all__ = ["CAP_NS", "MAX_CAP_BYTES", "CapError", "CapAlert", "CapInfo", "CapArea",
+           "parse_cap", "map_priority", "DEFAULT_PRIORITY_RULES", "match_area", "ack_xml"]
+
+CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
+DSIG_NS = "http://www.w3.org/2000/09/xmldsig#"
+MAX_CAP_BYTES = 512 * 1024
+_N = "{" + CAP_NS + "}"
+
+STATUS = ("Actual", "Exercise", "System", "Test", "Draft")
+MSG_TYPES = ("Alert", "Update", "Cancel", "Ack", "Error")
+SCOPES = ("Public", "Restricted", "Private")
+URGENCY = ("Immediate", "Expected", "Future", "Past", "Unknown")
+SEVERITY = ("Extreme", "Severe", "Moderate", "Minor", "Unknown")
+CERTAINTY = ("Observed", "Likely", "Possible", "Unlikely", "Unknown")
+
+#: first matching rule wins; "*" matches anything. Configurable (LOA_CAP_PRIORITY_RULES).
+DEFAULT_PRIORITY_RULES: list[dict[str, Any]] = [
+    {"urgency": ["Immediate", "Expected"], "severity": ["Extreme", "Severe"],
+     "certainty": ["Observed", "Likely"], "priority": "emergency"},
+    {"urgency": ["Immediate", "Expected", "Future"], "severity": ["Extreme", "Severe", "Moderate"],
+     "certainty": "*", "priority": "priority"},
+    {"urgency": "*", "severity": "*", "certainty": "*", "priority": "normal"},
+]
+
+
+class CapError(ValueError):
+    pass
+
+
+@dataclass
+class CapArea:
+    desc: str
+    geocodes: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class CapInfo:
+    language: str
+    event: str
+    urgency: str
+    severity: str
+    certainty: str
+    headline: str | None
+    description: str | None
+    instruction: str | None
+    expires: datetime | None
+    onset: datetime | None
+    areas: list[CapArea]
+    audio: list[tuple[str, bytes]]  # (mime type, bytes) from derefUri resources
+
+    def text(self) -> str:
+        parts = [p.strip() for p in (self.headline, self.description, self.instruction) if p]
+        return ". ".join(parts)
+
+
+@dataclass
+class CapAlert:
+    identifier: str
+    sender: str
+    sent: datetime
+    status: str
+    msg_type: str
+    scope: str
+    references: list[str]
+    infos: list[CapInfo]
+    signed: bool
+
+    @property
+    def ref(self) -> str:
+        return f"{self.sender},{self.identifier},{_cap_time(self.sent)}"
+
+
+def _cap_time(dt: datetime) -> str:
+    return dt.isoformat(timespec="seconds")
+
+
+def _text(el: Element, name: str, required: bool = False, where: str = "alert") -> str | None:
+    child = el.find(_N + name)
+    value = child.text.strip() if child is not None and child.text else None
+    if required and not value:
+        raise CapError(f"<{name}> is required in <{where}>")
+    return value
+
+
+def _time(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise CapError(f"<{name}> is not a CAP date-time: {value!r}") from None
+    if dt.tzinfo is None:
+        raise CapError(f"<{name}> must carry a time-zone offset: {value!r}")
+    return dt
+
+
+def _enum(value: str | None, allowed: tuple[str, ...], name: str) -> str:
+    if value not in allowed:
+        raise CapError(f"<{name}> must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
+def parse_cap(data: bytes) -> CapAlert:
+    """Parse and validate a CAP 1.2 alert; raises CapError with a clear message."""
+    if len(data) > MAX_CAP_BYTES:
+        raise CapError(f"the document is {len(data)} bytes; the limit is {MAX_CAP_BYTES}")
+    try:
+        root = fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except DefusedXmlException as exc:
+        raise CapError(f"refused unsafe XML ({type(exc).__name__}): DTDs, entities and "
+                       "external references are not allowed") from None
+    except ParseError as exc:
+        raise CapError(f"malformed XML: {exc}") from None
+    if root.tag != _N + "alert":
+        ns = root.tag[1:].split("}")[0] if root.tag.startswith("{") else "(none)"
+        raise CapError(f"not a CAP 1.2 alert: root <{root.tag.split('}')[-1]}> in namespace "
+                       f"{ns}; expected <alert> in {CAP_NS}")
+    identifier = _text(root, "identifier", True)
+    sender = _text(root, "sender", True)
+    sent = _time(_text(root, "sent", True), "sent")
+    status = _enum(_text(root, "status", True), STATUS, "status")
+    msg_type = _enum(_text(root, "msgType", True), MSG_TYPES, "msgType")
+    scope = _enum(_text(root, "scope", True), SCOPES, "scope")
+    references = (_text(root, "references") or "").split()
+    if msg_type in ("Update", "Cancel", "Ack", "Error") and not references:
+        raise CapError(f"a {msg_type} must name the alert(s) it refers to in <references>")
+    infos = []
+    for i, el in enumerate(root.findall(_N + "info")):
+        where = f"info[{i}]"
+        areas = []
+        for a in el.findall(_N + "area"):
+            desc = _text(a, "areaDesc", True, f"{where}/area")
+            codes = [(_text(g, "valueName") or "", _text(g, "value") or "")
+                     for g in a.findall(_N + "geocode")]
+            areas.append(CapArea(desc or "", codes))
+        audio = []
+        for r in el.findall(_N + "resource"):
+            mime = _text(r, "mimeType", True, f"{where}/resource") or ""
+            deref = _text(r, "derefUri")
+            if mime.startswith("audio/") and deref:
+                try:
+                    audio.append((mime, base64.b64decode(deref, validate=False)))
+                except ValueError:
+                    raise CapError(f"{where}/resource: derefUri is not base64") from None
+        infos.append(CapInfo(
+            language=_text(el, "language") or "en-US",
+            event=_text(el, "event", True, where) or "",
+            urgency=_enum(_text(el, "urgency", True, where), URGENCY, "urgency"),
+            severity=_enum(_text(el, "severity", True, where), SEVERITY, "severity"),
+            certainty=_enum(_text(el, "certainty", True, where), CERTAINTY, "certainty"),
+            headline=_text(el, "headline"), description=_text(el, "description"),
+            instruction=_text(el, "instruction"),
+            expires=_time(_text(el, "expires"), "expires"),
+            onset=_time(_text(el, "onset"), "onset"), areas=areas, audio=audio,
+        ))
+        if not el.findall(_N + "category"):
+            raise CapError(f"<category> is required in <{where}>")
+    if msg_type in ("Alert", "Update") and not infos:
+        raise CapError(f"a {msg_type} needs at least one <info>")
+    signed = root.find("{" + DSIG_NS + "}Signature") is not None
+    return CapAlert(identifier or "", sender or "", sent, status, msg_type,  # type: ignore[arg-type]
+                    scope, references, infos, signed)
+
+
+def map_priority(info: CapInfo, rules: list[dict[str, Any]] | None = None) -> str:
+    for rule in rules or DEFAULT_PRIORITY_RULES:
+        if all(rule[k] == "*" or getattr(info, k) in rule[k]
+               for k in ("urgency", "severity", "certainty")):
+            return str(rule["priority"])
+    return "normal"
+
+
+def _fold(s: str) -> str:
+    s = unicodedata.normalize("NFD", s.lower().replace("đ", "d"))
+    s = "".join(ch for ch in s if unicodedata.category(ch) != "Mn")
+    for prefix in ("tinh ", "huyen ", "xa ", "thon ", "phuong ", "thi tran "):
+        if s.startswith(prefix):
+            s = s[len(prefix):]
+    return " ".join(s.split())
+
+
+def match_area(area: CapArea, areas: dict[str, tuple[str, str]]) -> str | None:
+    """Our area id for a CAP area: a geocode naming one of our ids (valueName ``LOA`` or any
+    value equal to an id), else an exact name match of areaDesc (accents and the kind word
+    ignored: "Xã Hướng Đạo" = "huong dao"). ``areas``: id -> (name, kind)."""
+    for name, value in area.geocodes:
+        if value in areas and name.upper() in ("LOA", "LOA-AREA", "VN-LOA", ""):
+            return value
+    for name, value in area.geocodes:
+        if value in areas:
+            return value
+    wanted = _fold(area.desc)
+    hits = [aid for aid, (aname, _kind) in areas.items() if _fold(aname) == wanted]
+    return hits[0] if len(hits) == 1 else None
+
+
+def ack_xml(alert: CapAlert, sender: str, sent: datetime, note: str, msg_type: str = "Ack") -> str:
+    """A CAP Ack (or Error) answering ``alert``, with ``note`` summarising delivery."""
+    from xml.sax.saxutils import escape
+
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<alert xmlns="{CAP_NS}">\n'
+        f"  <identifier>{escape(alert.identifier)}-{msg_type.lower()}</identifier>\n"
+        f"  <sender>{escape(sender)}</sender>\n"
+        f"  <sent>{_cap_time(sent)}</sent>\n"
+        f"  <status>{alert.status}</status>\n"
+        f"  <msgType>{msg_type}</msgType>\n"
+        "  <scope>Public</scope>\n"
+        f"  <note>{escape(note)}</note>\n"
+        f"  <references>{escape(alert.ref)}</references>\n"
+        "</alert>\n"
+    )
