@@ -98,6 +98,8 @@ class AlertManager:
         self.opened = 0
 
     def load(self, db: Session) -> None:
+        self._open.clear()
+        self._cleared.clear()
         for a in db.scalars(select(Alert).where(Alert.resolved_at.is_(None))):
             key = self._key(a.cluster_id, a.area_id, a.code, a.subject)
             self._open[key] = a.id

@@ -52,6 +52,8 @@ class Dispatcher:
         self.counters: Counter[str] = Counter()
         self.plan_next: Callable[[Broadcast, datetime], None] | None = None
         self._command_occurrence: dict[str, str] = {}
+        #: occurrence id -> (clusters that have not confirmed the cancel, until when to retry)
+        self._unconfirmed_cancels: dict[str, tuple[set[str], datetime]] = {}
 
     # --- dispatch ------------------------------------------------------------------------
 
@@ -199,10 +201,27 @@ class Dispatcher:
             for topic in resolved.topics:
                 self._publish_command("cancel", topic, {"occurrence_id": occ.id}, exp)
             occ.status = "cancelled"
+            waiting = {d.cluster_id for d in occ.deliveries
+                       if d.state in ("sent", "received", "ready", "playing", "preempted")}
+            if waiting:  # confirmed only by the cluster's own "cancelled" report
+                self._unconfirmed_cancels[occ.id] = (waiting, exp)
             for d in occ.deliveries:
                 if d.state in ("pending", "sent", "received", "ready"):
                     d.state, d.updated_at = "cancelled", now
         db.commit()
+
+    def retry_cancels(self, now: datetime) -> int:
+        """Re-send a cancel to each cluster that has not confirmed it (its own topic)."""
+        sent = 0
+        for occ_id, (clusters, until) in list(self._unconfirmed_cancels.items()):
+            if now >= until or not clusters:
+                del self._unconfirmed_cancels[occ_id]
+                continue
+            for cid in clusters:
+                self._publish_command("cancel", topics.cluster_cmd(cid),
+                                      {"occurrence_id": occ_id}, until)
+                sent += 1
+        return sent
 
     # --- reports from clusters ---------------------------------------------------------------
 
@@ -213,6 +232,9 @@ class Dispatcher:
             self.counters["delivery_unknown"] += 1
             return
         new = ev.state.value
+        if ev.occurrence_id in self._unconfirmed_cancels and new in ("cancelled", "played",
+                                                                     "failed"):
+            self._unconfirmed_cancels[ev.occurrence_id][0].discard(ev.cluster_id)
         # "cancelled" and "missed" may be the controller's assumption; the cluster's own
         # report of what happened wins over it. Other terminal states are final.
         if d.state in TERMINAL and not (d.state in ASSUMED and new in CLUSTER_FINAL):

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from datetime import timedelta
 
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.actions import ActionService
@@ -61,6 +62,7 @@ class Ingest:
         self.processed = 0
         self.persisted = 0  # messages whose effects are committed (incl. write-behind)
         self._last_flush = 0.0
+        self._last_cancel_retry = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="loa-ingest", daemon=True)
         self._last_sweep = 0.0
@@ -114,9 +116,27 @@ class Ingest:
         log.debug("dropped message on %s: %s %s", topic, reason, detail[:200])
 
     def _apply(self, msgs: list[Inbound]) -> None:
+        """Apply a batch in one transaction. A batch that loses a deadlock (PostgreSQL) is
+        retried, never dropped."""
+        for attempt in range(3):
+            try:
+                self._apply_once(msgs)
+                return
+            except OperationalError as exc:
+                log.warning("ingest batch of %d rolled back (%s); retrying", len(msgs),
+                            str(exc).splitlines()[0][:120])
+                with self.sessions() as db:  # in-memory alert index back in step with the DB
+                    self.health.alerts.load(db)
+                time.sleep(0.05 * (attempt + 1))
+        self._apply_once(msgs)
+
+    def _apply_once(self, msgs: list[Inbound]) -> None:
         online: list[str] = []
         rebirth: set[str] = set()
         with self.sessions() as db:
+            # one flush at commit: rows are then updated in primary-key order, the same
+            # order every other writer uses, so transactions cannot deadlock on them
+            db.autoflush = False
             for m in msgs:
                 try:
                     self._one(db, m, online, rebirth)
@@ -200,6 +220,9 @@ class Ingest:
             self.health.sweep(db, now)
             self.dispatcher.sweep(db, now)
             self.actions.sweep(db, now)
+            if time.monotonic() - self._last_cancel_retry >= 2.0:
+                self._last_cancel_retry = time.monotonic()
+                self.dispatcher.retry_cancels(now)
             if slow:
                 self._last_slow_sweep = time.monotonic()
                 self.history.flush(db, now)

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 from nacl.signing import VerifyKey
 
 from devices import topics
@@ -77,6 +79,8 @@ class SimConfig:
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
     seed: int = 0
+    #: "5", "3.1.1" or "auto" (MQTT 5 first, 3.1.1 if the broker refuses it, e.g. amqtt)
+    protocol: str = "auto"
 
 
 class SimCluster:
@@ -104,11 +108,13 @@ class SimCluster:
         self.connected = asyncio.Event()
         self.refusals: list[RefusedEvent] = []
         self.acks: list[AckEvent] = []
+        self.commands_in = 0  # commands received (accepted or refused)
         self._client: aiomqtt.Client | None = None
         self._outbox: deque[tuple[str, bytes, int]] = deque(maxlen=10_000)
         self._outbox_ready = asyncio.Event()
         self._controller_ts: datetime | None = None
         self._wake_heartbeat = asyncio.Event()
+        self._v5 = cfg.protocol in ("5", "auto")
         self._chunk_lane: asyncio.Lock = asyncio.Lock()
         self._handlers: dict[str, Callable[[Command], object]] = {
             "play": self._on_play,
@@ -152,11 +158,21 @@ class SimCluster:
         log.info("%s: fault %s cleared", self.id, fault)
 
     def _drop_link(self) -> None:
-        """Cut the TCP connection without DISCONNECT, as a power cut does: the Will fires."""
+        """Lose the link as a power cut does: the broker publishes our Will at once.
+
+        On MQTT 5 this is DISCONNECT with reason 0x04 ("with Will message"): the broker acts
+        as on a dropped TCP connection, and paho closes its own socket normally. On 3.1.1
+        the socket is shut down under paho (racy with aiomqtt's fd registration, so only
+        used where the broker cannot speak MQTT 5)."""
         client = self._client
         if client is None:
             return
-        sock = client._client.socket()  # the underlying paho socket
+        paho_client = client._client
+        if self._v5:
+            paho_client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT,
+                                                         "Disconnect with will message"))
+            return
+        sock = paho_client.socket()
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
@@ -206,28 +222,39 @@ class SimCluster:
             qos=1, retain=True,
         )
         keepalive = max(5, int(self.heartbeat_s))
-        async with aiomqtt.Client(
-            self.cfg.host, self.cfg.port, identifier=f"cluster-{self.id}", will=will,
-            keepalive=keepalive, clean_session=True, username=self.id,
-            password=self.cfg.password, protocol=aiomqtt.ProtocolVersion.V311,
-            max_inflight_messages=100,
-        ) as client:
-            self._client = client
-            subs = [(topics.cluster_cmd(self.id), 1), (topics.CONTROLLER_STATUS, 1)]
-            subs += [(topics.area_cmd(a), 1) for a in self.area_path]
-            subs += [(topics.content_chunks_filter(s), 1) for s in self.assemblies]
-            await client.subscribe(subs)
-            await self._publish_birth()
-            self.connected.set()
-            tasks = [asyncio.create_task(self._heartbeats()),
-                     asyncio.create_task(self._drain_outbox())]
-            try:
-                async for msg in client.messages:
-                    await self._dispatch(msg.topic.value, bytes(msg.payload))  # type: ignore[arg-type]
-            finally:
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+        version = {"protocol": aiomqtt.ProtocolVersion.V5} if self._v5 else {
+            "protocol": aiomqtt.ProtocolVersion.V311, "clean_session": True}
+        entered = False
+        try:
+            async with aiomqtt.Client(
+                self.cfg.host, self.cfg.port, identifier=f"cluster-{self.id}", will=will,
+                keepalive=keepalive, username=self.id, password=self.cfg.password,
+                max_inflight_messages=100, **version,  # type: ignore[arg-type]
+            ) as client:
+                entered = True
+                await self._run_session(client)
+        except aiomqtt.MqttError:
+            if not entered and self._v5 and self.cfg.protocol == "auto":
+                self._v5 = False  # a 3.1.1-only broker (amqtt): next attempt speaks 3.1.1
+            raise
+
+    async def _run_session(self, client: aiomqtt.Client) -> None:
+        self._client = client
+        subs = [(topics.cluster_cmd(self.id), 1), (topics.CONTROLLER_STATUS, 1)]
+        subs += [(topics.area_cmd(a), 1) for a in self.area_path]
+        subs += [(topics.content_chunks_filter(s), 1) for s in self.assemblies]
+        await client.subscribe(subs)
+        await self._publish_birth()
+        self.connected.set()
+        tasks = [asyncio.create_task(self._heartbeats()),
+                 asyncio.create_task(self._drain_outbox())]
+        try:
+            async for msg in client.messages:
+                await self._dispatch(msg.topic.value, bytes(msg.payload))  # type: ignore[arg-type]
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _publish_birth(self) -> None:
         assert self._client is not None
@@ -369,6 +396,7 @@ class SimCluster:
             self._on_command(topic, payload)
 
     def _on_command(self, topic: str, payload: bytes) -> None:
+        self.commands_in += 1
         try:
             cmd = self.verifier.verify(payload, topic, self.now())
         except Refused as exc:

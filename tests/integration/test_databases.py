@@ -95,7 +95,7 @@ def test_broadcast_lifecycle_on_each_backend(db_url: str, broker: Broker, tmp_pa
                          "every cluster dropping it")
             except AssertionError as exc:
                 raise AssertionError(f"{exc}: {states()} " + str(
-                    [(c.id, [(r.reason, r.detail) for r in c.refusals]) for c in sim.clusters
-                     if c.refusals])) from None
+                    [(c.id, c.commands_in, [(r.reason, r.detail) for r in c.refusals])
+                     for c in sim.clusters])) from None
         finally:
             sim.stop()

@@ -263,8 +263,18 @@ def test_area_wide_volume_is_one_publish_acknowledged_by_each_cluster(site: Site
     assert r.status_code == 202
     aid = r.json()["id"]
     assert len({x["cluster_id"] for x in r.json()["results"]}) == 2
-    done = wait_for(lambda: (a := site.api.get(f"/api/v1/actions/{aid}").json())["summary"]
-                    == {"done": 2} and a, 10, "both clusters done")
+    last: dict[str, Any] = {}
+
+    def both_done() -> dict[str, Any] | None:
+        last.update(site.api.get(f"/api/v1/actions/{aid}").json())
+        return last if last["summary"] == {"done": 2} else None
+
+    try:
+        done = wait_for(both_done, 10, "both clusters done")
+    except AssertionError as exc:
+        acks = {c: [(a.command_id[:8], a.status) for a in site.sim.by_id(c).acks[-3:]]
+                for c in ("hd-c01", "hd-c02")}
+        raise AssertionError(f"{exc}: {last['results']} sim acks: {acks}") from None
     assert {x["cluster_id"] for x in done["results"]} == {"hd-c01", "hd-c02"}
 
 

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, HTTPException
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
 from controller.api.schemas import BroadcastCreate, BroadcastOut, DeliveryOut, OccurrenceOut
@@ -176,6 +177,14 @@ def cancel(broadcast_id: str, db: SessionDep, rt: RuntimeDep, user: CurrentUser)
     if bc.status in ("cancelled", "completed"):
         raise HTTPException(409, f"broadcast is already {bc.status}")
     rt.scheduler.unplan(bc.id)
-    rt.dispatcher.cancel(db, bc)
+    for attempt in range(3):  # PostgreSQL may pick this transaction as a deadlock victim
+        try:
+            rt.dispatcher.cancel(db, bc)
+            break
+        except OperationalError:
+            db.rollback()
+            if attempt == 2:
+                raise
+            bc = db.get(Broadcast, broadcast_id)  # type: ignore[assignment]
     db.refresh(bc)
     return _out(bc, rt)
