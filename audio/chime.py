@@ -15,8 +15,9 @@ __all__ = ["chime"]
 
 @functools.cache
 def chime(rate: int = 48_000, level_lufs: float = -16.0) -> AudioSegment:
-    # roughly the programme loudness: a sine's RMS level in dBFS ≈ its LUFS - 3 dB headroom
-    gain = level_lufs - 3.0
+    # as loud as the programme: a sine peaking at P dBFS measures about P - 3.2 LUFS, and
+    # the fades take off a little more
+    gain = level_lufs + 4.0
     ding = Sine(784, sample_rate=rate).to_audio_segment(duration=450, volume=gain)
     dong = Sine(622, sample_rate=rate).to_audio_segment(duration=700, volume=gain)
     tone = ding.fade_in(10).fade_out(300) + dong.fade_in(10).fade_out(500)

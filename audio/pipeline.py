@@ -42,7 +42,7 @@ CODECS: dict[str, tuple[list[str], str, str]] = {
 @dataclass(frozen=True, slots=True)
 class AudioSettings:
     target_lufs: float = -16.0
-    true_peak_db: float = -1.5
+    true_peak_db: float = -2.0  # Opus adds ~0.7 dB of overshoot: ≤ -1 dBTP after decoding
     codec: str = "opus"
     bitrate: str = "32k"
     sample_rate: int = 48_000
@@ -186,18 +186,34 @@ def _is_number(v: object) -> bool:
         return False
 
 
+def _pcm_filter(pcm: bytes, chain: str) -> bytes:
+    out, _ = run_ffmpeg(
+        ["-f", "s16le", "-ar", str(WORK_RATE), "-ac", "1", "-i", "pipe:0", "-af", chain,
+         "-ac", "1", "-ar", str(WORK_RATE), "-f", "s16le", "pipe:1"],
+        stdin=pcm,
+    )
+    return out
+
+
 def _loudnorm(seg: AudioSegment, s: AudioSettings) -> AudioSegment:
-    """Two-pass EBU R128: measure, then apply a linear gain (no pumping) toward the target."""
-    m = measure_loudness(seg.raw_data)
+    """Two-pass EBU R128: measure, then apply a linear gain (no pumping) to the target.
+
+    Speech (TTS especially) often has peaks too high for the gain it needs; a brick-wall
+    limiter then brings those peaks down first (and the result is measured again), so the
+    linear gain reaches the target instead of stopping short at the true-peak ceiling."""
+    pcm = seg.raw_data
+    m = measure_loudness(pcm)
+    gain = s.target_lufs - m["input_i"]
+    if m["input_tp"] + gain > s.true_peak_db:
+        limit_db = max(-24.0, s.true_peak_db - gain - 1.0)
+        pcm = _pcm_filter(pcm, f"alimiter=limit={10 ** (limit_db / 20):.5f}:attack=2:"
+                               "release=50:level=0")
+        m = measure_loudness(pcm)
     chain = (
-        f"loudnorm=I={s.target_lufs}:TP={s.true_peak_db}:LRA=11:"
+        f"loudnorm=I={s.target_lufs}:TP={s.true_peak_db}:LRA=20:"
         f"measured_I={m['input_i']}:measured_TP={m['input_tp']}:measured_LRA={m['input_lra']}:"
         f"measured_thresh={m['input_thresh']}:offset={m['target_offset']}:linear=true,"
         f"aresample={WORK_RATE}"
     )
-    pcm, _ = run_ffmpeg(
-        ["-f", "s16le", "-ar", str(WORK_RATE), "-ac", "1", "-i", "pipe:0", "-af", chain,
-         "-ac", "1", "-ar", str(WORK_RATE), "-f", "s16le", "pipe:1"],
-        stdin=seg.raw_data,
-    )
-    return AudioSegment(data=pcm, sample_width=2, frame_rate=WORK_RATE, channels=1)
+    return AudioSegment(data=_pcm_filter(pcm, chain), sample_width=2, frame_rate=WORK_RATE,
+                        channels=1)

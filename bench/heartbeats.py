@@ -10,7 +10,6 @@ committed to the database.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import tempfile
 import threading

@@ -18,8 +18,8 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.db.models import Action, ActionResult, utcnow
-from controller.targeting import resolve
+from controller.db.models import Action, ActionResult, Cluster, utcnow
+from controller.targeting import descendant_area_ids, resolve
 from devices import topics
 from devices.messages import ACTION_KINDS, COMMAND_BODIES, AckEvent
 from devices.signing import sign_command
@@ -74,9 +74,6 @@ class ActionService:
 
     @staticmethod
     def _area_members(db: Session, topic: str, cluster_ids: list[str]) -> list[str]:
-        from controller.targeting import descendant_area_ids
-        from controller.db.models import Cluster
-
         area = topic.split("/")[3]
         areas = descendant_area_ids(db, [area])
         inside = set(db.scalars(select(Cluster.id).where(Cluster.area_id.in_(areas))))

@@ -205,7 +205,7 @@ def match_area(area: CapArea, areas: dict[str, tuple[str, str]]) -> str | None:
     for name, value in area.geocodes:
         if value in areas and name.upper() in ("LOA", "LOA-AREA", "VN-LOA", ""):
             return value
-    for name, value in area.geocodes:
+    for _name, value in area.geocodes:
         if value in areas:
             return value
     wanted = _fold(area.desc)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.db.models import Area, Cluster, Delivery, Occurrence, StateTransition
@@ -148,10 +148,6 @@ def readiness(db: Session, cluster_ids: list[str]) -> list[ClusterReadiness]:
                     warnings.append(cause["message"])
         out.append(ClusterReadiness(cid, not reasons, reasons, warnings))
     return out
-
-
-def count_states(db: Session) -> dict[str, int]:
-    return dict(db.execute(select(Cluster.state, func.count()).group_by(Cluster.state)).all())  # type: ignore[arg-type]
 
 
 def check_upcoming_slots(db: Session, dispatcher: Any, health: Any, now: datetime) -> int:

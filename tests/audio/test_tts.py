@@ -21,10 +21,13 @@ def test_speed_changes_duration() -> None:
     assert len(fast) < 0.75 * len(slow)
 
 
-def test_tts_goes_through_the_same_pipeline() -> None:
-    p = prepare_segment(EspeakNg().synthesize(TEXT), AudioSettings(chime_before=False))
+@pytest.mark.parametrize("chimes", [False, True])
+def test_tts_comes_out_at_the_loudness_target_with_headroom(chimes: bool) -> None:
+    settings = AudioSettings(chime_before=chimes, chime_after=chimes)
+    p = prepare_segment(EspeakNg().synthesize(TEXT), settings)
     loud = measure_loudness(decode(p.data)[0].raw_data)
-    assert abs(loud["input_i"] + 16) <= 1.5
+    assert abs(loud["input_i"] - settings.target_lufs) <= 1.0, loud
+    assert loud["input_tp"] <= -1.0, loud  # after Opus, still below -1 dBTP
 
 
 @pytest.mark.parametrize("text", ["", "   \n\t", "\x00\x01"])
