@@ -1,5 +1,12 @@
 import sys
 
-from bench import heartbeats
+from bench import emergency, heartbeats
 
-heartbeats.main(sys.argv[1:])
+args = sys.argv[1:]
+if args[:1] == ["emergency"]:
+    emergency.main(args[1:])
+elif args[:1] == ["heartbeats"]:
+    heartbeats.main(args[1:])
+else:
+    heartbeats.main(args)
+    emergency.main([])

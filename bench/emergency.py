@@ -1,0 +1,147 @@
+"""Emergency fan-out: time from the emergency API call until the last cluster reports
+``playing``, beside the raw broker time for the same bytes (the signed command and the
+content chunks) from a bare publisher to as many bare subscribers, in the same run.
+
+The simulator runs in its own process (one asyncio task per cluster); the emergency lead
+is set to its minimum so the figure measures delivery, not a configured delay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiomqtt
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from bench.common import Mosquitto
+from controller.app import create_app
+from controller.db.models import Cluster, Delivery, Occurrence
+from controller.db.session import make_engine, make_sessionmaker, upgrade
+from controller.seed import register_network
+from controller.settings import Settings
+from devices.areas import generate
+
+
+async def _bare(port: int, n: int, payloads: list[bytes]) -> float:
+    """n subscribers on one topic; time from the first publish to the last byte received."""
+    done = 0
+    finished = asyncio.Event()
+    total = len(payloads)
+
+    async def sub(i: int, ready: asyncio.Event) -> None:
+        nonlocal done
+        async with aiomqtt.Client("127.0.0.1", port, identifier=f"bare-{i}") as c:
+            await c.subscribe("bench/fanout/#", qos=1)
+            ready.set()
+            got = 0
+            async for _ in c.messages:
+                got += 1
+                if got == total:
+                    done += 1
+                    if done == n:
+                        finished.set()
+                    return
+
+    readies = [asyncio.Event() for _ in range(n)]
+    tasks = [asyncio.create_task(sub(i, readies[i])) for i in range(n)]
+    for r in readies:
+        await r.wait()
+    async with aiomqtt.Client("127.0.0.1", port, identifier="bare-pub") as pub:
+        t0 = time.perf_counter()
+        for k, p in enumerate(payloads):
+            await pub.publish(f"bench/fanout/{k}", p, qos=1)
+        await asyncio.wait_for(finished.wait(), 120)
+        elapsed = time.perf_counter() - t0
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return elapsed
+
+
+def run(communes: int, per: int) -> tuple[float, float, int]:
+    broker = Mosquitto()
+    work = Path(tempfile.mkdtemp(prefix="loa-bench-em-"))
+    sim = None
+    try:
+        net = generate(communes, per)
+        province = next(a.id for a in net.areas.values() if a.parent_id is None)
+        settings = Settings(data_dir=work, mqtt_url=f"mqtt://127.0.0.1:{broker.port}",
+                            admin_password="bench-pass", emergency_lead_s=0.2, chime=False)
+        upgrade(settings.db_url)
+        engine = make_engine(settings.db_url)
+        with make_sessionmaker(engine)() as db:
+            register_network(db, net)
+        engine.dispose()
+        with TestClient(create_app(settings)) as api:
+            r = api.post("/api/v1/auth/token", data={"username": "admin", "password": "bench-pass"})
+            api.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+            rt = api.app.state.runtime  # type: ignore[attr-defined]
+            sim = subprocess.Popen(
+                [sys.executable, "-m", "firmware_sim", "--communes", str(communes),
+                 "--clusters-per-commune", str(per), "--mqtt", settings.mqtt_url or "",
+                 "--pubkey", str(work / "controller_ed25519.pub"), "--heartbeat", "60",
+                 "--connect-spread", str(max(2.0, len(net.clusters) / 300))],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            n = len(net.clusters)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                with rt.sessions() as db:
+                    up = db.query(Cluster).filter(Cluster.state == "online").count()
+                if up == n:
+                    break
+                time.sleep(0.5)
+            content = api.post("/api/v1/contents/tts", json={
+                "text": "Cảnh báo bão khẩn cấp. Người dân ở trong nhà."}).json()
+            blob_size = content["size"]
+            t0 = time.perf_counter()
+            r = api.post("/api/v1/broadcasts", json={
+                "content_id": content["id"], "targets": {"areas": [province]},
+                "priority": "emergency"})
+            assert r.status_code == 201, r.text
+            bid = r.json()["id"]
+            ours = float("nan")
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                with rt.sessions() as db:
+                    started = db.scalars(select(Delivery.started_at).join(Occurrence).where(
+                        Occurrence.broadcast_id == bid)).all()
+                if started and all(s is not None for s in started):
+                    ours = time.perf_counter() - t0
+                    break
+                time.sleep(0.02)
+            played_on = sum(s is not None for s in started)
+        # the same bytes through the bare broker path: one command + the content chunks
+        chunk = 16 * 1024
+        payloads = [b"x" * 700] + [b"\0" * min(chunk, blob_size - i)
+                                   for i in range(0, blob_size, chunk)]
+        bare = asyncio.run(_bare(broker.port, n, payloads))
+        return ours, bare, played_on
+    finally:
+        if sim is not None:
+            sim.terminate()
+            sim.wait(30)
+        broker.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--clusters", type=int, nargs="+", default=[600])
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    for total in args.clusters:
+        communes = max(1, total // 15)
+        ours, bare, played = run(communes, 15)
+        print(f"emergency to {communes * 15} clusters ({communes} communes x 15):")
+        print(f"  API call -> last cluster playing   {ours:7.2f} s   ({played} clusters started)")
+        print(f"  bare publisher -> last subscriber  {bare:7.2f} s   (same bytes, same broker)")
+        print(f"  ratio                              {ours / bare:7.2f}   (target <= 1.5)")
+
+
+if __name__ == "__main__":
+    main()
