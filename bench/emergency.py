@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiomqtt
@@ -100,6 +101,7 @@ def run(communes: int, per: int) -> tuple[float, float, int]:
                 "text": "Cảnh báo bão khẩn cấp. Người dân ở trong nhà."}).json()
             blob_size = content["size"]
             t0 = time.perf_counter()
+            t0_wall = datetime.now(UTC)
             r = api.post("/api/v1/broadcasts", json={
                 "content_id": content["id"], "targets": {"areas": [province]},
                 "priority": "emergency"})
@@ -116,6 +118,10 @@ def run(communes: int, per: int) -> tuple[float, float, int]:
                     break
                 time.sleep(0.02)
             played_on = sum(s is not None for s in started)
+            if started and all(started):
+                lag = sorted((s - t0_wall).total_seconds() for s in started)
+                print(f"  clusters' own start times after the call: first {lag[0]:.2f} s, "
+                      f"median {lag[len(lag) // 2]:.2f} s, last {lag[-1]:.2f} s")
         # the same bytes through the bare broker path: one command + the content chunks
         chunk = 16 * 1024
         payloads = [b"x" * 700] + [b"\0" * min(chunk, blob_size - i)

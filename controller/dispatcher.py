@@ -78,7 +78,9 @@ class Dispatcher:
     def _create_occurrence(self, db: Session, bc: Broadcast,
                            scheduled_at: datetime) -> Occurrence | None:
         now = utcnow()
-        start = max(scheduled_at, now + timedelta(seconds=self.settings.min_start_lead_s))
+        lead = (self.settings.emergency_lead_s if bc.priority == "emergency"
+                else self.settings.min_start_lead_s)
+        start = max(scheduled_at, now + timedelta(seconds=lead))
         duration = timedelta(milliseconds=bc.content.duration_ms)
         occ = Occurrence(id=uuid.uuid4().hex, broadcast_id=bc.id, scheduled_at=scheduled_at,
                          start_at=start, ends_at=start + duration, status="pending")
@@ -225,9 +227,28 @@ class Dispatcher:
 
     # --- reports from clusters ---------------------------------------------------------------
 
+    def begin_batch(self) -> None:
+        """A new ingest transaction: forget the deliveries loaded for the previous one."""
+        self._batch: dict[str, dict[str, Delivery]] = {}
+
+    def end_batch(self) -> None:
+        self._batch = None  # type: ignore[assignment]
+
+    def _delivery(self, db: Session, occurrence_id: str, cluster_id: str) -> Delivery | None:
+        """One query per occurrence per batch, not one per report: a province-wide
+        emergency brings thousands of reports for the same occurrence at once."""
+        batch = getattr(self, "_batch", None)
+        if batch is None:
+            return db.scalar(select(Delivery).where(Delivery.occurrence_id == occurrence_id,
+                                                    Delivery.cluster_id == cluster_id))
+        by_cluster = batch.get(occurrence_id)
+        if by_cluster is None:
+            by_cluster = batch[occurrence_id] = {d.cluster_id: d for d in db.scalars(
+                select(Delivery).where(Delivery.occurrence_id == occurrence_id))}
+        return by_cluster.get(cluster_id)
+
     def on_delivery(self, db: Session, ev: DeliveryEvent) -> None:
-        d = db.scalar(select(Delivery).where(Delivery.occurrence_id == ev.occurrence_id,
-                                             Delivery.cluster_id == ev.cluster_id))
+        d = self._delivery(db, ev.occurrence_id, ev.cluster_id)
         if d is None:
             self.counters["delivery_unknown"] += 1
             return
@@ -257,8 +278,7 @@ class Dispatcher:
                     ev.topic, ev.reason.value, ev.detail or "")
         if occ_id is None:
             return  # not ours (a forged or replayed command): nothing to update
-        d = db.scalar(select(Delivery).where(Delivery.occurrence_id == occ_id,
-                                             Delivery.cluster_id == ev.cluster_id))
+        d = self._delivery(db, occ_id, ev.cluster_id)
         if d is not None and d.state not in TERMINAL and ev.reason.value != "replayed":
             d.state, d.updated_at = "failed", utcnow()
             d.error = f"refused: {ev.reason.value} {ev.detail or ''}".strip()[:256]

@@ -133,6 +133,7 @@ class Ingest:
     def _apply_once(self, msgs: list[Inbound]) -> None:
         online: list[str] = []
         rebirth: set[str] = set()
+        self.dispatcher.begin_batch()
         with self.sessions() as db:
             # one flush at commit: rows are then updated in primary-key order, the same
             # order every other writer uses, so transactions cannot deadlock on them
@@ -146,6 +147,7 @@ class Ingest:
             for cid in online:
                 self.dispatcher.resend_to(db, cid)
             db.commit()
+        self.dispatcher.end_batch()
         for cid in rebirth:
             self._request_rebirth(cid)
 
