@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from controller.thresholds import overlay
+
 __all__ = ["Policy", "PolicyPatch", "QuietWindow", "effective_policy", "violations"]
 
 
@@ -49,11 +51,7 @@ class PolicyPatch(BaseModel):
 
 
 def effective_policy(overrides_root_first: list[dict[str, Any] | None]) -> Policy:
-    merged: dict[str, Any] = {}
-    for o in overrides_root_first:
-        if o:
-            merged.update({k: v for k, v in o.items() if v is not None})
-    return Policy(**merged)
+    return Policy(**overlay(overrides_root_first))
 
 
 def violations(policy: Policy, area_name: str, start: datetime, duration_s: float,

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Thresholds", "ThresholdsPatch", "effective"]
+__all__ = ["Thresholds", "ThresholdsPatch", "effective", "overlay"]
 
 
 class Thresholds(BaseModel):
@@ -42,9 +42,14 @@ class ThresholdsPatch(BaseModel):
     readiness_lead_min: int | None = Field(None, ge=1, le=24 * 60)
 
 
-def effective(overrides_root_first: list[dict[str, Any] | None]) -> Thresholds:
+def overlay(overrides_root_first: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """Per-area overrides merged root first: the nearest area's value of a field wins."""
     merged: dict[str, Any] = {}
     for o in overrides_root_first:
         if o:
             merged.update({k: v for k, v in o.items() if v is not None})
-    return Thresholds(**merged)
+    return merged
+
+
+def effective(overrides_root_first: list[dict[str, Any] | None]) -> Thresholds:
+    return Thresholds(**overlay(overrides_root_first))
