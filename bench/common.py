@@ -49,7 +49,10 @@ import json, sys, time
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 port, path = int(sys.argv[1]), sys.argv[2]
-msgs = [line.rstrip(b"\n").split(b" ", 1) for line in open(path, "rb")]
+with open(path, "rb") as f:
+    msgs = [line.rstrip(b"\n").split(b" ", 1) for line in f]
+import os
+os.unlink(path)  # the file was only the hand-over from the bench process
 c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-publisher")
 c.max_queued_messages_set(0)
 c.connect("127.0.0.1", port)

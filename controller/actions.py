@@ -55,21 +55,31 @@ class ActionService:
         action = Action(id=uuid.uuid4().hex, kind=kind, params=body,
                         targets={"areas": areas, "clusters": clusters}, requested_by=user)
         now = utcnow()
+        outgoing: list[tuple[str, bytes, list[str]]] = []
         covered: dict[str, str] = {}
         for topic in resolved.topics:
             cid = uuid.uuid4().hex
             payload = sign_command(self.key, kind=kind, topic=topic, body=body,
                                    expires_at=now + COMMAND_LIFETIME, command_id=cid)
             members = ([topic.split("/")[3]] if topic.startswith(f"{topics.ROOT}/cluster/")
-                       else None)
-            if not self.publish(topic, payload, 1):
-                raise ActionError("the MQTT broker is not reachable; nothing was sent")
-            for c in members or self._area_members(db, topic, resolved.cluster_ids):
+                       else self._area_members(db, topic, resolved.cluster_ids))
+            outgoing.append((topic, payload, members))
+            for c in members:
                 covered[c] = cid
         action.results = [ActionResult(cluster_id=c, command_id=covered[c], state="sent",
                                        updated_at=now) for c in sorted(covered)]
         db.add(action)
+        # commit before publishing: a fast cluster's ack must find its row
         db.commit()
+        unreachable: set[str] = set()
+        for topic, payload, members in outgoing:
+            if not self.publish(topic, payload, 1):
+                unreachable.update(members)
+        if unreachable:
+            for r in action.results:
+                if r.cluster_id in unreachable:
+                    r.state, r.reason = "failed", "the MQTT broker is not reachable; not sent"
+            db.commit()
         return action
 
     @staticmethod

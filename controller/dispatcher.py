@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from nacl.signing import SigningKey
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -54,6 +54,8 @@ class Dispatcher:
         self._command_occurrence: dict[str, str] = {}
         #: occurrence id -> (clusters that have not confirmed the cancel, until when to retry)
         self._unconfirmed_cancels: dict[str, tuple[set[str], datetime]] = {}
+        #: deliveries loaded during the current ingest batch (None outside one)
+        self._batch: dict[str, dict[str, Delivery]] | None = None
 
     # --- dispatch ------------------------------------------------------------------------
 
@@ -146,11 +148,14 @@ class Dispatcher:
             ok &= self._publish_command("play", topic, body, expires, occ.id)
         now = utcnow()
         if ok:
-            online = set(db.scalars(select(Cluster.id).where(Cluster.state == "online")))
-            for d in occ.deliveries:
-                if d.state == "pending":
-                    d.state, d.updated_at = "sent", now
-                    d.error = None if d.cluster_id in online else "cluster offline when sent"
+            # conditional updates: reports may already have moved a delivery past "sent"
+            pending = update(Delivery).where(Delivery.occurrence_id == occ.id,
+                                             Delivery.state == "pending")
+            up = select(Cluster.id).where(Cluster.state.in_(("online", "degraded")))
+            db.execute(pending.where(Delivery.cluster_id.in_(up))
+                       .values(state="sent", updated_at=now, error=None))
+            db.execute(pending.values(state="sent", updated_at=now,
+                                      error="cluster offline when sent"))
             occ.status, occ.sent_at = "sent", now
         db.commit()
 
@@ -229,15 +234,15 @@ class Dispatcher:
 
     def begin_batch(self) -> None:
         """A new ingest transaction: forget the deliveries loaded for the previous one."""
-        self._batch: dict[str, dict[str, Delivery]] = {}
+        self._batch = {}
 
     def end_batch(self) -> None:
-        self._batch = None  # type: ignore[assignment]
+        self._batch = None
 
     def _delivery(self, db: Session, occurrence_id: str, cluster_id: str) -> Delivery | None:
         """One query per occurrence per batch, not one per report: a province-wide
         emergency brings thousands of reports for the same occurrence at once."""
-        batch = getattr(self, "_batch", None)
+        batch = self._batch
         if batch is None:
             return db.scalar(select(Delivery).where(Delivery.occurrence_id == occurrence_id,
                                                     Delivery.cluster_id == cluster_id))

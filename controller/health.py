@@ -212,8 +212,7 @@ class HealthTracker:
         v = self.views.get(t.cluster_id)
         if v is not None and v.provisioned and v.bd_seq == t.bd_seq and v.state in UP_STATES:
             speakers = tuple((s.index, s.state.value) for s in t.speakers)
-            causes = tuple(causes_of(tel, self._thresholds.get(v.area_id)
-                                     or self.thresholds(db, v.area_id)))
+            causes = tuple(causes_of(tel, self.thresholds(db, v.area_id)))
             if speakers == v.speakers and causes == v.causes:
                 v.last_seen, v.telemetry, v.firmware = now, tel, t.firmware
                 self._dirty.add(t.cluster_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ from controller.api.schemas import BroadcastCreate, Targets
 from controller.cap import MAX_CAP_BYTES, CapAlert, CapError, ack_xml, map_priority, match_area, parse_cap
 from controller.db.models import Area, Broadcast, Cluster, utcnow
 from controller.jurisdiction import can_see, require_cancel, require_targets
-from controller.targeting import ancestor_ids
+from controller.targeting import ancestor_ids, resolve
 
 router = APIRouter(tags=["cap", "reports"])
 
@@ -34,8 +35,6 @@ async def cap_ingest(request: Request, db: SessionDep, rt: RuntimeDep, user: Cur
     if len(body) > MAX_CAP_BYTES:
         raise HTTPException(413, f"CAP documents are limited to {MAX_CAP_BYTES} bytes")
     status, payload = await run_in_threadpool(_ingest, body, db, rt, user)
-    import json
-
     return Response(json.dumps(payload, ensure_ascii=False, default=str), status_code=status,
                     media_type="application/json")
 
@@ -146,8 +145,6 @@ def _commune_of(db: SessionDep, area_id: str | None, cache: dict[str, str]) -> s
 
 def _rollup(db: SessionDep, bc: Broadcast) -> list[dict[str, Any]]:
     """Per commune: clusters targeted and how they fared (all occurrences)."""
-    from controller.targeting import resolve
-
     ids = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", [])).cluster_ids
     clusters = {c.id: c for c in db.scalars(select(Cluster).where(Cluster.id.in_(ids)))}
     cache: dict[str, str] = {}
@@ -202,8 +199,6 @@ def broadcast_report(broadcast_id: str, db: SessionDep, user: CurrentUser,
         w.writerows(rows)
         return Response(buf.getvalue(), media_type="text/csv; charset=utf-8", headers={
             "Content-Disposition": f'attachment; filename="broadcast-{bc.id}.csv"'})
-    import json
-
     return Response(json.dumps({"broadcast_id": bc.id, "title": bc.title, "priority": bc.priority,
                                 "communes": rows}, ensure_ascii=False),
                     media_type="application/json")
