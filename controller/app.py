@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse
 
 from controller.api.deps import current_user, get_runtime
-from controller.api.routes import areas, auth, broadcasts, cap, contents, health, users
+from controller.api.routes import areas, auth, broadcasts, cap, contents, health, inbox, users
 from controller.metrics import render
 from controller.runtime import Runtime
 from controller.settings import Settings
@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                               "clusters and tracks their health.")
     api = APIRouter(prefix="/api/v1")
     for r in (auth.router, areas.router, contents.router, broadcasts.router, health.router,
-              users.router, cap.router):
+              users.router, cap.router, inbox.router):
         api.include_router(r)
     app.include_router(api)
 

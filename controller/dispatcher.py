@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from nacl.signing import SigningKey
 from sqlalchemy import select, update
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.content_server import ContentServer
 from controller.db.models import Broadcast, Cluster, Content, Delivery, Occurrence, utcnow
+from controller.programme import LOOKAHEAD, MOVABLE_AFTER, area_policy, gather, layout, moved, place
 from controller.recurrence import Recurrence
 from controller.settings import Settings
 from controller.targeting import TargetError, resolve
@@ -82,18 +84,23 @@ class Dispatcher:
         now = utcnow()
         lead = (self.settings.emergency_lead_s if bc.priority == "emergency"
                 else self.settings.min_start_lead_s)
-        start = max(scheduled_at, now + timedelta(seconds=lead))
-        duration = timedelta(milliseconds=bc.content.duration_ms)
-        occ = Occurrence(id=uuid.uuid4().hex, broadcast_id=bc.id, scheduled_at=scheduled_at,
-                         start_at=start, ends_at=start + duration, status="pending")
-        late = (start - scheduled_at).total_seconds() > self.settings.late_grace_s
-        expired = bc.expires_at is not None and start >= bc.expires_at
         try:
             cluster_ids = resolve(db, bc.targets.get("areas", []),
                                   bc.targets.get("clusters", [])).cluster_ids
         except TargetError as exc:
             log.error("broadcast %s: %s", bc.id, exc)
             cluster_ids = []
+        # its place in the programme: after items that come first on the same clusters
+        planned, moves = place(db, bc, scheduled_at, set(cluster_ids),
+                               timedelta(seconds=self.settings.programme_gap_s), now) \
+            if cluster_ids else (scheduled_at, {})
+        start = max(planned, now + timedelta(seconds=lead))
+        duration = timedelta(milliseconds=bc.content.duration_ms)
+        occ = Occurrence(id=uuid.uuid4().hex, broadcast_id=bc.id, scheduled_at=scheduled_at,
+                         start_at=start, ends_at=start + duration, status="pending",
+                         content_id=bc.content_id, revision=bc.revision)
+        late = (start - planned).total_seconds() > self.settings.late_grace_s
+        expired = bc.expires_at is not None and start >= bc.expires_at
         if late or expired or not cluster_ids:
             occ.status = "missed"
         state = "missed" if occ.status == "missed" else "pending"
@@ -112,7 +119,47 @@ class Dispatcher:
                                                       Occurrence.scheduled_at == scheduled_at))
         if occ.status == "missed":
             log.warning("occurrence %s of %s missed: %s", occ.id, bc.id, error or "no clusters")
+        elif moves:
+            self._move(db, moves)
         return occ
+
+    def reflow(self, db: Session, bc: Broadcast) -> int:
+        """Re-lay the programme around ``bc``'s coming occurrences (after a reorder or a
+        cancel); occurrences already sent that change place get their new start."""
+        now = utcnow()
+        gap = timedelta(seconds=self.settings.programme_gap_s)
+        moves: dict[str, datetime] = {}
+        for occ in list(bc.occurrences):
+            if occ.start_at <= now + MOVABLE_AFTER or not occ.deliveries:
+                continue
+            clusters = {d.cluster_id for d in occ.deliveries}
+            slot = occ.scheduled_at
+            moves.update(moved(layout(gather(db, clusters, slot, slot + LOOKAHEAD, now=now),
+                                      gap), now))
+        if moves:
+            self._move(db, moves)
+        return len(moves)
+
+    def _move(self, db: Session, moves: dict[str, datetime]) -> None:
+        """Occurrences already sent that a new item goes ahead of: a new start, sent as a
+        new revision (clusters replace an item they have not started)."""
+        outgoing = []
+        for occ_id, start in moves.items():
+            occ = db.get(Occurrence, occ_id)
+            if occ is None or occ.status != "sent":
+                continue
+            bc = occ.broadcast
+            length = occ.ends_at - occ.start_at
+            log.info("occurrence %s of %s moves from %s to %s in the programme", occ.id, bc.id,
+                     occ.start_at.isoformat(), start.isoformat())
+            occ.start_at, occ.ends_at, occ.revision = start, start + length, occ.revision + 1
+            for d in occ.deliveries:
+                if d.state in ("received", "ready"):
+                    d.state = "sent"
+            outgoing.append(occ)
+        db.commit()
+        for occ in outgoing:
+            self._resend(db, occ, occ.broadcast)
 
     def _expiry(self, occ: Occurrence, bc: Broadcast) -> datetime:
         exp = occ.ends_at + timedelta(seconds=self.settings.late_grace_s)
@@ -120,15 +167,18 @@ class Dispatcher:
             exp = min(exp, max(bc.expires_at, occ.start_at + timedelta(seconds=1)))
         return exp
 
-    def _play_body(self, occ: Occurrence, bc: Broadcast) -> dict[str, object]:
-        c: Content = bc.content
+    def _play_body(self, occ: Occurrence, bc: Broadcast,
+                   cap: int | None = None) -> dict[str, object]:
+        c: Content = occ.content or bc.content
+        emergency = bc.priority == "emergency"
         return {
             "broadcast_id": bc.id,
             "occurrence_id": occ.id,
             "priority": bc.priority,
             "start_at": iso(occ.start_at),
-            "volume_pct": self.settings.emergency_volume_pct if bc.priority == "emergency"
-            else None,
+            "volume_pct": self.settings.emergency_volume_pct if emergency else bc.volume_pct,
+            "max_volume_pct": None if emergency else cap,
+            "revision": occ.revision,
             "content": {
                 "sha256": c.sha256, "size": c.size, "chunk_size": self.content.chunk_size,
                 "chunks": self.content.chunk_count(c.size), "codec": c.codec,
@@ -141,7 +191,7 @@ class Dispatcher:
         if bc.status not in ("scheduled", "active"):  # cancelled meanwhile
             return
         resolved = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", []))
-        body = self._play_body(occ, bc)
+        body = self._play_body(occ, bc, self._volume_cap(db, bc, occ, resolved.cluster_ids))
         expires = self._expiry(occ, bc)
         ok = True
         for topic in resolved.topics:
@@ -158,6 +208,17 @@ class Dispatcher:
                                       error="cluster offline when sent"))
             occ.status, occ.sent_at = "sent", now
         db.commit()
+
+    def _volume_cap(self, db: Session, bc: Broadcast, occ: Occurrence,
+                    cluster_ids: list[str]) -> int | None:
+        """The strictest volume cap of the areas it plays in, at its start time."""
+        if bc.priority == "emergency":
+            return None
+        zone = ZoneInfo(self.settings.timezone)
+        local = occ.start_at.astimezone(zone).time()
+        areas = set(db.scalars(select(Cluster.area_id).where(Cluster.id.in_(cluster_ids))))
+        caps = [area_policy(db, a).volume_cap(local) for a in areas if a]
+        return min((c for c in caps if c is not None), default=None)
 
     def _publish_command(self, kind: str, topic: str, body: dict[str, object],
                          expires: datetime, occurrence_id: str | None = None) -> bool:
@@ -179,8 +240,9 @@ class Dispatcher:
         for d in rows:
             occ = d.occurrence
             bc = occ.broadcast
-            self._publish_command("play", topics.cluster_cmd(cluster_id),
-                                  self._play_body(occ, bc), self._expiry(occ, bc), occ.id)
+            body = self._play_body(occ, bc, self._volume_cap(db, bc, occ, [cluster_id]))
+            self._publish_command("play", topics.cluster_cmd(cluster_id), body,
+                                  self._expiry(occ, bc), occ.id)
             d.error = None
         return len(rows)
 
@@ -192,6 +254,44 @@ class Dispatcher:
                 if occ.broadcast.status in ("scheduled", "active"):
                     self._send(db, occ, occ.broadcast)
             return len(pending)
+
+    # --- update ---------------------------------------------------------------------------
+
+    def update_content(self, db: Session, bc: Broadcast, content: Content) -> int:
+        """Replace what ``bc`` plays wherever it has not started yet: later slots, and
+        every cluster that has not begun the current one (clusters swap an item they hold
+        for a play with a higher revision). Returns the occurrences re-sent."""
+        now = utcnow()
+        bc.content_id, bc.revision = content.id, (bc.revision or 0) + 1
+        bc.content = content
+        outgoing: list[Occurrence] = []
+        for occ in bc.occurrences:
+            if occ.status not in ACTIVE_OCC:
+                continue
+            waiting = [d for d in occ.deliveries
+                       if d.state in ("pending", "sent", "received", "ready")]
+            if not waiting:
+                continue  # it played (or is playing) everywhere: nothing left to replace
+            occ.content_id, occ.content, occ.revision = content.id, content, bc.revision
+            if occ.start_at > now:
+                occ.ends_at = occ.start_at + timedelta(milliseconds=content.duration_ms)
+            for d in waiting:
+                if d.state in ("received", "ready"):
+                    d.state, d.updated_at = "sent", now  # it must fetch the new content
+            if occ.status == "sent":
+                outgoing.append(occ)
+        db.commit()  # before publishing: the clusters' reports must find the new state
+        for occ in outgoing:
+            self._resend(db, occ, bc)
+        return len(outgoing)
+
+    def _resend(self, db: Session, occ: Occurrence, bc: Broadcast) -> None:
+        """Publish ``occ`` again (a new revision) to every topic of its targets."""
+        resolved = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", []))
+        body = self._play_body(occ, bc, self._volume_cap(db, bc, occ, resolved.cluster_ids))
+        expires = self._expiry(occ, bc)
+        for topic in resolved.topics:
+            self._publish_command("play", topic, body, expires, occ.id)
 
     # --- cancel ---------------------------------------------------------------------------
 
@@ -312,6 +412,9 @@ class Dispatcher:
                                                      Broadcast.recurrence.is_not(None))):
             if bc.expires_at is not None and bc.expires_at < now:
                 bc.status = "completed"
+        for bc in db.scalars(select(Broadcast).where(Broadcast.status == "inbox",
+                                                     Broadcast.expires_at < now)):
+            bc.status, bc.decision_note = "expired", "expired in the inbox, never scheduled"
 
     @staticmethod
     def _complete(occ: Occurrence) -> None:

@@ -84,6 +84,8 @@ def require_cancel(db: Session, user: User, bc: Broadcast) -> None:
     allowed = scope(db, user)
     if allowed is None:
         return
+    if bc.parent_id is not None and bc.priority == "normal" and bc.commune_id in allowed:
+        return  # a normal bulletin handed down is the commune's to schedule or drop
     if bc.origin_area_id is None or bc.origin_area_id not in allowed:
         raise HTTPException(403, f"this {bc.priority} bulletin was issued by "
                                  f"{describe(db, bc.origin_area_id)}; {user.username} "

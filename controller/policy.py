@@ -1,7 +1,10 @@
-"""Broadcast policy per area (inherited downward): quiet hours and programme length.
+"""Broadcast policy per area (inherited downward): quiet hours, programme length, volume
+caps by time of day, and the commune's programme slots.
 
-Scheduling a normal or priority item that would play inside an area's quiet hours, or that
-is longer than its programme limit, is refused with the reason. Emergencies pass.
+Scheduling a normal or priority item that would play inside an area's quiet hours, that is
+longer than its programme limit, or that asks for more volume than the cap at that hour is
+refused with the reason. Emergencies pass. The cap also travels in every play command, so a
+cluster never plays a local item louder than the cap whatever its own volume is set to.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from controller.thresholds import overlay
 
-__all__ = ["Policy", "PolicyPatch", "QuietWindow", "effective_policy", "violations"]
+__all__ = ["Policy", "PolicyPatch", "ProgrammeSlot", "QuietWindow", "VolumeCap",
+           "effective_policy", "violations"]
 
 
 class QuietWindow(BaseModel):
@@ -31,22 +35,67 @@ class QuietWindow(BaseModel):
         return f"{self.start.strftime('%H:%M')}–{self.end.strftime('%H:%M')}"
 
 
+class VolumeCap(QuietWindow):
+    max_pct: int = Field(ge=0, le=100, description="loudest a non-emergency item may play")
+
+
+class ProgrammeSlot(BaseModel):
+    """A fixed daily programme (e.g. 05:30 and 17:00, Monday to Saturday)."""
+
+    model_config = ConfigDict(extra="forbid")
+    at: time = Field(description="local start time, e.g. 05:30")
+    days: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4, 5],
+                            description="weekdays, 0 = Monday … 6 = Sunday")
+
+    @field_validator("days")
+    @classmethod
+    def _weekdays(cls, v: list[int]) -> list[int]:
+        if not v or any(d < 0 or d > 6 for d in v):
+            raise ValueError("days are weekday numbers 0 (Monday) to 6 (Sunday), at least one")
+        return sorted(set(v))
+
+
+def _default_programme() -> list[ProgrammeSlot]:
+    return [ProgrammeSlot(at=time(5, 30)), ProgrammeSlot(at=time(17, 0))]
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid")
     quiet_hours: list[QuietWindow] = Field(default_factory=list)
     max_programme_s: int | None = Field(None, ge=10, description="longest item allowed")
+    volume_caps: list[VolumeCap] = Field(default_factory=list)
+    programme: list[ProgrammeSlot] = Field(default_factory=_default_programme)
+
+    def volume_cap(self, local: time) -> int | None:
+        caps = [c.max_pct for c in self.volume_caps if c.contains(local)]
+        return min(caps) if caps else None
+
+    def next_programme(self, after: datetime, zone: ZoneInfo) -> datetime | None:
+        """The first programme slot strictly after ``after`` (aware), within two weeks."""
+        local = after.astimezone(zone)
+        for day in range(15):
+            date = (local + timedelta(days=day)).date()
+            for slot in sorted(self.programme, key=lambda s: s.at):
+                if date.weekday() not in slot.days:
+                    continue
+                at = datetime.combine(date, slot.at, tzinfo=zone)
+                if at > local:
+                    return at
+        return None
 
 
 class PolicyPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     quiet_hours: list[QuietWindow] | None = None
     max_programme_s: int | None = Field(None, ge=10)
+    volume_caps: list[VolumeCap] | None = None
+    programme: list[ProgrammeSlot] | None = None
 
-    @field_validator("quiet_hours")
+    @field_validator("quiet_hours", "volume_caps", "programme")
     @classmethod
-    def _few(cls, v: list[QuietWindow] | None) -> list[QuietWindow] | None:
+    def _few(cls, v: list[BaseModel] | None) -> list[BaseModel] | None:
         if v is not None and len(v) > 8:
-            raise ValueError("at most 8 quiet windows")
+            raise ValueError("at most 8 entries")
         return v
 
 
@@ -55,9 +104,14 @@ def effective_policy(overrides_root_first: list[dict[str, Any] | None]) -> Polic
 
 
 def violations(policy: Policy, area_name: str, start: datetime, duration_s: float,
-               zone: ZoneInfo) -> list[str]:
+               zone: ZoneInfo, volume_pct: int | None = None) -> list[str]:
     """Why an item starting at ``start`` (aware) for ``duration_s`` breaks the policy."""
     out = []
+    if volume_pct is not None:
+        cap = policy.volume_cap(start.astimezone(zone).time())
+        if cap is not None and volume_pct > cap:
+            out.append(f"{area_name}: volume {volume_pct}% is above the {cap}% cap at "
+                       f"{start.astimezone(zone).strftime('%H:%M')}")
     if policy.max_programme_s is not None and duration_s > policy.max_programme_s:
         out.append(f"{area_name}: the item lasts {duration_s:.0f} s, longer than the "
                    f"{policy.max_programme_s} s programme limit")

@@ -38,7 +38,11 @@ class Settings(BaseSettings):
     chime: bool = Field(True, description="chime before and after each announcement")
     chunk_size: int = Field(16 * 1024, ge=1024, le=256 * 1024)
     token_ttl_s: int = Field(12 * 3600, ge=60)
-    emergency_lead_s: float = Field(1.0, ge=0.2, description="an emergency starts this soon")
+    emergency_lead_s: float = Field(
+        1.0, ge=0.0, description="an emergency starts this soon after the call; 0 = each "
+        "cluster starts as soon as it holds the content (fastest, not simultaneous)")
+    programme_gap_s: float = Field(2.0, ge=0, le=60,
+                                   description="silence between items in one programme")
     emergency_volume_pct: int | None = Field(100, ge=0, le=100,
                                              description="volume an emergency plays at")
     alert_webhooks: Annotated[list[str], NoDecode] = Field(

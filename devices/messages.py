@@ -153,7 +153,13 @@ class PlayBody(_Wire):
     priority: Priority = Priority.NORMAL
     start_at: UtcDatetime
     content: ContentManifest
+    #: play at this volume instead of the cluster's own (an emergency raised to a set level)
     volume_pct: int | None = Field(default=None, ge=0, le=100)
+    #: never play this item louder than this (the area's volume cap at that hour)
+    max_volume_pct: int | None = Field(default=None, ge=0, le=100)
+    #: a play for an occurrence the cluster already holds replaces it when its revision is
+    #: higher and the item has not started (the controller updated its content)
+    revision: int = Field(default=0, ge=0)
 
 
 class CancelBody(_Wire):

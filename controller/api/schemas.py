@@ -92,15 +92,49 @@ class BroadcastCreate(BaseModel):
     recurrence: Recurrence | None = None
     priority: Literal["normal", "priority", "emergency"] = "normal"
     expires_at: AwareDatetime | None = None
+    volume_pct: int | None = Field(None, ge=0, le=100, description=(
+        "play at this volume (refused above the area's cap at that hour)"))
+    position: int | None = Field(None, ge=0, le=1000, description=(
+        "order among items of the same priority in one programme slot (lower first)"))
 
     @model_validator(mode="after")
     def _one_schedule(self) -> BroadcastCreate:
         if self.start_at is not None and self.recurrence is not None:
             raise ValueError("give start_at or recurrence, not both")
-        if self.start_at is None and self.recurrence is None and self.priority != "emergency":
-            raise ValueError("give start_at or recurrence (only an emergency may omit both: "
-                             "it plays at once)")
         return self
+
+
+class InboxDecision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    start_at: AwareDatetime | None = Field(
+        None, description="when to air it (default: the time the issuer suggested)")
+    recurrence: Recurrence | None = None
+    areas: list[str] | None = Field(None, max_length=1000, description=(
+        "villages of the commune to play it in (default: all the issuer targeted)"))
+    position: int | None = Field(None, ge=0, le=1000)
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> InboxDecision:
+        if self.start_at is not None and self.recurrence is not None:
+            raise ValueError("give start_at or recurrence, not both")
+        return self
+
+
+class Decline(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=3, max_length=500)
+
+
+class PositionSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    position: int | None = Field(description="lower plays first; null = creation order",
+                                 ge=0, le=1000)
+
+
+class ContentUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    content_id: str
+    title: str | None = Field(None, max_length=200)
 
 
 class DeliveryOut(BaseModel):
@@ -135,6 +169,16 @@ class BroadcastOut(BaseModel):
     created_at: datetime
     created_by: str | None
     origin_area_id: str | None = None
+    parent_id: str | None = None
+    commune_id: str | None = None
+    position: int | None = None
+    volume_pct: int | None = None
+    revision: int = 0
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    decision_note: str | None = None
+    children: list[dict[str, Any]] = Field(
+        default_factory=list, description="for a bulletin handed down: each commune's copy")
     next_slots: list[datetime] = Field(default_factory=list)
     occurrence: OccurrenceOut | None = Field(None, description="the latest occurrence")
     deliveries: list[DeliveryOut] = Field(

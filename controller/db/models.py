@@ -130,9 +130,25 @@ class Broadcast(Base):
     cap_ref: Mapped[str | None] = mapped_column(String(512), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     cancelled_at: Mapped[datetime | None]
+    #: a bulletin from a province or district is handed to each target commune as a child
+    #: (see controller.referral); the parent then only rolls up its children
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("broadcasts.id"), index=True)
+    #: the commune a child belongs to (whose inbox or programme it is in)
+    commune_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    #: who accepted or declined an inbox item, when, and why
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[datetime | None]
+    decision_note: Mapped[str | None] = mapped_column(String(500))
+    #: order among items of the same rank in one programme slot (lower plays first)
+    position: Mapped[int | None] = mapped_column(Integer)
+    #: the volume the item asks to play at (capped by the area's policy at that hour)
+    volume_pct: Mapped[int | None] = mapped_column(Integer)
+    #: bumped each time the content is replaced (an update)
+    revision: Mapped[int] = mapped_column(Integer, default=0)
     content: Mapped[Content] = relationship()
     occurrences: Mapped[list[Occurrence]] = relationship(
         back_populates="broadcast", order_by="Occurrence.start_at")
+    children: Mapped[list[Broadcast]] = relationship(order_by="Broadcast.commune_id")
 
 
 class Occurrence(Base):
@@ -147,7 +163,13 @@ class Occurrence(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     sent_at: Mapped[datetime | None]
     ends_at: Mapped[datetime]
+    #: what it plays (the broadcast's content when it was created, or an update's)
+    content_id: Mapped[str | None] = mapped_column(ForeignKey("contents.id"))
+    #: bumped by each content update; a cluster replaces an item it has not started yet
+    #: when a play for the same occurrence arrives with a higher revision
+    revision: Mapped[int] = mapped_column(Integer, default=0)
     broadcast: Mapped[Broadcast] = relationship(back_populates="occurrences")
+    content: Mapped[Content | None] = relationship()
     deliveries: Mapped[list[Delivery]] = relationship(
         back_populates="occurrence", order_by="Delivery.cluster_id")
 

@@ -321,13 +321,21 @@ class SimCluster:
             power=Power(source="battery" if p.on_battery else "mains",
                         battery_pct=round(p.battery_pct)),
             amp_temp_c=round(p.amp_temp_c + self.rng.random() * 0.5, 1),
-            # an item may carry its own volume (an emergency raised to the set level)
-            volume_pct=(playing.body.volume_pct if playing and playing.body.volume_pct
-                        is not None else self.volume_pct),
+            volume_pct=self.playback_volume(playing),
             storage_free_kb=max(0, 512_000 - 64 * len(self.cached)),
             clock_offset_ms=round(p.clock_offset_ms),
             playing=playing.id if playing else None, speakers=self._speaker_reports(),
         )
+
+    def playback_volume(self, occ: Occurrence | None) -> int:
+        """An item may carry its own volume (an emergency raised to the set level) and a
+        cap (the area's quiet-time limit); the cap wins."""
+        if occ is None:
+            return self.volume_pct
+        vol = occ.body.volume_pct if occ.body.volume_pct is not None else self.volume_pct
+        if occ.body.max_volume_pct is not None:
+            vol = min(vol, occ.body.max_volume_pct)
+        return vol
 
     def speaker_state(self, index: int) -> SpeakerState:
         fault = self.speaker_faults[index]
@@ -378,6 +386,7 @@ class SimCluster:
         (folder / f"{occ.id}.json").write_text(json.dumps({
             "occurrence_id": occ.id, "sha256": occ.body.content.sha256,
             "started_at": started.isoformat(), "finished_at": finished.isoformat(),
+            "volume_pct": self.playback_volume(occ), "revision": occ.body.revision,
         }))
 
     # --- incoming ------------------------------------------------------------------------
@@ -505,6 +514,10 @@ class SimCluster:
     def _on_play(self, cmd: Command) -> None:
         body = PlayBody.model_validate(cmd.body)
         known = self.player.occurrences.get(body.occurrence_id)
+        if known is not None and body.revision > known.body.revision and \
+                known.state in (DeliveryState.RECEIVED, DeliveryState.READY):
+            self.player.replace(body.occurrence_id)  # an update before it started
+            known = None
         if known is not None:
             # the controller re-sent it (after its restart or our reconnect): say where we are
             self._emit_delivery(known, known.state, self.now(), known.failure)

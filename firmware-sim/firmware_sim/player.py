@@ -84,6 +84,14 @@ class Player:
             occ.task.cancel()
         return occ
 
+    def replace(self, occurrence_id: str) -> None:
+        """Drop an item that has not started, without reporting it: a newer revision of
+        the same occurrence takes its place."""
+        occ = self.occurrences.pop(occurrence_id, None)
+        if occ is not None and occ.task is not None:
+            occ.failure = "replaced"
+            occ.task.cancel()
+
     async def _sleep_until(self, when: datetime) -> None:
         while True:
             delay = (when - self._clock()).total_seconds()
@@ -96,6 +104,8 @@ class Player:
             await self._prepare_and_play(occ)
         except asyncio.CancelledError:
             reason = occ.failure or "cancelled"
+            if reason == "replaced":
+                return
             if reason == "cancelled":
                 await self._set(occ, DeliveryState.CANCELLED, None)
             else:

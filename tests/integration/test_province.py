@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,3 +264,202 @@ def test_bad_cap_is_refused_with_a_clear_error_and_nothing_plays(prov: Province)
     status, body = cap(prov, "VP-X-1", expires=datetime.now(VN) - timedelta(minutes=1))
     assert status == 422 and "expired" in body["detail"]
     assert len(prov.admin.get("/api/v1/broadcasts", params={"limit": 500}).json()) == before
+
+
+# --- bulletins handed down: the commune inbox, the programme, updates, volume caps --------
+
+def get(api: TestClient, path: str) -> Any:
+    r = api.get(path)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def played(api: TestClient, bid: str, n: int, timeout: float = 30) -> dict[str, Any]:
+    return wait_for(lambda: (b := get(api, f"/api/v1/broadcasts/{bid}"))
+                    and len(b["deliveries"]) == n
+                    and all(d["state"] == "played" for d in b["deliveries"]) and b,
+                    timeout, f"broadcast {bid} played on {n} clusters")
+
+
+def test_normal_bulletin_from_the_province_lands_in_the_inbox_and_the_commune_decides(
+        prov: Province) -> None:
+    c = tts(prov.province, "Thông báo của tỉnh về lịch tiêm chủng.")
+    soon = datetime.now(UTC) + timedelta(minutes=30)
+    r = prov.province.post("/api/v1/broadcasts", json={
+        "content_id": c, "targets": {"areas": [PROVINCE]}, "start_at": soon.isoformat(),
+        "title": "Lịch tiêm chủng"})
+    assert r.status_code == 201, r.text
+    parent = r.json()
+    assert parent["status"] == "distributed" and parent["occurrence"] is None
+    # one copy per commune with clusters (Kim Long has none), waiting in its inbox
+    assert [(k["commune_id"], k["status"]) for k in parent["children"]] == [(COMMUNE, "inbox")]
+    inbox = get(prov.commune, "/api/v1/inbox")
+    item = next(i for i in inbox if i["parent_id"] == parent["id"])
+    assert item["from"] == "province Vĩnh Phúc" and item["suggested_start_at"]
+    # nothing airs until the commune decides; it may pick villages and its own time
+    r = prov.commune.post(f"/api/v1/inbox/{item['id']}/accept",
+                          json={"areas": ["vn-vp"]})
+    assert r.status_code == 422 and "villages of commune" in r.json()["detail"]
+    start = datetime.now(UTC) + timedelta(seconds=3)
+    r = prov.commune.post(f"/api/v1/inbox/{item['id']}/accept",
+                          json={"areas": ["hd-v02"], "start_at": start.isoformat()})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "scheduled" and r.json()["decided_by"] == "xa.huongdao"
+    r = prov.commune.post(f"/api/v1/inbox/{item['id']}/decline", json={"reason": "trùng lịch"})
+    assert r.status_code == 409  # decided once
+    played(prov.commune, item["id"], 1)
+    # the province sees per commune what was decided and what played
+    report = get(prov.province, f"/api/v1/broadcasts/{parent['id']}/report")
+    row = next(x for x in report["communes"] if x["area_id"] == COMMUNE)
+    assert row["decided_by"] == "xa.huongdao" and row["played"] == 1
+
+    # a second one, declined with a reason the province reads in its report (and CSV)
+    r = prov.province.post("/api/v1/broadcasts", json={
+        "content_id": c, "targets": {"areas": [COMMUNE]}, "start_at": soon.isoformat()})
+    second = r.json()
+    kid = second["children"][0]["broadcast_id"]
+    r = prov.commune.post(f"/api/v1/inbox/{kid}/decline", json={"reason": "đã phát tuần trước"})
+    assert r.status_code == 200 and r.json()["status"] == "declined"
+    report = get(prov.province, f"/api/v1/broadcasts/{second['id']}/report")
+    assert report["communes"][0]["decision"] == "declined"
+    assert report["communes"][0]["note"] == "đã phát tuần trước"
+    csv = prov.province.get(f"/api/v1/broadcasts/{second['id']}/report?format=csv").text
+    assert "declined" in csv and "đã phát tuần trước" in csv
+    assert not any(i["id"] == kid for i in get(prov.commune, "/api/v1/inbox"))
+
+
+def test_priority_bulletin_goes_ahead_of_local_items_and_the_commune_reorders(
+        prov: Province) -> None:
+    village = "hd-v03"  # one cluster, hd-c04
+    local = tts(prov.commune, "Thông báo họp thôn.")
+    mine = tts(prov.commune, "Thông báo khẩn của xã về nước sạch.")
+    pushed = tts(prov.province, "Bản tin ưu tiên của tỉnh.")
+    slot = (datetime.now(UTC) + timedelta(seconds=12)).replace(microsecond=0)
+    r = prov.commune.post("/api/v1/broadcasts", json={
+        "content_id": local, "targets": {"areas": [village]}, "start_at": slot.isoformat(),
+        "title": "Họp thôn"})
+    assert r.status_code == 201, r.text
+    lb = r.json()
+    # the province previews first: it sees the local item and how it will move
+    ask = {"content_id": pushed, "targets": {"areas": [village]}, "start_at": slot.isoformat(),
+           "priority": "priority", "title": "Bản tin tỉnh"}
+    pv = prov.province.post("/api/v1/broadcasts/preview", json=ask)
+    assert pv.status_code == 200, pv.text
+    row = pv.json()["communes"][0]
+    assert row["area_id"] == COMMUNE and pv.json()["refused"] is None
+    hit = next(x for x in row["collisions"] if x["broadcast_id"] == lb["id"])
+    assert "moves from" in hit["resolution"] and "after the new item" in hit["resolution"]
+    assert row["delay_s"] == 0
+    r = prov.province.post("/api/v1/broadcasts", json=ask)
+    assert r.status_code == 201, r.text
+    pb = r.json()
+    child = pb["children"][0]
+    assert child["status"] == "scheduled"
+    # the commune cannot drop it ...
+    r = prov.commune.post(f"/api/v1/broadcasts/{child['broadcast_id']}/cancel")
+    assert r.status_code == 403
+    # ... but adds its own priority item and puts it first among priority items
+    r = prov.commune.post("/api/v1/broadcasts", json={
+        "content_id": mine, "targets": {"areas": [village]}, "start_at": slot.isoformat(),
+        "priority": "priority", "title": "Nước sạch"})
+    mb = r.json()
+    r = prov.commune.post(f"/api/v1/broadcasts/{mb['id']}/position", json={"position": 0})
+    assert r.status_code == 200, r.text
+    r = prov.commune.post(f"/api/v1/broadcasts/{child['broadcast_id']}/position",
+                          json={"position": 1})
+    assert r.status_code == 200, r.text
+    day = slot.astimezone(VN).date().isoformat()
+    prog = get(prov.commune, f"/api/v1/programme?area={village}&day={day}")
+    order = [i["broadcast_id"] for i in prog["items"] if i["slot"] and
+             datetime.fromisoformat(i["slot"]) == slot]
+    assert order == [mb["id"], child["broadcast_id"], lb["id"]], prog
+    # and that is what airs: back to back, in that order, on the cluster
+    finals = [played(prov.commune, b, 1, 60) for b in (mb["id"], child["broadcast_id"], lb["id"])]
+    starts = [datetime.fromisoformat(f["deliveries"][0]["started_at"]) for f in finals]
+    ends = [datetime.fromisoformat(f["deliveries"][0]["finished_at"]) for f in finals]
+    assert abs((starts[0] - slot).total_seconds()) < 0.5
+    for k in (1, 2):  # each starts after the one before it ended, with the gap
+        gap = (starts[k] - ends[k - 1]).total_seconds()
+        assert 1.5 <= gap <= 3.0, (k, gap)
+    # the province report counts its copy in the commune
+    report = get(prov.province, f"/api/v1/broadcasts/{pb['id']}/report")
+    assert report["communes"][0]["played"] == 1
+
+
+def test_priority_without_a_time_goes_into_the_next_programme_slot(prov: Province) -> None:
+    at = (datetime.now(VN) + timedelta(minutes=10)).replace(second=0, microsecond=0)
+    r = prov.admin.put(f"/api/v1/areas/{COMMUNE}/policy", json={"programme": [
+        {"at": at.strftime("%H:%M"), "days": [0, 1, 2, 3, 4, 5, 6]}]})
+    assert r.status_code == 200, r.text
+    try:
+        c = tts(prov.province, "Bản tin ưu tiên.")
+        r = prov.province.post("/api/v1/broadcasts", json={
+            "content_id": c, "targets": {"areas": [COMMUNE]}, "priority": "priority"})
+        assert r.status_code == 201, r.text
+        kid = r.json()["children"][0]
+        assert datetime.fromisoformat(kid["start_at"]) == at
+        # cancelling the parent cancels the commune's copy
+        r = prov.province.post(f"/api/v1/broadcasts/{r.json()['id']}/cancel")
+        assert r.status_code == 200 and r.json()["children"][0]["status"] == "cancelled"
+        # a commune account schedules directly and must still give a time
+        r = prov.commune.post("/api/v1/broadcasts", json={
+            "content_id": c, "targets": {"areas": [COMMUNE]}, "priority": "priority"})
+        assert r.status_code == 422 and "give start_at" in r.json()["detail"]
+    finally:
+        prov.admin.put(f"/api/v1/areas/{COMMUNE}/policy", json={"programme": None})
+
+
+def test_update_replaces_the_content_where_it_has_not_played(prov: Province) -> None:
+    village = "hd-v04"
+    old = tts(prov.commune, "Lịch họp cũ: thứ hai.")
+    new = tts(prov.commune, "Lịch họp mới: thứ ba, tám giờ sáng.")
+    new_sha = get(prov.commune, f"/api/v1/contents/{new}")["sha256"]
+    r = prov.commune.post("/api/v1/broadcasts", json={
+        "content_id": old, "targets": {"areas": [village]},
+        "start_at": (datetime.now(UTC) + timedelta(seconds=6)).isoformat()})
+    bid = r.json()["id"]
+    # sent to the cluster (dispatch lead) and already cached there as "ready"
+    wait_for(lambda: get(prov.commune, f"/api/v1/broadcasts/{bid}")["deliveries"]
+             and get(prov.commune, f"/api/v1/broadcasts/{bid}")["deliveries"][0]["state"]
+             == "ready", 5, "ready on the cluster")
+    r = prov.commune.post(f"/api/v1/broadcasts/{bid}/update", json={"content_id": new})
+    assert r.status_code == 200, r.text
+    assert r.json()["revision"] == 1
+    final = played(prov.commune, bid, 1)
+    cid = final["deliveries"][0]["cluster_id"]
+    occ = prov.sim.by_id(cid).player.occurrences[final["occurrence"]["id"]]
+    assert occ.body.content.sha256 == new_sha and occ.body.revision == 1
+    r = prov.commune.post(f"/api/v1/broadcasts/{bid}/update", json={"content_id": old})
+    assert r.status_code == 409  # it has played: nothing left to replace
+    # another commune's officer may not update a province bulletin
+    c = tts(prov.province, "Bản tin tỉnh.")
+    pb = prov.province.post("/api/v1/broadcasts", json={
+        "content_id": c, "targets": {"areas": [COMMUNE]}, "priority": "emergency",
+        "start_at": (datetime.now(UTC) + timedelta(hours=2)).isoformat()}).json()
+    r = prov.commune.post(f"/api/v1/broadcasts/{pb['id']}/update", json={"content_id": new})
+    assert r.status_code == 403
+    prov.province.post(f"/api/v1/broadcasts/{pb['id']}/cancel")
+
+
+def test_volume_cap_by_time_of_day(prov: Province) -> None:
+    now = datetime.now(VN)
+    window = {"start": (now - timedelta(hours=1)).strftime("%H:%M"),
+              "end": (now + timedelta(hours=1)).strftime("%H:%M"), "max_pct": 40}
+    r = prov.admin.put(f"/api/v1/areas/{COMMUNE}/policy", json={"volume_caps": [window]})
+    assert r.status_code == 200, r.text
+    try:
+        c = tts(prov.commune, "Thông báo nhỏ.")
+        start = datetime.now(UTC) + timedelta(seconds=3)
+        r = prov.commune.post("/api/v1/broadcasts", json={
+            "content_id": c, "targets": {"areas": ["hd-v05"]}, "start_at": start.isoformat(),
+            "volume_pct": 80})
+        assert r.status_code == 422 and "volume 80% is above the 40% cap" in r.json()["detail"]
+        r = prov.commune.post("/api/v1/broadcasts", json={
+            "content_id": c, "targets": {"areas": ["hd-v05"]}, "start_at": start.isoformat()})
+        assert r.status_code == 201, r.text
+        final = played(prov.commune, r.json()["id"], 1)
+        sim = prov.sim.by_id(final["deliveries"][0]["cluster_id"])
+        occ = sim.player.occurrences[final["occurrence"]["id"]]
+        assert sim.volume_pct > 40 and sim.playback_volume(occ) == 40  # capped on the cluster
+    finally:
+        prov.admin.put(f"/api/v1/areas/{COMMUNE}/policy", json={"volume_caps": None})

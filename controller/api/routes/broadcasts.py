@@ -2,15 +2,25 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, HTTPException
+from fastapi.encoders import jsonable_encoder
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
-from controller.api.schemas import BroadcastCreate, BroadcastOut, DeliveryOut, OccurrenceOut
+from controller.api.schemas import (
+    BroadcastCreate,
+    BroadcastOut,
+    ContentUpdate,
+    DeliveryOut,
+    OccurrenceOut,
+    PositionSet,
+)
 from controller.db.models import Area, Broadcast, Cluster, Content, Occurrence, utcnow
 from controller.jurisdiction import (
     SCHEDULERS,
@@ -19,10 +29,13 @@ from controller.jurisdiction import (
     require_cancel,
     require_role,
     require_targets,
+    scope,
 )
-from controller.policy import effective_policy, violations
+from controller.policy import violations
+from controller.programme import area_policy, commune_map, preview
 from controller.recurrence import Recurrence, RecurrenceError
-from controller.targeting import TargetError, ancestor_ids, resolve
+from controller.referral import from_above, make_children, split_by_commune
+from controller.targeting import TargetError, resolve
 
 router = APIRouter(prefix="/broadcasts", tags=["broadcasts"])
 
@@ -46,11 +59,17 @@ def _out(bc: Broadcast, rt: RuntimeDep, full: bool = True) -> BroadcastOut:
                 break
             slots.append(nxt)
             cur = nxt
+    children = [{"broadcast_id": c.id, "commune_id": c.commune_id, "status": c.status,
+                 "start_at": c.start_at, "decided_by": c.decided_by,
+                 "decision_note": c.decision_note} for c in bc.children] if full else []
     return BroadcastOut(
         id=bc.id, title=bc.title, status=bc.status, priority=bc.priority,
         content_id=bc.content_id, targets=bc.targets, start_at=bc.start_at,
         recurrence=bc.recurrence, expires_at=bc.expires_at, created_at=bc.created_at,
-        created_by=bc.created_by, origin_area_id=bc.origin_area_id, next_slots=slots,
+        created_by=bc.created_by, origin_area_id=bc.origin_area_id, parent_id=bc.parent_id,
+        commune_id=bc.commune_id, position=bc.position, volume_pct=bc.volume_pct,
+        revision=bc.revision or 0, decided_by=bc.decided_by, decided_at=bc.decided_at,
+        decision_note=bc.decision_note, children=children, next_slots=slots,
         occurrence=_occ_out(latest) if latest else None,
         deliveries=[DeliveryOut(cluster_id=d.cluster_id, state=d.state, started_at=d.started_at,
                                 finished_at=d.finished_at, error=d.error, updated_at=d.updated_at)
@@ -62,14 +81,34 @@ def _out(bc: Broadcast, rt: RuntimeDep, full: bool = True) -> BroadcastOut:
 @router.post("", response_model=BroadcastOut, status_code=201)
 def create(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: CurrentUser) -> BroadcastOut:
     """Schedule a broadcast. An emergency without start_at plays at once everywhere in its
-    targets, preempting anything and ignoring quiet hours."""
+    targets, preempting anything and ignoring quiet hours. A normal or priority bulletin
+    from a province or district account is handed to each target commune (normal: its
+    inbox; priority: its next programme, ahead of local items)."""
     return _out(schedule(req, db, rt, user), rt)
 
 
-def schedule(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: CurrentUser,
-             cap_ref: str | None = None) -> Broadcast:
-    """Validate everything, then store and plan (or, for an emergency now, dispatch) it.
-    Raises HTTPException (403/422) before anything is stored."""
+@dataclass
+class _Plan:
+    """A validated request, before anything is stored."""
+
+    req: BroadcastCreate
+    content: Content
+    cluster_ids: list[str]
+    immediate: bool
+    first: datetime | None
+    recurrence: dict[str, Any] | None
+    #: for a bulletin handed down: commune -> (its targets, its start or None)
+    communes: dict[str, tuple[dict[str, list[str]], datetime | None]] = field(
+        default_factory=dict)
+
+    @property
+    def handed_down(self) -> bool:
+        return bool(self.communes)
+
+
+def _validate(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: CurrentUser,
+              check_policy: bool = True) -> _Plan:
+    """Everything that can refuse a request: role, targets, times, policy. Raises 403/422."""
     now = utcnow()
     require_role(user, SCHEDULERS, "schedule broadcasts")
     content = db.get(Content, req.content_id)
@@ -80,8 +119,11 @@ def schedule(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: Current
         resolved = resolve(db, req.targets.areas, req.targets.clusters)
     except TargetError as exc:
         raise HTTPException(422, str(exc)) from None
-    recurrence = None
+    handed_down = req.priority != "emergency" and from_above(db, user)
     immediate = req.priority == "emergency" and req.start_at is None and req.recurrence is None
+    if req.start_at is None and req.recurrence is None and not immediate and not handed_down:
+        raise HTTPException(422, "give start_at or recurrence (only an emergency may omit "
+                                 "both: it plays at once)")
     if immediate:
         req = req.model_copy(update={"start_at": now + timedelta(
             seconds=rt.settings.emergency_lead_s)})
@@ -89,6 +131,7 @@ def schedule(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: Current
     if req.start_at is not None and req.start_at < now - timedelta(seconds=1):
         raise HTTPException(422, f"start_at {req.start_at.isoformat()} is in the past "
                                  f"(server time {now.isoformat(timespec='seconds')})")
+    recurrence = None
     if req.recurrence is not None:
         rec = req.recurrence
         if rec.dtstart is None:  # pin the rule's anchor so INTERVAL/COUNT stay stable
@@ -99,25 +142,80 @@ def schedule(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: Current
         except RecurrenceError as exc:
             raise HTTPException(422, str(exc)) from None
         recurrence = rec.model_dump(mode="json")
-    assert first is not None
-    if req.expires_at is not None and req.expires_at <= first:
+    if req.expires_at is not None and first is not None and req.expires_at <= first:
         raise HTTPException(422, "expires_at must be after the first start")
-    if req.priority != "emergency":
-        slots = [first]
-        if req.recurrence is not None:
-            slots = Recurrence.model_validate(recurrence).upcoming(now, 20) or [first]
-        problems = policy_violations(db, rt, resolved.cluster_ids, slots,
-                                     content.duration_ms / 1000)
-        if problems:
-            raise HTTPException(422, "refused by the broadcast policy: " + "; ".join(problems))
-    bc = Broadcast(id=uuid.uuid4().hex, title=req.title, content_id=content.id,
+    plan = _Plan(req, content, resolved.cluster_ids, immediate, first, recurrence)
+    if handed_down:
+        zone = ZoneInfo(rt.settings.timezone)
+        earliest = now + timedelta(seconds=rt.settings.min_start_lead_s + 60)
+        for commune, targets in split_by_commune(db, req.targets.areas, req.targets.clusters,
+                                                 resolved.cluster_ids).items():
+            start = req.start_at
+            if start is None and recurrence is None and req.priority == "priority":
+                start = area_policy(db, commune).next_programme(earliest, zone)
+                if start is None:
+                    raise HTTPException(422, f"{describe(db, commune)} has no programme slot in "
+                                             "the next two weeks; give start_at")
+            plan.communes[commune] = (targets, start)
+    if check_policy and req.priority != "emergency":
+        _check_policy(db, rt, plan, now)
+    return plan
+
+
+def _slots(plan: _Plan, start: datetime | None, now: datetime) -> list[datetime]:
+    if plan.recurrence is not None:
+        return Recurrence.model_validate(plan.recurrence).upcoming(now, 20)
+    return [start] if start is not None else []
+
+
+def _check_policy(db: SessionDep, rt: RuntimeDep, plan: _Plan, now: datetime) -> None:
+    duration = plan.content.duration_ms / 1000
+    volume = plan.req.volume_pct
+    if plan.handed_down:  # each commune's copy under that commune's policy
+        problems: list[str] = []
+        for targets, start in plan.communes.values():
+            slots = _slots(plan, start, now)
+            if not slots:
+                continue  # a normal bulletin without a time: checked when accepted
+            ids = resolve(db, targets["areas"], targets["clusters"]).cluster_ids
+            problems += [p for p in policy_violations(db, rt, ids, slots, duration, volume)
+                         if p not in problems]
+    else:
+        problems = policy_violations(db, rt, plan.cluster_ids, _slots(plan, plan.first, now),
+                                     duration, volume)
+    if problems:
+        raise HTTPException(422, "refused by the broadcast policy: " + "; ".join(problems[:8]))
+
+
+def schedule(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: CurrentUser,
+             cap_ref: str | None = None) -> Broadcast:
+    """Validate everything, then store and plan (or, for an emergency now, dispatch) it.
+    Raises HTTPException (403/422) before anything is stored."""
+    plan = _validate(req, db, rt, user)
+    req = plan.req
+    cmap = commune_map(db, set(db.scalars(select(Cluster.area_id).where(
+        Cluster.id.in_(plan.cluster_ids)))))
+    communes = {c for c in cmap.values() if c}
+    bc = Broadcast(id=uuid.uuid4().hex, title=req.title, content_id=plan.content.id,
                    priority=req.priority, targets=req.targets.model_dump(), start_at=req.start_at,
-                   recurrence=recurrence, expires_at=req.expires_at, status="scheduled",
-                   created_by=user.username, origin_area_id=user.area_id, cap_ref=cap_ref)
+                   recurrence=plan.recurrence, expires_at=req.expires_at, status="scheduled",
+                   created_by=user.username, origin_area_id=user.area_id, cap_ref=cap_ref,
+                   volume_pct=req.volume_pct, position=req.position,
+                   commune_id=communes.pop() if len(communes) == 1 else None)
+    children: list[Broadcast] = []
+    if plan.handed_down:
+        bc.status, bc.commune_id = "distributed", None
+        children = make_children(bc, {c: t for c, (t, _) in plan.communes.items()},
+                                 {c: s for c, (_, s) in plan.communes.items()})
     db.add(bc)
+    db.add_all(children)
     db.commit()
-    if immediate:  # no scheduler hop: sign and publish now (the occurrence is unique anyway)
+    if plan.immediate:  # no scheduler hop: sign and publish now (the occurrence is unique anyway)
         rt.dispatcher.dispatch(bc.id, bc.start_at)  # type: ignore[arg-type]
+    elif plan.handed_down:
+        for child in children:
+            if child.status == "scheduled":
+                rt.scheduler.plan(child)
     else:
         rt.scheduler.plan(bc)
     db.refresh(bc)
@@ -125,22 +223,63 @@ def schedule(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: Current
 
 
 def policy_violations(db: SessionDep, rt: RuntimeDep, cluster_ids: list[str],
-                      slots: list[datetime], duration_s: float) -> list[str]:
-    """Quiet hours and programme length of every area the item would play in."""
+                      slots: list[datetime], duration_s: float,
+                      volume_pct: int | None = None) -> list[str]:
+    """Quiet hours, programme length and volume caps of every area the item would play in."""
     zone = ZoneInfo(rt.settings.timezone)
     areas = set(db.scalars(select(Cluster.area_id).where(Cluster.id.in_(cluster_ids))))
     problems: list[str] = []
     for area_id in sorted(a for a in areas if a):
-        chain = [db.get(Area, a) for a in reversed(ancestor_ids(db, area_id))]
-        pol = effective_policy([a.policy for a in chain if a is not None])
+        pol = area_policy(db, area_id)
         name = describe(db, area_id)
         for slot in slots:
-            for v in violations(pol, name, slot, duration_s, zone):
+            for v in violations(pol, name, slot, duration_s, zone, volume_pct):
                 if v not in problems:
                     problems.append(v)
         if len(problems) >= 5:
             break
     return problems
+
+
+@router.post("/preview")
+def preview_broadcast(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep,
+                      user: CurrentUser) -> dict[str, Any]:
+    """Conflict preview, before scheduling: what the item would collide with in each
+    target commune and how it will be resolved (who plays first, who moves, what an
+    emergency preempts), and whether the policy would refuse it. Nothing is stored."""
+    now = utcnow()
+    refused = None
+    plan = _validate(req, db, rt, user, check_policy=False)
+    if req.priority != "emergency":
+        try:
+            _check_policy(db, rt, plan, now)
+        except HTTPException as exc:
+            refused = str(exc.detail)
+    zone = ZoneInfo(rt.settings.timezone)
+    gap = timedelta(seconds=rt.settings.programme_gap_s)
+    duration = timedelta(milliseconds=plan.content.duration_ms)
+    names = {a.id: a.name for a in db.scalars(select(Area).where(Area.kind == "commune"))}
+    groups: list[tuple[set[str], datetime | None]]
+    if plan.handed_down:
+        groups = [(set(resolve(db, t["areas"], t["clusters"]).cluster_ids), s)
+                  for t, s in plan.communes.values()]
+    else:
+        groups = [(set(plan.cluster_ids), plan.first)]
+    out: dict[str, Any] = {"priority": req.priority, "refused": refused,
+                           "handed_down": plan.handed_down, "communes": []}
+    for clusters, slot in groups:
+        if slot is None:  # a normal bulletin from above without a time: the commune picks
+            continue
+        p = preview(db, clusters, slot, duration, req.priority, req.title, req.position, now,
+                    gap, zone, names)
+        for row in p["communes"]:
+            row.update(slot=p["slot"], start=p["start"], end=p["end"], delay_s=p["delay_s"],
+                       summary=p["summary"])
+            out["communes"].append(row)
+    if plan.handed_down and req.priority == "normal":
+        out["note"] = ("normal bulletins from above land in each commune's inbox; the "
+                       "commune decides whether and when to air them")
+    return jsonable_encoder(out)
 
 
 @router.get("", response_model=list[BroadcastOut])
@@ -166,25 +305,115 @@ def get_broadcast(broadcast_id: str, db: SessionDep, rt: RuntimeDep,
     return _out(bc, rt)
 
 
-@router.post("/{broadcast_id}/cancel", response_model=BroadcastOut)
-def cancel(broadcast_id: str, db: SessionDep, rt: RuntimeDep, user: CurrentUser) -> BroadcastOut:
-    """Stop it everywhere within seconds (clusters drop it, or stop it if playing)."""
+def _mine(db: SessionDep, user: CurrentUser, broadcast_id: str) -> Broadcast:
     bc = db.get(Broadcast, broadcast_id)
     if bc is None or not can_see(db, user, bc):
         raise HTTPException(404, f"no broadcast {broadcast_id!r} in your area")
+    return bc
+
+
+@router.post("/{broadcast_id}/cancel", response_model=BroadcastOut)
+def cancel(broadcast_id: str, db: SessionDep, rt: RuntimeDep, user: CurrentUser) -> BroadcastOut:
+    """Stop it everywhere within seconds (clusters drop it, or stop it if playing). A
+    bulletin handed down is cancelled in every commune's inbox and programme."""
+    bc = _mine(db, user, broadcast_id)
     require_role(user, SCHEDULERS, "cancel broadcasts")
     require_cancel(db, user, bc)
-    if bc.status in ("cancelled", "completed"):
+    if bc.status in ("cancelled", "completed", "declined", "expired"):
         raise HTTPException(409, f"broadcast is already {bc.status}")
-    rt.scheduler.unplan(bc.id)
-    for attempt in range(3):  # PostgreSQL may pick this transaction as a deadlock victim
-        try:
-            rt.dispatcher.cancel(db, bc)
-            break
-        except OperationalError:
-            db.rollback()
-            if attempt == 2:
-                raise
-            bc = db.get(Broadcast, broadcast_id)  # type: ignore[assignment]
+    for target_id in [c.id for c in bc.children] + [bc.id]:
+        target = db.get(Broadcast, target_id)
+        if target is None or target.status in ("cancelled", "completed", "declined", "expired"):
+            continue
+        rt.scheduler.unplan(target_id)
+        for attempt in range(3):  # PostgreSQL may pick this transaction as a deadlock victim
+            try:
+                rt.dispatcher.cancel(db, target)
+                break
+            except OperationalError:
+                db.rollback()
+                if attempt == 2:
+                    raise
+                target = db.get(Broadcast, target_id)  # type: ignore[assignment]
+    for target_id in [c.id for c in bc.children] + [bc.id]:
+        target = db.get(Broadcast, target_id)
+        if target is not None and target.priority != "emergency":
+            rt.dispatcher.reflow(db, target)  # items behind it move up
+    bc = db.get(Broadcast, broadcast_id)  # type: ignore[assignment]
+    db.refresh(bc)
+    return _out(bc, rt)
+
+
+@router.post("/{broadcast_id}/update", response_model=BroadcastOut)
+def update_content(broadcast_id: str, req: ContentUpdate, db: SessionDep, rt: RuntimeDep,
+                   user: CurrentUser) -> BroadcastOut:
+    """Replace its content wherever it has not played yet: later slots, every commune's
+    copy, and every cluster that has not started the current airing (a cluster already
+    playing it finishes the old version)."""
+    bc = _mine(db, user, broadcast_id)
+    require_role(user, SCHEDULERS, "update broadcasts")
+    require_cancel(db, user, bc)  # who may cancel it may update it
+    if bc.status not in ("scheduled", "active", "distributed", "inbox"):
+        raise HTTPException(409, f"broadcast is {bc.status}; nothing left to update")
+    content = db.get(Content, req.content_id)
+    if content is None:
+        raise HTTPException(422, f"unknown content_id {req.content_id!r}")
+    if content.id == bc.content_id and req.title in (None, bc.title):
+        raise HTTPException(409, "it already plays that content")
+    if not any(_unplayed(rt, b) for b in [bc, *bc.children]):
+        raise HTTPException(409, "it has already played everywhere; nothing left to update")
+    if bc.priority != "emergency":
+        for b in [bc, *bc.children]:
+            if b.status not in ("scheduled", "active"):
+                continue
+            ids = resolve(db, b.targets.get("areas", []), b.targets.get("clusters", [])).cluster_ids
+            slot = rt.dispatcher.next_slot(b, utcnow() - timedelta(seconds=1))
+            problems = policy_violations(db, rt, ids, [slot] if slot else [],
+                                         content.duration_ms / 1000, b.volume_pct)
+            if problems:
+                raise HTTPException(422, "refused by the broadcast policy: "
+                                         + "; ".join(problems[:8]))
+    for b in [*bc.children, bc]:
+        if req.title is not None:
+            b.title = req.title
+        if b.status in ("inbox", "distributed"):
+            b.content_id, b.revision = content.id, (b.revision or 0) + 1
+        elif b.status in ("scheduled", "active"):
+            rt.dispatcher.update_content(db, b, content)
+    db.commit()
+    db.refresh(bc)
+    return _out(bc, rt)
+
+
+def _unplayed(rt: RuntimeDep, bc: Broadcast) -> bool:
+    """Is there still a slot or a cluster where ``bc`` has not played?"""
+    if bc.status == "inbox":
+        return True
+    if bc.status not in ("scheduled", "active"):
+        return False
+    if rt.dispatcher.next_slot(bc, utcnow()) is not None:
+        return True
+    return any(d.state in ("pending", "sent", "received", "ready")
+               for o in bc.occurrences if o.status in ("pending", "sent") for d in o.deliveries)
+
+
+@router.post("/{broadcast_id}/position", response_model=BroadcastOut)
+def set_position(broadcast_id: str, req: PositionSet, db: SessionDep, rt: RuntimeDep,
+                 user: CurrentUser) -> BroadcastOut:
+    """Reorder within a programme slot: among items of the same priority, lower positions
+    play first. A commune may reorder a priority bulletin from above among its priority
+    items, but cannot move it behind normal items or drop it."""
+    bc = _mine(db, user, broadcast_id)
+    require_role(user, SCHEDULERS, "reorder the programme")
+    if bc.priority == "emergency":
+        raise HTTPException(422, "an emergency plays at once; it has no place in a programme")
+    if bc.commune_id is None or bc.commune_id not in (scope(db, user) or {bc.commune_id}):
+        raise HTTPException(403, f"{user.username} cannot reorder a programme outside "
+                                 f"{describe(db, user.area_id)}")
+    if bc.status not in ("scheduled", "active", "inbox"):
+        raise HTTPException(409, f"broadcast is {bc.status}")
+    bc.position = req.position
+    db.commit()
+    rt.dispatcher.reflow(db, bc)  # occurrences already sent take their new places
     db.refresh(bc)
     return _out(bc, rt)

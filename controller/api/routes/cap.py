@@ -144,7 +144,8 @@ def _commune_of(db: SessionDep, area_id: str | None, cache: dict[str, str]) -> s
 
 
 def _rollup(db: SessionDep, bc: Broadcast) -> list[dict[str, Any]]:
-    """Per commune: clusters targeted and how they fared (all occurrences)."""
+    """Per commune: clusters targeted and how they fared (all occurrences). A bulletin
+    handed down counts its communes' copies, and says what each commune decided."""
     ids = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", [])).cluster_ids
     clusters = {c.id: c for c in db.scalars(select(Cluster).where(Cluster.id.in_(ids)))}
     cache: dict[str, str] = {}
@@ -159,7 +160,14 @@ def _rollup(db: SessionDep, bc: Broadcast) -> list[dict[str, Any]]:
             "play_time_s": 0.0, "requested_s": 0.0})
         r["targeted"] += 1
         r["online"] += c.state in ("online", "degraded")
-    for occ in bc.occurrences:
+    for child in bc.children:
+        r = rows.get(child.commune_id or "")
+        if r is not None:
+            r["decision"] = child.status
+            r["decided_by"] = child.decided_by
+            r["note"] = child.decision_note
+    occurrences = [o for b in [bc, *bc.children] for o in b.occurrences]
+    for occ in occurrences:
         for d in occ.deliveries:
             c = clusters.get(d.cluster_id)
             if c is None:
@@ -193,8 +201,8 @@ def broadcast_report(broadcast_id: str, db: SessionDep, user: CurrentUser,
     if format == "csv":
         buf = io.StringIO()
         fields = ["area_id", "name", "targeted", "online", "played", "failed", "unreachable",
-                  "play_time_s", "requested_s", "ratio"]
-        w = csv.DictWriter(buf, fieldnames=fields)
+                  "play_time_s", "requested_s", "ratio", "decision", "decided_by", "note"]
+        w = csv.DictWriter(buf, fieldnames=fields, restval="")
         w.writeheader()
         w.writerows(rows)
         return Response(buf.getvalue(), media_type="text/csv; charset=utf-8", headers={

@@ -221,7 +221,8 @@ def get_policy(area_id: str, db: SessionDep, _user: CurrentUser) -> dict[str, An
 
 @router.put("/areas/{area_id}/policy")
 def put_policy(area_id: str, patch: PolicyPatch, db: SessionDep, user: CurrentUser) -> dict[str, Any]:
-    """Quiet hours (local time) and the longest programme item, for this area and below."""
+    """Replace this area's policy override (it applies here and below): quiet hours,
+    the longest programme item, volume caps by time of day, programme slots."""
     area = db.get(Area, area_id)
     if area is None:
         raise HTTPException(404, f"no area {area_id!r}")
