@@ -73,7 +73,7 @@ def run(communes: int, per: int) -> tuple[float, float, int]:
         net = generate(communes, per)
         province = next(a.id for a in net.areas.values() if a.parent_id is None)
         settings = Settings(data_dir=work, mqtt_url=f"mqtt://127.0.0.1:{broker.port}",
-                            admin_password="bench-pass", emergency_lead_s=0.2, chime=False)
+                            admin_password="bench-pass", emergency_lead_s=0.0, chime=False)
         upgrade(settings.db_url)
         engine = make_engine(settings.db_url)
         with make_sessionmaker(engine)() as db:

@@ -3,6 +3,11 @@
 Requests from many clusters for the same content within a short window are merged, so each
 chunk is published once however many clusters asked (they all subscribe to the same topics).
 Content already in a cluster's cache is never requested, so it is never sent again.
+
+For an emergency the controller does not wait to be asked: :meth:`push` publishes the chunks
+*retained* just before the command, so a cluster that subscribes on receiving the command
+gets them from the broker at once, with no request round trip. They are cleared (empty
+retained payloads) once the emergency is over.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ __all__ = ["ContentServer"]
 
 
 class ContentServer:
-    def __init__(self, publish: Callable[[str, bytes, int], bool],
+    def __init__(self, publish: Callable[..., bool],
                  load: Callable[[str], bytes | None], chunk_size: int,
                  window_s: float = 0.15, cache_items: int = 32):
         self._publish = publish
@@ -34,12 +39,32 @@ class ContentServer:
         self._cache_items = cache_items
         self._lock = threading.Lock()
         self.chunks_sent = 0
+        #: sha -> (chunk count, monotonic time the retained chunks are cleared)
+        self._retained: dict[str, tuple[int, float]] = {}
 
     def chunk_count(self, size: int) -> int:
         return max(1, -(-size // self.chunk_size))
 
+    def push(self, sha: str, keep_s: float) -> int:
+        """Publish every chunk of ``sha`` retained, for ``keep_s`` seconds."""
+        data = self._get(sha)
+        if data is None:
+            log.warning("content %s pushed but not stored", sha[:12])
+            return 0
+        n = self.chunk_count(len(data))
+        sent = sum(self._publish(topics.content_chunk(sha, i),
+                                 data[i * self.chunk_size:(i + 1) * self.chunk_size], 1, True)
+                   for i in range(n))
+        with self._lock:
+            old = self._retained.get(sha, (n, 0.0))[1]
+            self._retained[sha] = (n, max(old, time.monotonic() + keep_s))
+        self.chunks_sent += sent
+        return sent
+
     def request(self, sha: str, missing: list[int] | None) -> None:
         with self._lock:
+            if missing is None and sha in self._retained:
+                return  # the broker already hands every subscriber the retained chunks
             cur = self._pending.get(sha, set())
             if sha not in self._pending:
                 self._first_request[sha] = time.monotonic()
@@ -50,8 +75,16 @@ class ContentServer:
                 self._pending[sha] = cur
 
     def flush(self, force: bool = False) -> int:
-        """Publish chunks for requests older than the merge window; returns chunks sent."""
+        """Publish chunks for requests older than the merge window; returns chunks sent.
+        Clears retained chunks whose time is up."""
         now = time.monotonic()
+        with self._lock:
+            expired = [(s, n) for s, (n, until) in self._retained.items() if now >= until]
+            for s, _ in expired:
+                del self._retained[s]
+        for sha, n in expired:
+            for i in range(n):
+                self._publish(topics.content_chunk(sha, i), b"", 1, True)
         with self._lock:
             due = [s for s, t in self._first_request.items()
                    if force or now - t >= self.window_s]

@@ -187,12 +187,15 @@ class Dispatcher:
         }
 
     def _send(self, db: Session, occ: Occurrence, bc: Broadcast) -> None:
-        db.refresh(bc)
-        if bc.status not in ("scheduled", "active"):  # cancelled meanwhile
-            return
         resolved = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", []))
         body = self._play_body(occ, bc, self._volume_cap(db, bc, occ, resolved.cluster_ids))
         expires = self._expiry(occ, bc)
+        db.refresh(bc)  # last moment: a cancel may have been committed meanwhile
+        if bc.status not in ("scheduled", "active"):
+            return
+        if bc.priority == "emergency":  # no request round trip: the chunks wait retained
+            self.content.push((occ.content or bc.content).sha256,
+                              keep_s=(expires - utcnow()).total_seconds())
         ok = True
         for topic in resolved.topics:
             ok &= self._publish_command("play", topic, body, expires, occ.id)

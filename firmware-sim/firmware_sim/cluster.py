@@ -109,6 +109,8 @@ class SimCluster:
         self.refusals: list[RefusedEvent] = []
         self.acks: list[AckEvent] = []
         self.commands_in = 0  # commands received (accepted or refused)
+        #: cancels for occurrences not (yet) held: occurrence id -> cancel's expiry
+        self.cancelled_unknown: dict[str, datetime] = {}
         self._client: aiomqtt.Client | None = None
         self._outbox: deque[tuple[str, bytes, int]] = deque(maxlen=10_000)
         self._outbox_ready = asyncio.Event()
@@ -411,6 +413,7 @@ class SimCluster:
         except Refused as exc:
             self._refuse(topic, exc)
             return
+        log.debug("%s: %s command %s on %s", self.id, cmd.kind, cmd.id, topic)
         self._handlers[cmd.kind](cmd)
 
     def _on_controller_status(self, payload: bytes) -> None:
@@ -509,7 +512,12 @@ class SimCluster:
 
     def _on_cancel(self, cmd: Command) -> None:
         body = CancelBody.model_validate(cmd.body)
-        self.player.cancel(body.occurrence_id)
+        if self.player.cancel(body.occurrence_id) is None:
+            # not here yet: the play may still be on its way (or was lost); remember, so a
+            # late play for it is dropped and reported cancelled instead of airing
+            self.cancelled_unknown[body.occurrence_id] = cmd.expires_at
+            while len(self.cancelled_unknown) > 1024:
+                self.cancelled_unknown.pop(next(iter(self.cancelled_unknown)))
 
     def _on_play(self, cmd: Command) -> None:
         body = PlayBody.model_validate(cmd.body)
@@ -523,6 +531,11 @@ class SimCluster:
             self._emit_delivery(known, known.state, self.now(), known.failure)
             return
         occ = Occurrence(body=body, command_id=cmd.id, expires_at=cmd.expires_at)
+        if self.cancelled_unknown.pop(body.occurrence_id, None) is not None:
+            occ.state = DeliveryState.CANCELLED  # its cancel overtook it
+            self.player.occurrences[occ.id] = occ
+            self._emit_delivery(occ, DeliveryState.CANCELLED, self.now(), None)
+            return
         self._emit_delivery(occ, DeliveryState.RECEIVED, self.now(), None)
         self.player.schedule(occ)
         sha = body.content.sha256
@@ -569,7 +582,7 @@ class SimCluster:
 
     def _on_chunk(self, sha: str, index: int, data: bytes) -> None:
         asm = self.assemblies.get(sha)
-        if asm is None:
+        if asm is None or not data:  # empty: the controller clearing retained chunks
             return
         asm.add(index, data)
         if not asm.complete():

@@ -81,8 +81,9 @@ def test_broadcast_lifecycle_on_each_backend(db_url: str, broker: Broker, tmp_pa
             later = api.post("/api/v1/broadcasts", json={
                 "content_id": content["id"], "targets": {"areas": ["vn-vp-tamduong-huongdao"]},
                 "start_at": (datetime.now(UTC) + timedelta(seconds=20)).isoformat()}).json()
-            wait_for(lambda: api.get(f"/api/v1/broadcasts/{later['id']}").json()["occurrence"],
-                     10, "dispatched")
+            wait_for(lambda: (ds := api.get(f"/api/v1/broadcasts/{later['id']}").json()
+                              ["deliveries"]) and all(d["state"] == "ready" for d in ds),
+                     10, "every cluster holding it")
             r = api.post(f"/api/v1/broadcasts/{later['id']}/cancel")
             assert r.status_code == 200 and r.json()["status"] == "cancelled"
             occ = r.json()["occurrence"]["id"]
