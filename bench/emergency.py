@@ -84,7 +84,7 @@ def run(communes: int, per: int) -> tuple[float, float, int]:
             api.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
             rt = api.app.state.runtime  # type: ignore[attr-defined]
             sim = subprocess.Popen(
-                [sys.executable, "-m", "firmware_sim", "--communes", str(communes),
+                [sys.executable, *(["-m", "cProfile", "-o", "/tmp/sim.prof"] if __import__("os").environ.get("SIMPROF") else []), "-m", "firmware_sim", "--communes", str(communes),
                  "--clusters-per-commune", str(per), "--mqtt", settings.mqtt_url or "",
                  "--pubkey", str(work / "controller_ed25519.pub"), "--heartbeat", "60",
                  "--connect-spread", str(max(2.0, len(net.clusters) / 300))],
@@ -106,6 +106,7 @@ def run(communes: int, per: int) -> tuple[float, float, int]:
                 "content_id": content["id"], "targets": {"areas": [province]},
                 "priority": "emergency"})
             assert r.status_code == 201, r.text
+            print(f"  the API call returned after {time.perf_counter() - t0:.2f} s")
             bid = r.json()["id"]
             ours = float("nan")
             deadline = time.monotonic() + 120

@@ -1,8 +1,11 @@
 """A commune's programme: local and pushed-down items never talk over each other.
 
-Non-emergency items due on the same clusters at overlapping times play back to back, in
-this order: slot time, then rank (*priority* before *normal*, Thông tư 39/2020), then the
-position the commune chose, then creation time. Occurrences already dispatched are fixed
+Non-emergency items due on the same clusters at overlapping times play back to back.
+Items are placed in this order: rank first (*priority* before *normal*, Thông tư
+39/2020), then slot time, then the position the commune chose, then creation time; each
+takes the earliest time at or after its slot where it overlaps nothing placed before it.
+So a priority item keeps its slot and local items move around it (a normal item can never
+push a priority one, however early it is booked). Occurrences about to start are fixed
 blocks that nothing moves. One function, :func:`layout`, serves the dispatcher (the start
 time it signs), the conflict preview and the programme view, so what the preview promises
 is what airs. Emergencies are not laid out: they preempt on the cluster.
@@ -52,7 +55,7 @@ class Item:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def key(self) -> tuple[Any, ...]:
-        return (self.slot, RANK.get(self.priority, 1),
+        return (RANK.get(self.priority, 1), self.slot,
                 self.position if self.position is not None else 1 << 30,
                 self.created_at, self.broadcast_id)
 

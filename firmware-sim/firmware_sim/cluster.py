@@ -407,6 +407,12 @@ class SimCluster:
             self._on_command(topic, payload)
 
     def _on_command(self, topic: str, payload: bytes) -> None:
+        if topic != topics.cluster_cmd(self.id) and \
+                topic not in {topics.area_cmd(a) for a in self.area_path}:
+            # not a topic we subscribed to (a broker bug, e.g. amqtt handing out retained
+            # messages to non-matching subscriptions): not addressed to us, not a refusal
+            log.debug("%s: dropped a message on %s (not subscribed)", self.id, topic)
+            return
         self.commands_in += 1
         try:
             cmd = self.verifier.verify(payload, topic, self.now())

@@ -57,6 +57,11 @@ def test_dispatched_items_are_fixed_and_later_items_go_around_them() -> None:
     assert got["long"] == T + 72 * S
 
 
+def test_a_normal_item_booked_just_before_a_priority_one_cannot_push_it() -> None:
+    got = starts([item("early", slot=T - S, secs=60), item("prio", "priority", created=1)])
+    assert got["prio"] == T and got["early"] == T + 62 * S
+
+
 def test_a_later_slot_overlapping_a_running_item_waits_for_it() -> None:
     got = starts([item("long", secs=600), item("later", slot=T + 60 * S, created=1)])
     assert got["later"] == T + 602 * S
