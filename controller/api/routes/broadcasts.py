@@ -133,15 +133,7 @@ def _validate(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: Curren
                                  f"(server time {now.isoformat(timespec='seconds')})")
     recurrence = None
     if req.recurrence is not None:
-        rec = req.recurrence
-        if rec.dtstart is None:  # pin the rule's anchor so INTERVAL/COUNT stay stable
-            rec = rec.model_copy(update={"dtstart": now.astimezone(rec.zone).replace(
-                second=0, microsecond=0, tzinfo=None)})
-        try:
-            first = rec.validate_future(now)
-        except RecurrenceError as exc:
-            raise HTTPException(422, str(exc)) from None
-        recurrence = rec.model_dump(mode="json")
+        recurrence, first = pin_recurrence(req.recurrence, now)
     if req.expires_at is not None and first is not None and req.expires_at <= first:
         raise HTTPException(422, "expires_at must be after the first start")
     plan = _Plan(req, content, resolved.cluster_ids, immediate, first, recurrence)
@@ -160,6 +152,19 @@ def _validate(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: Curren
     if check_policy and req.priority != "emergency":
         _check_policy(db, rt, plan, now)
     return plan
+
+
+def pin_recurrence(rec: Recurrence, now: datetime) -> tuple[dict[str, Any], datetime]:
+    """The rule as stored (its anchor pinned so INTERVAL/COUNT stay stable) and its first
+    slot; 422 when it is invalid or has no future slot."""
+    if rec.dtstart is None:
+        rec = rec.model_copy(update={"dtstart": now.astimezone(rec.zone).replace(
+            second=0, microsecond=0, tzinfo=None)})
+    try:
+        first = rec.validate_future(now)
+    except RecurrenceError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return rec.model_dump(mode="json"), first
 
 
 def _slots(plan: _Plan, start: datetime | None, now: datetime) -> list[datetime]:

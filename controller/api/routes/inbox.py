@@ -11,12 +11,12 @@ from fastapi.encoders import jsonable_encoder
 from sqlalchemy import select
 
 from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
-from controller.api.routes.broadcasts import _out, policy_violations
+from controller.api.routes.broadcasts import _out, pin_recurrence, policy_violations
 from controller.api.schemas import BroadcastOut, Decline, InboxDecision
 from controller.db.models import Area, Broadcast, Cluster, utcnow
 from controller.jurisdiction import SCHEDULERS, describe, require_role, scope
 from controller.programme import commune_map, gather, layout
-from controller.recurrence import Recurrence, RecurrenceError
+from controller.recurrence import Recurrence
 from controller.targeting import TargetError, descendant_area_ids, resolve
 
 router = APIRouter(tags=["inbox"])
@@ -78,15 +78,8 @@ def accept(item_id: str, req: InboxDecision, db: SessionDep, rt: RuntimeDep,
         bc.targets = {"areas": list(dict.fromkeys(req.areas)), "clusters": []}
     start, recurrence = req.start_at, bc.recurrence
     if req.recurrence is not None:
-        rec = req.recurrence
-        if rec.dtstart is None:
-            rec = rec.model_copy(update={"dtstart": now.astimezone(rec.zone).replace(
-                second=0, microsecond=0, tzinfo=None)})
-        try:
-            first = rec.validate_future(now)
-        except RecurrenceError as exc:
-            raise HTTPException(422, str(exc)) from None
-        recurrence, start = rec.model_dump(mode="json"), None
+        recurrence, first = pin_recurrence(req.recurrence, now)
+        start = None
         slots = Recurrence.model_validate(recurrence).upcoming(now, 20)
     else:
         if start is None and recurrence is None:
