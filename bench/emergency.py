@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -65,6 +66,12 @@ async def _bare(port: int, n: int, payloads: list[bytes]) -> float:
     return elapsed
 
 
+def _profiler() -> list[str]:
+    """LOA_BENCH_PROFILE_SIM=path.prof runs the simulator under cProfile (where it spends)."""
+    out = os.environ.get("LOA_BENCH_PROFILE_SIM")
+    return ["-m", "cProfile", "-o", out] if out else []
+
+
 def run(communes: int, per: int) -> tuple[float, float, int]:
     broker = Mosquitto()
     work = Path(tempfile.mkdtemp(prefix="loa-bench-em-"))
@@ -84,7 +91,7 @@ def run(communes: int, per: int) -> tuple[float, float, int]:
             api.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
             rt = api.app.state.runtime  # type: ignore[attr-defined]
             sim = subprocess.Popen(
-                [sys.executable, *(["-m", "cProfile", "-o", "/tmp/sim.prof"] if __import__("os").environ.get("SIMPROF") else []), "-m", "firmware_sim", "--communes", str(communes),
+                [sys.executable, *_profiler(), "-m", "firmware_sim", "--communes", str(communes),
                  "--clusters-per-commune", str(per), "--mqtt", settings.mqtt_url or "",
                  "--pubkey", str(work / "controller_ed25519.pub"), "--heartbeat", "60",
                  "--connect-spread", str(max(2.0, len(net.clusters) / 300))],
