@@ -23,7 +23,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.content_server import ContentServer
 from controller.db.models import Broadcast, Cluster, Content, Delivery, Occurrence, utcnow
-from controller.programme import LOOKAHEAD, MOVABLE_AFTER, area_policy, gather, layout, moved, place
+from controller.programme import (
+    LOOKAHEAD,
+    MOVABLE_AFTER,
+    area_policies,
+    gather,
+    layout,
+    moved,
+    place,
+)
 from controller.recurrence import Recurrence
 from controller.settings import Settings
 from controller.targeting import TargetError, resolve
@@ -143,23 +151,30 @@ class Dispatcher:
     def _move(self, db: Session, moves: dict[str, datetime]) -> None:
         """Occurrences already sent that a new item goes ahead of: a new start, sent as a
         new revision (clusters replace an item they have not started)."""
-        outgoing = []
+        changed = []
         for occ_id, start in moves.items():
             occ = db.get(Occurrence, occ_id)
             if occ is None or occ.status != "sent":
                 continue
-            bc = occ.broadcast
-            length = occ.ends_at - occ.start_at
-            log.info("occurrence %s of %s moves from %s to %s in the programme", occ.id, bc.id,
-                     occ.start_at.isoformat(), start.isoformat())
-            occ.start_at, occ.ends_at, occ.revision = start, start + length, occ.revision + 1
+            log.info("occurrence %s of %s moves from %s to %s in the programme", occ.id,
+                     occ.broadcast_id, occ.start_at.isoformat(), start.isoformat())
+            occ.start_at, occ.ends_at = start, start + (occ.ends_at - occ.start_at)
+            changed.append(occ)
+        self._reissue(db, changed)
+
+    def _reissue(self, db: Session, changed: list[Occurrence]) -> None:
+        """Occurrences changed before they started (new start or content): a higher
+        revision, clusters holding them must take them again, committed, then re-sent."""
+        now = utcnow()
+        for occ in changed:
+            occ.revision = (occ.revision or 0) + 1
             for d in occ.deliveries:
                 if d.state in ("received", "ready"):
-                    d.state = "sent"
-            outgoing.append(occ)
-        db.commit()
-        for occ in outgoing:
-            self._resend(db, occ, occ.broadcast)
+                    d.state, d.updated_at = "sent", now
+        db.commit()  # before publishing: the clusters' reports must find the new state
+        for occ in changed:
+            if occ.status == "sent":
+                self._resend(db, occ, occ.broadcast)
 
     def _expiry(self, occ: Occurrence, bc: Broadcast) -> datetime:
         exp = occ.ends_at + timedelta(seconds=self.settings.late_grace_s)
@@ -220,7 +235,7 @@ class Dispatcher:
         zone = ZoneInfo(self.settings.timezone)
         local = occ.start_at.astimezone(zone).time()
         areas = set(db.scalars(select(Cluster.area_id).where(Cluster.id.in_(cluster_ids))))
-        caps = [area_policy(db, a).volume_cap(local) for a in areas if a]
+        caps = [p.volume_cap(local) for p in area_policies(db, areas).values()]
         return min((c for c in caps if c is not None), default=None)
 
     def _publish_command(self, kind: str, topic: str, body: dict[str, object],
@@ -267,26 +282,17 @@ class Dispatcher:
         now = utcnow()
         bc.content_id, bc.revision = content.id, (bc.revision or 0) + 1
         bc.content = content
-        outgoing: list[Occurrence] = []
+        changed: list[Occurrence] = []
         for occ in bc.occurrences:
-            if occ.status not in ACTIVE_OCC:
-                continue
-            waiting = [d for d in occ.deliveries
-                       if d.state in ("pending", "sent", "received", "ready")]
-            if not waiting:
-                continue  # it played (or is playing) everywhere: nothing left to replace
-            occ.content_id, occ.content, occ.revision = content.id, content, bc.revision
+            if occ.status not in ACTIVE_OCC or not any(
+                    d.state in ("pending", "sent", "received", "ready") for d in occ.deliveries):
+                continue  # over, or it played (or is playing) everywhere: nothing to replace
+            occ.content_id, occ.content = content.id, content
             if occ.start_at > now:
                 occ.ends_at = occ.start_at + timedelta(milliseconds=content.duration_ms)
-            for d in waiting:
-                if d.state in ("received", "ready"):
-                    d.state, d.updated_at = "sent", now  # it must fetch the new content
-            if occ.status == "sent":
-                outgoing.append(occ)
-        db.commit()  # before publishing: the clusters' reports must find the new state
-        for occ in outgoing:
-            self._resend(db, occ, bc)
-        return len(outgoing)
+            changed.append(occ)
+        self._reissue(db, changed)
+        return sum(o.status == "sent" for o in changed)
 
     def _resend(self, db: Session, occ: Occurrence, bc: Broadcast) -> None:
         """Publish ``occ`` again (a new revision) to every topic of its targets."""

@@ -20,14 +20,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
-from controller.db.models import Area, Broadcast, Cluster, Occurrence
+from controller.db.models import Area, Broadcast, Cluster, Delivery, Occurrence
 from controller.policy import Policy, effective_policy
 from controller.recurrence import Recurrence
-from controller.targeting import TargetError, ancestor_ids, descendant_area_ids, resolve
+from controller.targeting import TargetError, descendant_area_ids, resolve
 
 __all__ = ["RANK", "Item", "layout", "gather", "place", "moved", "commune_map", "area_policy",
+           "area_policies",
            "slots_between", "preview", "NEW", "LOOKAHEAD", "MOVABLE_AFTER"]
 
 RANK = {"priority": 0, "normal": 1}
@@ -121,8 +122,32 @@ def commune_map(db: Session, area_ids: Iterable[str | None]) -> dict[str, str | 
 
 
 def area_policy(db: Session, area_id: str) -> Policy:
-    chain = [db.get(Area, a) for a in reversed(ancestor_ids(db, area_id))]
-    return effective_policy([a.policy for a in chain if a is not None])
+    return area_policies(db, [area_id])[area_id]
+
+
+def area_policies(db: Session, area_ids: Iterable[str]) -> dict[str, Policy]:
+    """The effective policy of each area: its overrides and its ancestors', merged. One
+    query per tree level for all the areas together (a province item touches hundreds of
+    villages that share a handful of ancestors)."""
+    rows: dict[str, tuple[str | None, dict[str, Any] | None]] = {}
+    todo = {a for a in area_ids if a}
+    for _ in range(16):
+        todo -= rows.keys()
+        if not todo:
+            break
+        for r in db.execute(select(Area.id, Area.parent_id, Area.policy).where(Area.id.in_(todo))):
+            rows[r.id] = (r.parent_id, r.policy)
+        todo = {p for p, _ in rows.values() if p and p not in rows}
+    out: dict[str, Policy] = {}
+    for a in {a for a in area_ids if a}:
+        chain: list[dict[str, Any] | None] = []
+        cur: str | None = a
+        while cur is not None and cur in rows and len(chain) < 16:
+            parent, policy = rows[cur]
+            chain.append(policy)
+            cur = parent
+        out[a] = effective_policy(list(reversed(chain)))
+    return out
 
 
 def _clusters_of(db: Session, bc: Broadcast) -> set[str]:
@@ -151,7 +176,9 @@ def gather(db: Session, clusters: set[str], start: datetime, end: datetime,
     occs = db.scalars(select(Occurrence).join(Broadcast).where(
         Occurrence.start_at < end, Occurrence.ends_at > start - LOOKBACK,
         Occurrence.status.in_(("pending", "sent", "completed")),
-        Broadcast.priority != "emergency"))
+        Broadcast.priority != "emergency",
+        Occurrence.deliveries.any(Delivery.cluster_id.in_(local)))
+        .options(selectinload(Occurrence.deliveries), selectinload(Occurrence.broadcast)))
     for occ in occs:
         dispatched.add((occ.broadcast_id, occ.scheduled_at))
         if occ.broadcast_id == exclude:

@@ -89,6 +89,8 @@ class SimCluster:
         self.cluster = cluster
         self.id = cluster.id
         self.area_path = area_path
+        #: the command topics this cluster subscribes to (its own and its areas')
+        self._cmd_topics = {topics.cluster_cmd(cluster.id)} | {topics.area_cmd(a) for a in area_path}
         self.cfg = cfg
         self.heartbeat_s = cfg.heartbeat_s
         self.store = store or SharedStore()
@@ -407,8 +409,7 @@ class SimCluster:
             self._on_command(topic, payload)
 
     def _on_command(self, topic: str, payload: bytes) -> None:
-        if topic != topics.cluster_cmd(self.id) and \
-                topic not in {topics.area_cmd(a) for a in self.area_path}:
+        if topic not in self._cmd_topics:
             # not a topic we subscribed to (a broker bug, e.g. amqtt handing out retained
             # messages to non-matching subscriptions): not addressed to us, not a refusal
             log.debug("%s: dropped a message on %s (not subscribed)", self.id, topic)

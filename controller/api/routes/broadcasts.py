@@ -32,7 +32,7 @@ from controller.jurisdiction import (
     scope,
 )
 from controller.policy import violations
-from controller.programme import area_policy, commune_map, preview
+from controller.programme import area_policies, area_policy, commune_map, preview
 from controller.recurrence import Recurrence, RecurrenceError
 from controller.referral import from_above, make_children, split_by_commune
 from controller.targeting import TargetError, resolve
@@ -234,8 +234,9 @@ def policy_violations(db: SessionDep, rt: RuntimeDep, cluster_ids: list[str],
     zone = ZoneInfo(rt.settings.timezone)
     areas = set(db.scalars(select(Cluster.area_id).where(Cluster.id.in_(cluster_ids))))
     problems: list[str] = []
-    for area_id in sorted(a for a in areas if a):
-        pol = area_policy(db, area_id)
+    policies = area_policies(db, areas)
+    for area_id in sorted(policies):
+        pol = policies[area_id]
         name = describe(db, area_id)
         for slot in slots:
             for v in violations(pol, name, slot, duration_s, zone, volume_pct):
@@ -381,6 +382,8 @@ def update_content(broadcast_id: str, req: ContentUpdate, db: SessionDep, rt: Ru
     for b in [*bc.children, bc]:
         if req.title is not None:
             b.title = req.title
+        if content.id == b.content_id:
+            continue  # a new title only: nothing to re-send
         if b.status in ("inbox", "distributed"):
             b.content_id, b.revision = content.id, (b.revision or 0) + 1
         elif b.status in ("scheduled", "active"):
