@@ -3,6 +3,11 @@
 Parsing uses defusedxml: DTDs, entity declarations and external references are refused, so
 an entity-expansion bomb or an XXE cannot run; documents over ``MAX_CAP_BYTES`` are refused
 before parsing.
+
+An enveloped XML-DSig ``<Signature>`` (CAP 1.2 §3.3.2.1) is verified with signxml against
+the issuers' certificates the operator trusts (:func:`verify_signature`). Only a signature
+over the whole ``<alert>`` counts, and the alert is then read from the bytes that were
+verified, so nothing outside the signature can change what airs.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, fromstring
 
 __all__ = ["CAP_NS", "MAX_CAP_BYTES", "CapError", "CapAlert", "CapInfo", "CapArea",
-           "parse_cap", "map_priority", "DEFAULT_PRIORITY_RULES", "match_area", "ack_xml"]
+           "parse_cap", "map_priority", "DEFAULT_PRIORITY_RULES", "match_area", "ack_xml",
+           "verify_signature", "SignatureError"]
 
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
 DSIG_NS = "http://www.w3.org/2000/09/xmldsig#"
@@ -44,6 +50,41 @@ DEFAULT_PRIORITY_RULES: list[dict[str, Any]] = [
 
 class CapError(ValueError):
     pass
+
+
+class SignatureError(CapError):
+    pass
+
+
+def verify_signature(data: bytes, trusted_pem: list[bytes]) -> tuple[bytes, str]:
+    """Verify the alert's enveloped XML-DSig against each trusted certificate in turn.
+
+    Returns the verified alert (serialised from what the signature covers) and the signer's
+    subject. Raises SignatureError when there is no signature, when it does not verify
+    against any trusted certificate, or when it covers anything but the whole alert.
+    Call only after :func:`parse_cap` accepted ``data`` (no DTD, no entities, size limit)."""
+    from cryptography import x509
+    from lxml import etree
+    from signxml import XMLVerifier
+    from signxml.exceptions import InvalidInput, InvalidSignature
+
+    if not trusted_pem:
+        raise SignatureError("no trusted signer certificates are configured")
+    errors = []
+    for pem in trusted_pem:
+        try:
+            result = XMLVerifier().verify(data, x509_cert=pem.decode())
+        except (InvalidSignature, InvalidInput) as exc:
+            errors.append(str(exc))
+            continue
+        signed = result.signed_xml
+        if signed is None or etree.QName(signed).localname != "alert" or \
+                etree.QName(signed).namespace != CAP_NS:
+            raise SignatureError("the signature does not cover the whole <alert>")
+        subject = x509.load_pem_x509_certificate(pem).subject.rfc4514_string()
+        return etree.tostring(signed), subject
+    raise SignatureError("the signature does not verify against any trusted certificate"
+                         + (f" ({errors[0]})" if errors else ""))
 
 
 @dataclass

@@ -54,7 +54,13 @@ class Settings(BaseSettings):
                           "{urgency, severity, certainty, priority}; '*' matches any); "
                           "default: controller.cap.DEFAULT_PRIORITY_RULES")
 
-    @field_validator("alert_webhooks", mode="before")
+    cap_trusted_certs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="PEM certificates of CAP issuers whose XML-DSig "
+        "signatures are trusted (env: JSON list or comma-separated paths)")
+    cap_require_signature: bool = Field(
+        False, description="refuse CAP alerts that are not signed by a trusted issuer")
+
+    @field_validator("alert_webhooks", "cap_trusted_certs", mode="before")
     @classmethod
     def _split(cls, v: object) -> object:
         if isinstance(v, str):

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from controller.cap import CapArea, CapError, map_priority, match_area, parse_cap
+from tests.capsig import make_issuer, sign_xml
 
 SPEC = sorted((Path(__file__).parents[1] / "fixtures" / "cap").glob("a*.xml"))
 
@@ -74,3 +75,26 @@ def test_areas_match_by_geocode_or_by_name_without_accents() -> None:
     assert match_area(CapArea("Xã Hướng Đạo"), areas) == "vn-vp-tamduong-huongdao"
     assert match_area(CapArea("xa huong dao"), areas) == "vn-vp-tamduong-huongdao"
     assert match_area(CapArea("Los Angeles County"), areas) is None
+
+
+# --- XML-DSig (CAP 1.2 §3.3.2.1): enveloped signatures by a trusted issuer -------------------
+
+def test_a_signed_alert_verifies_only_against_a_trusted_issuer_and_unaltered() -> None:
+    from controller.cap import SignatureError, verify_signature
+
+    key, cert = make_issuer("Đài KTTV tỉnh Vĩnh Phúc")
+    _, stranger = make_issuer("someone else")
+    alert = SPEC[1].read_bytes()  # A.2, severe thunderstorm
+    signed = sign_xml(alert, key, cert)
+    assert parse_cap(signed).signed
+    body, signer = verify_signature(signed, [stranger, cert])
+    assert signer == "CN=Đài KTTV tỉnh Vĩnh Phúc"
+    assert parse_cap(body).identifier == parse_cap(alert).identifier
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify_signature(signed, [stranger])
+    tampered = signed.replace(b"SEVERE THUNDERSTORM", b"ALL CLEAR, GO OUTSIDE")
+    assert tampered != signed
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify_signature(tampered, [cert])
+    with pytest.raises(SignatureError, match="no trusted"):
+        verify_signature(signed, [])

@@ -17,6 +17,7 @@ from controller.db.models import Area
 from devices.areas import Network, load_fixture
 from firmware_sim.cluster import SimConfig
 from firmware_sim.runner import load_verify_key
+from tests.capsig import make_issuer, sign_xml
 from tests.integration.harness import (
     Broker,
     SimThread,
@@ -199,13 +200,18 @@ CAP_ALERT = """<?xml version="1.0" encoding="UTF-8"?>
 
 def cap(prov: Province, ident: str, msg_type: str = "Alert", status: str = "Actual",
         refs: str = "", headline: str = "Cảnh báo bão số 3",
-        expires: datetime | None = None) -> tuple[int, dict]:  # type: ignore[type-arg]
+        expires: datetime | None = None, signer: tuple[bytes, bytes] | None = None,
+        tamper: bool = False) -> tuple[int, dict]:  # type: ignore[type-arg]
     now = datetime.now(VN).replace(microsecond=0)
     xml = CAP_ALERT.format(
         ident=ident, sent=now.isoformat(), status=status, msg_type=msg_type, headline=headline,
         expires=(expires or now + timedelta(hours=3)).isoformat(),
-        refs=f"\n  <references>{refs}</references>" if refs else "")
-    r = prov.province.post("/api/v1/cap", content=xml.encode(),
+        refs=f"\n  <references>{refs}</references>" if refs else "").encode()
+    if signer is not None:
+        xml = sign_xml(xml, *signer)
+    if tamper:
+        xml = xml.replace(b"<severity>Extreme</severity>", b"<severity>Minor</severity>")
+    r = prov.province.post("/api/v1/cap", content=xml,
                            headers={"Content-Type": "application/xml"})
     return r.status_code, r.json()
 
@@ -241,6 +247,33 @@ def test_cap_alert_airs_update_replaces_and_cancel_stops_everywhere(prov: Provin
                                params={"format": "csv"})
     assert report.status_code == 200 and report.text.startswith("area_id,name,targeted")
     assert "vn-vp-tamduong-huongdao,Hướng Đạo,15" in report.text
+
+
+def test_a_signed_cap_alert_is_verified_against_the_trusted_issuers(
+        prov: Province, tmp_path: Path) -> None:
+    key, cert = make_issuer("Đài Khí tượng Thủy văn Vĩnh Phúc")
+    pem = tmp_path / "kttv.pem"
+    pem.write_bytes(cert)
+    settings = prov.admin.app.state.runtime.settings  # type: ignore[attr-defined]
+    before = len(prov.province.get("/api/v1/broadcasts").json())
+    settings.cap_trusted_certs = [pem]
+    try:
+        status, body = cap(prov, "kttv-signed-1", status="Test", signer=(key, cert))
+        assert status == 202, body
+        assert body["signature"].startswith("verified: signed by")
+        # one changed element after signing: refused, with the reason
+        status, body = cap(prov, "kttv-signed-2", signer=(key, cert), tamper=True)
+        assert status == 422 and "signature refused" in body["detail"]
+        # signed by an issuer nobody trusts
+        status, body = cap(prov, "kttv-signed-3", signer=make_issuer("mạo danh"))
+        assert status == 422 and "does not verify" in body["detail"]
+        # an operator may require signatures: unsigned alerts are then refused
+        settings.cap_require_signature = True
+        status, body = cap(prov, "kttv-unsigned")
+        assert status == 422 and "only CAP alerts signed" in body["detail"]
+    finally:
+        settings.cap_trusted_certs, settings.cap_require_signature = [], False
+    assert len(prov.province.get("/api/v1/broadcasts").json()) == before  # nothing aired
 
 
 def test_bad_cap_is_refused_with_a_clear_error_and_nothing_plays(prov: Province) -> None:

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
@@ -17,7 +18,16 @@ from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
 from controller.api.routes.broadcasts import schedule
 from controller.api.routes.contents import _store
 from controller.api.schemas import BroadcastCreate, Targets
-from controller.cap import MAX_CAP_BYTES, CapAlert, CapError, ack_xml, map_priority, match_area, parse_cap
+from controller.cap import (
+    MAX_CAP_BYTES,
+    CapAlert,
+    CapError,
+    ack_xml,
+    map_priority,
+    match_area,
+    parse_cap,
+    verify_signature,
+)
 from controller.db.models import Area, Broadcast, Cluster, utcnow
 from controller.jurisdiction import can_see, require_cancel, require_targets
 from controller.targeting import ancestor_ids, resolve
@@ -44,6 +54,7 @@ def _ingest(body: bytes, db: SessionDep, rt: RuntimeDep, user: CurrentUser) -> t
         alert = parse_cap(body)
     except CapError as exc:
         raise HTTPException(422, f"invalid CAP 1.2: {exc}") from None
+    alert, signature = _check_signature(body, alert, rt)
     now = utcnow()
     sender = f"loa@{rt.settings.timezone}"
     if alert.msg_type in ("Ack", "Error"):
@@ -60,7 +71,7 @@ def _ingest(body: bytes, db: SessionDep, rt: RuntimeDep, user: CurrentUser) -> t
                 rt.scheduler.unplan(bc.id)
                 rt.dispatcher.cancel(db, bc)
         note = f"cancelled {len(referenced)} broadcast(s)"
-        return 200, {"identifier": alert.identifier, "msgType": "Cancel",
+        return 200, {"identifier": alert.identifier, "msgType": "Cancel", "signature": signature,
                      "cancelled": [b.id for b in referenced],
                      "ack": ack_xml(alert, sender, now, note)}
     info = next((i for i in alert.infos if i.language.lower().startswith("vi")), alert.infos[0])
@@ -83,6 +94,7 @@ def _ingest(body: bytes, db: SessionDep, rt: RuntimeDep, user: CurrentUser) -> t
     priority = map_priority(info, rt.settings.cap_priority_rules)
     if alert.status != "Actual":
         return 202, {"identifier": alert.identifier, "status": alert.status, "aired": False,
+                     "signature": signature,
                      "reason": f"status {alert.status}: validated, not aired",
                      "priority": priority, "targets": targets,
                      "ack": ack_xml(alert, sender, now, f"{alert.status}: not aired")}
@@ -115,10 +127,33 @@ def _ingest(body: bytes, db: SessionDep, rt: RuntimeDep, user: CurrentUser) -> t
                      for r in rollup)
     return 201, {"identifier": alert.identifier, "msgType": alert.msg_type,
                  "priority": priority, "broadcast_id": bc.id,
-                 "replaced": [b.id for b in referenced], "signature": (
-                     "present, not verified (send signed alerts through an authenticated "
-                     "account)" if alert.signed else None),
+                 "replaced": [b.id for b in referenced], "signature": signature,
                  "rollup": rollup, "ack": ack_xml(alert, sender, now, note)}
+
+
+def _check_signature(body: bytes, alert: CapAlert, rt: RuntimeDep) -> tuple[CapAlert, str | None]:
+    """A signature that is present must verify against a trusted issuer (422 if not); the
+    alert is then read from what the signature covers. Unsigned alerts pass unless
+    ``cap_require_signature``; the API token authenticates their sender."""
+    certs = rt.settings.cap_trusted_certs
+    if not alert.signed:
+        if rt.settings.cap_require_signature:
+            raise HTTPException(422, "this controller accepts only CAP alerts signed by a "
+                                     "trusted issuer (XML-DSig); this one is not signed")
+        return alert, None
+    if not certs:
+        if rt.settings.cap_require_signature:
+            raise HTTPException(422, "signed alert, but no trusted issuer certificates are "
+                                     "configured (LOA_CAP_TRUSTED_CERTS)")
+        return alert, "present, not verified: no trusted issuer certificates configured"
+    try:
+        pems = [Path(p).read_bytes() for p in certs]
+        verified, signer = verify_signature(body, pems)
+        return parse_cap(verified), f"verified: signed by {signer}"
+    except OSError as exc:
+        raise HTTPException(500, f"cannot read a trusted certificate: {exc}") from None
+    except CapError as exc:
+        raise HTTPException(422, f"CAP signature refused: {exc}") from None
 
 
 def _referenced(db: SessionDep, alert: CapAlert) -> list[Broadcast]:
