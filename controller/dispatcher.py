@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from nacl.signing import SigningKey
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -114,12 +114,15 @@ class Dispatcher:
         state = "missed" if occ.status == "missed" else "pending"
         error = ("controller was down past the late-start limit" if late else
                  "expired before it could start" if expired else None)
-        occ.deliveries = [Delivery(cluster_id=c, state=state, error=error, updated_at=now)
-                          for c in cluster_ids]
         if bc.status == "scheduled":
             bc.status = "active"
         db.add(occ)
         try:
+            db.flush()  # the occurrence row first: a concurrent dispatch of the slot fails here
+            if cluster_ids:  # one bulk INSERT, not an ORM object per cluster (a province: 1000s)
+                db.execute(insert(Delivery), [
+                    {"occurrence_id": occ.id, "cluster_id": c, "state": state, "error": error,
+                     "updated_at": now} for c in cluster_ids])
             db.commit()
         except IntegrityError:  # dispatched concurrently: use the other one
             db.rollback()

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -42,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="spread connects over this many seconds (default: 1 s per 500 clusters, at least 1 s)")
     p.add_argument("--control", default=None, metavar="HOST:PORT",
                    help="serve the fault-injection control channel (HTTP) here, e.g. 127.0.0.1:8700")
+    p.add_argument("--processes", type=int, default=1,
+                   help="split the clusters over N processes (one Python process handles a few "
+                        "hundred clusters' commands per second; use the cores)")
+    p.add_argument("--shard", default=None, help=argparse.SUPPRESS)  # "i/N", set by --processes
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -79,11 +84,38 @@ FAULT_HELP = "Inject or clear a fault in a running simulator.\n\nFaults and defa
     f"  {name:14} {params}" for name, params in FAULTS.items())
 
 
+def _run_shards(argv: list[str], n: int) -> int:
+    """Run ``n`` copies of this command, each simulating every n-th cluster; stop them all
+    on SIGINT/SIGTERM and return the worst exit code."""
+    rest: list[str] = []
+    args = iter(argv)
+    for a in args:  # drop --processes N / --processes=N
+        if a == "--processes":
+            next(args, None)
+        elif not a.startswith("--processes="):
+            rest.append(a)
+    children = [subprocess.Popen([sys.executable, "-m", "firmware_sim", *rest,
+                                  "--shard", f"{k}/{n}"]) for k in range(n)]
+
+    def forward(signum: int, _frame: object) -> None:
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    return max(c.wait() for c in children)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["fault"]:
         return fault_main(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.processes > 1 and args.shard is None:
+        if args.control:
+            raise SystemExit("--control works with one process; drop --processes")
+        return _run_shards(argv, args.processes)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.clusters is not None:
@@ -112,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         clusters = build_clusters(network, cfg)
+        if args.shard:
+            i, n = (int(x) for x in args.shard.split("/"))
+            clusters = clusters[i::n]
         control = None
         if args.control:
             host, _, port = args.control.rpartition(":")

@@ -41,6 +41,7 @@ from devices.messages import (
     DeliveryState,
     Link,
     PlayBody,
+    Priority,
     Power,
     RefusedEvent,
     SetHeartbeatBody,
@@ -63,7 +64,10 @@ __all__ = ["SimConfig", "SimCluster"]
 
 FIRMWARE = "loa-sim/0.2.0"
 SELF_TEST_S = 2.0
+#: an emergency due this soon after it arrives skips the `received`/`ready` reports
+IMMEDIATE = timedelta(seconds=1)
 TICK_S = 0.25
+IDLE_TICK_S = 1.0
 
 
 @dataclass(slots=True)
@@ -185,8 +189,12 @@ class SimCluster:
 
     async def _physics_loop(self) -> None:
         while True:
-            await asyncio.sleep(TICK_S)
-            events = self.physics.tick(TICK_S, self.player.current is not None)
+            p, playing = self.physics, self.player.current is not None
+            # a quiet board (no fault, link up, idle) changes slowly: tick it less often,
+            # so thousands of simulated clusters cost little CPU between broadcasts
+            dt = TICK_S if (p.faults or playing or p.link_down_for > 0) else IDLE_TICK_S
+            await asyncio.sleep(dt)
+            events = p.tick(dt, self.player.current is not None)
             if "reboot" in events:
                 self.boot = time.monotonic()
                 self._drop_link()
@@ -356,6 +364,10 @@ class SimCluster:
 
     def _emit_delivery(self, occ: Occurrence, state: DeliveryState, at: datetime,
                        reason: str | None) -> None:
+        if state in (DeliveryState.RECEIVED, DeliveryState.READY) and \
+                occ.body.priority is Priority.EMERGENCY and \
+                occ.body.start_at <= occ.received_at + IMMEDIATE:
+            return  # an emergency that starts at once: `playing` (or a failure) says it all
         ev = DeliveryEvent(
             v=1, kind="delivery", cluster_id=self.id, seq=self._next_seq(), ts=self.now(),
             command_id=occ.command_id, occurrence_id=occ.id, state=state, at=at, reason=reason,
@@ -537,7 +549,8 @@ class SimCluster:
             # the controller re-sent it (after its restart or our reconnect): say where we are
             self._emit_delivery(known, known.state, self.now(), known.failure)
             return
-        occ = Occurrence(body=body, command_id=cmd.id, expires_at=cmd.expires_at)
+        occ = Occurrence(body=body, command_id=cmd.id, expires_at=cmd.expires_at,
+                         received_at=self.now())
         if self.cancelled_unknown.pop(body.occurrence_id, None) is not None:
             occ.state = DeliveryState.CANCELLED  # its cancel overtook it
             self.player.occurrences[occ.id] = occ

@@ -14,7 +14,7 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from devices.messages import DeliveryState, PlayBody, Priority
 
@@ -40,6 +40,8 @@ class Occurrence:
     preempt: asyncio.Event = field(default_factory=asyncio.Event)
     preempted_by: str | None = None
     arrival: int = field(default_factory=lambda: next(_arrival))
+    #: when the command arrived, on the cluster's clock (set by the firmware)
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def id(self) -> str:

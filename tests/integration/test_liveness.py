@@ -55,11 +55,13 @@ def test_killed_simulator_goes_offline_within_one_and_a_half_heartbeats(
     finally:
         sim.kill()
         sim.wait()
-    sim = sim_process(broker, pub, HEARTBEAT, "--fixture", "huong-dao", log=tmp_path / "sim.log")
+    # back, this time spread over two simulator processes (each runs every other cluster)
+    sim = sim_process(broker, pub, HEARTBEAT, "--fixture", "huong-dao", "--processes", "2",
+                      log=tmp_path / "sim.log")
     try:
         wait_for(lambda: set(states(api).values()) == {"online"}, 20, "all 15 back online")
     finally:
-        sim.terminate()
+        sim.terminate()  # forwarded to both
         sim.wait(10)
     # a clean stop says offline at once
     wait_for(lambda: set(states(api).values()) == {"offline"}, 5, "offline after clean stop")
