@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from controller.alerts import AlertManager, WebhookSender
@@ -24,6 +24,10 @@ from controller.thresholds import Thresholds, effective
 from devices.messages import Birth, Death, Telemetry
 
 log = logging.getLogger(__name__)
+
+_HEARTBEAT_UPDATE = (update(Cluster.__table__).where(Cluster.__table__.c.id == bindparam("cid"))
+                     .values(last_seen=bindparam("last_seen"), last_seq=bindparam("last_seq"),
+                             telemetry=bindparam("telemetry"), firmware=bindparam("firmware")))
 
 __all__ = ["HealthTracker", "View", "UP_STATES", "CAUSE_CODES", "stored_telemetry"]
 
@@ -81,11 +85,11 @@ class HealthTracker:
         for cid in self._dirty:
             v = self.views.get(cid)
             if v is not None and v.provisioned:
-                rows.append({"id": cid, "last_seen": v.last_seen, "last_seq": v.last_seq,
+                rows.append({"cid": cid, "last_seen": v.last_seen, "last_seq": v.last_seq,
                              "telemetry": v.telemetry, "firmware": v.firmware})
         self._dirty.clear()
-        if rows:
-            db.execute(update(Cluster), rows)
+        if rows:  # one executemany of a plain UPDATE, not the ORM's bulk path per row
+            db.execute(_HEARTBEAT_UPDATE, rows)
         return len(rows)
 
     # --- thresholds ------------------------------------------------------------------------

@@ -43,6 +43,12 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Ingest"]
 
+#: write-behind of heartbeats: at least every FLUSH_MAX_S; sooner when the inbox drains,
+#: but not more often than FLUSH_MIN_S (each flush writes every cluster seen since the
+#: last, so flushing on every lull would rewrite a province's rows many times a second)
+FLUSH_MAX_S = 1.0
+FLUSH_MIN_S = 0.25
+
 
 class Ingest:
     def __init__(self, link: MqttLink, sessions: sessionmaker[Session], health: HealthTracker,
@@ -94,8 +100,9 @@ class Ingest:
                 if msgs:
                     self._apply(msgs)
                 # write-behind of heartbeats: every second, or as soon as the inbox drains
+                since = time.monotonic() - self._last_flush
                 if self.persisted < self.processed and (
-                        self.link.inbox.empty() or time.monotonic() - self._last_flush >= 1.0):
+                        since >= FLUSH_MAX_S or (self.link.inbox.empty() and since >= FLUSH_MIN_S)):
                     self._flush_heartbeats()
                 self.content.flush()
                 if time.monotonic() - self._last_sweep >= 1.0:
