@@ -427,6 +427,9 @@ class Dispatcher:
         for bc in db.scalars(select(Broadcast).where(Broadcast.status == "inbox",
                                                      Broadcast.expires_at < now)):
             bc.status, bc.decision_note = "expired", "expired in the inbox, never scheduled"
+        for bc in db.scalars(select(Broadcast).where(Broadcast.status == "pending_approval")):
+            if self.next_slot(bc, now) is None:
+                bc.status, bc.decision_note = "expired", "not approved before its start"
 
     @staticmethod
     def _complete(occ: Occurrence) -> None:

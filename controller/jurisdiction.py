@@ -24,6 +24,7 @@ ROLES = {
     "technician": "watches health and acts on clusters",
 }
 SCHEDULERS = ("admin", "leader", "officer")
+APPROVERS = ("admin", "leader")
 OPERATORS = ("admin", "leader", "technician")
 
 

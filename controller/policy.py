@@ -65,6 +65,8 @@ class Policy(BaseModel):
     max_programme_s: int | None = Field(None, ge=10, description="longest item allowed")
     volume_caps: list[VolumeCap] = Field(default_factory=list)
     programme: list[ProgrammeSlot] = Field(default_factory=_default_programme)
+    approval_required: bool = Field(
+        True, description="an officer's bulletin airs only once a leader has approved it")
 
     def volume_cap(self, local: time) -> int | None:
         caps = [c.max_pct for c in self.volume_caps if c.contains(local)]
@@ -90,6 +92,7 @@ class PolicyPatch(BaseModel):
     max_programme_s: int | None = Field(None, ge=10)
     volume_caps: list[VolumeCap] | None = None
     programme: list[ProgrammeSlot] | None = None
+    approval_required: bool | None = None
 
     @field_validator("quiet_hours", "volume_caps", "programme")
     @classmethod

@@ -174,6 +174,8 @@ class BroadcastOut(BaseModel):
     position: int | None = None
     volume_pct: int | None = None
     revision: int = 0
+    approved_by: str | None = None
+    approved_at: datetime | None = None
     decided_by: str | None = None
     decided_at: datetime | None = None
     decision_note: str | None = None

@@ -145,6 +145,9 @@ class Broadcast(Base):
     volume_pct: Mapped[int | None] = mapped_column(Integer)
     #: bumped each time the content is replaced (an update)
     revision: Mapped[int] = mapped_column(Integer, default=0)
+    #: the leader who approved it to air (an officer's bulletin waits in pending_approval)
+    approved_by: Mapped[str | None] = mapped_column(String(64))
+    approved_at: Mapped[datetime | None]
     content: Mapped[Content] = relationship()
     occurrences: Mapped[list[Occurrence]] = relationship(
         back_populates="broadcast", order_by="Occurrence.start_at")

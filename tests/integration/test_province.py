@@ -36,10 +36,11 @@ VN = ZoneInfo("Asia/Ho_Chi_Minh")
 class Province:
     admin: TestClient
     province: TestClient
-    commune: TestClient
+    commune: TestClient  # the commune's leader
     tech: TestClient
     sim: SimThread
     net: Network
+    officer: TestClient  # the commune's officer: its bulletins wait for the leader
 
 
 def login(app: object, user: str, password: str) -> TestClient:
@@ -61,8 +62,9 @@ def prov(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
         with rt.sessions() as db:  # a neighbouring commune (no clusters needed)
             db.add(Area(id=OTHER, name="Kim Long", kind="commune", parent_id="vn-vp-tamduong"))
             db.commit()
-        for user, role, area in [("tinh.vp", "officer", PROVINCE), ("xa.huongdao", "officer", COMMUNE),
-                                 ("kt.huongdao", "technician", COMMUNE)]:
+        for user, role, area in [("tinh.vp", "officer", PROVINCE), ("xa.huongdao", "leader", COMMUNE),
+                                 ("kt.huongdao", "technician", COMMUNE),
+                                 ("vt.huongdao", "officer", COMMUNE)]:
             r = admin.post("/api/v1/users", json={"username": user, "password": "secret-pass",
                                                   "role": role, "area_id": area})
             assert r.status_code == 201, r.text
@@ -72,7 +74,8 @@ def prov(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
                  20, "online")
         yield Province(admin, login(admin.app, "tinh.vp", "secret-pass"),
                        login(admin.app, "xa.huongdao", "secret-pass"),
-                       login(admin.app, "kt.huongdao", "secret-pass"), sim, net)
+                       login(admin.app, "kt.huongdao", "secret-pass"), sim, net,
+                       login(admin.app, "vt.huongdao", "secret-pass"))
         sim.stop()
 
 
@@ -496,3 +499,55 @@ def test_volume_cap_by_time_of_day(prov: Province) -> None:
         assert sim.volume_pct > 40 and sim.playback_volume(occ) == 40  # capped on the cluster
     finally:
         prov.admin.put(f"/api/v1/areas/{COMMUNE}/policy", json={"volume_caps": None})
+
+
+def test_an_officers_bulletin_airs_only_once_a_leader_approves_it(prov: Province) -> None:
+    c = tts(prov.officer, "Thông báo lịch tiêm phòng cho trẻ em.")
+    start = datetime.now(UTC) + timedelta(seconds=6)
+    r = prov.officer.post("/api/v1/broadcasts", json={
+        "content_id": c, "targets": {"areas": ["hd-v06"]}, "start_at": start.isoformat(),
+        "title": "Tiêm phòng"})
+    assert r.status_code == 201, r.text
+    b = r.json()
+    assert b["status"] == "pending_approval" and b["next_slots"] == [] and b["occurrence"] is None
+    r = prov.officer.post(f"/api/v1/broadcasts/{b['id']}/approve")
+    assert r.status_code == 403 and "only admin, leader may approve" in r.json()["detail"]
+    r = prov.commune.post(f"/api/v1/broadcasts/{b['id']}/approve")  # the leader
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "scheduled" and r.json()["approved_by"] == "xa.huongdao"
+    # after approval the officer cannot swap the content behind the leader's back
+    other = tts(prov.officer, "Nội dung chưa được duyệt.")
+    r = prov.officer.post(f"/api/v1/broadcasts/{b['id']}/update", json={"content_id": other})
+    assert r.status_code == 403 and "approved this bulletin" in r.json()["detail"]
+    final = played(prov.commune, b["id"], 1)
+    assert final["deliveries"][0]["cluster_id"] == "hd-c07"
+    sha = get(prov.officer, f"/api/v1/contents/{c}")["sha256"]
+    occ = prov.sim.by_id("hd-c07").player.occurrences[final["occurrence"]["id"]]
+    assert occ.body.content.sha256 == sha  # what the leader approved is what played
+
+    # rejected with a reason: it never airs
+    r = prov.officer.post("/api/v1/broadcasts", json={
+        "content_id": c, "targets": {"areas": ["hd-v06"]},
+        "start_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat()})
+    rid = r.json()["id"]
+    r = prov.commune.post(f"/api/v1/broadcasts/{rid}/reject", json={"reason": "sai ngày tiêm"})
+    assert r.status_code == 200 and r.json()["status"] == "rejected"
+    assert r.json()["decision_note"] == "sai ngày tiêm"
+    assert prov.commune.post(f"/api/v1/broadcasts/{rid}/approve").status_code == 409
+
+    # not approved before its start: it expires, and nothing played
+    r = prov.officer.post("/api/v1/broadcasts", json={
+        "content_id": c, "targets": {"areas": ["hd-v06"]},
+        "start_at": (datetime.now(UTC) + timedelta(seconds=2)).isoformat()})
+    late = r.json()["id"]
+    b = wait_for(lambda: (x := get(prov.officer, f"/api/v1/broadcasts/{late}"))["status"]
+                 == "expired" and x, 10, "unapproved bulletin expired")
+    assert b["occurrence"] is None and b["decision_note"] == "not approved before its start"
+    assert prov.commune.post(f"/api/v1/broadcasts/{late}/approve").status_code == 409
+
+    # an officer's emergency does not wait
+    r = prov.officer.post("/api/v1/broadcasts", json={
+        "content_id": c, "targets": {"areas": ["hd-v06"]}, "priority": "emergency",
+        "start_at": (datetime.now(UTC) + timedelta(hours=2)).isoformat()})
+    assert r.status_code == 201 and r.json()["status"] == "scheduled"
+    prov.officer.post(f"/api/v1/broadcasts/{r.json()['id']}/cancel")

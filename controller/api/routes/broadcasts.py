@@ -17,12 +17,14 @@ from controller.api.schemas import (
     BroadcastCreate,
     BroadcastOut,
     ContentUpdate,
+    Decline,
     DeliveryOut,
     OccurrenceOut,
     PositionSet,
 )
 from controller.db.models import Area, Broadcast, Cluster, Content, Occurrence, utcnow
 from controller.jurisdiction import (
+    APPROVERS,
     SCHEDULERS,
     can_see,
     describe,
@@ -38,6 +40,9 @@ from controller.referral import from_above, make_children, split_by_commune
 from controller.targeting import TargetError, resolve
 
 router = APIRouter(prefix="/broadcasts", tags=["broadcasts"])
+
+#: broadcast states nothing comes after
+FINAL = ("cancelled", "completed", "declined", "expired", "rejected")
 
 
 def _occ_out(o: Occurrence) -> OccurrenceOut:
@@ -68,7 +73,8 @@ def _out(bc: Broadcast, rt: RuntimeDep, full: bool = True) -> BroadcastOut:
         recurrence=bc.recurrence, expires_at=bc.expires_at, created_at=bc.created_at,
         created_by=bc.created_by, origin_area_id=bc.origin_area_id, parent_id=bc.parent_id,
         commune_id=bc.commune_id, position=bc.position, volume_pct=bc.volume_pct,
-        revision=bc.revision or 0, decided_by=bc.decided_by, decided_at=bc.decided_at,
+        revision=bc.revision or 0, approved_by=bc.approved_by, approved_at=bc.approved_at,
+        decided_by=bc.decided_by, decided_at=bc.decided_at,
         decision_note=bc.decision_note, children=children, next_slots=slots,
         occurrence=_occ_out(latest) if latest else None,
         deliveries=[DeliveryOut(cluster_id=d.cluster_id, state=d.state, started_at=d.started_at,
@@ -207,6 +213,10 @@ def schedule(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: Current
                    created_by=user.username, origin_area_id=user.area_id, cap_ref=cap_ref,
                    volume_pct=req.volume_pct, position=req.position,
                    commune_id=communes.pop() if len(communes) == 1 else None)
+    if needs_approval(db, user, plan):
+        bc.status = "pending_approval"  # airs once a leader approves it
+    elif req.priority != "emergency":
+        bc.approved_by, bc.approved_at = user.username, utcnow()
     children: list[Broadcast] = []
     if plan.handed_down:
         bc.status, bc.commune_id = "distributed", None
@@ -215,7 +225,9 @@ def schedule(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: Current
     db.add(bc)
     db.add_all(children)
     db.commit()
-    if plan.immediate:  # no scheduler hop: sign and publish now (the occurrence is unique anyway)
+    if bc.status == "pending_approval":
+        pass
+    elif plan.immediate:  # no scheduler hop: sign and publish now (the occurrence is unique)
         rt.dispatcher.dispatch(bc.id, bc.start_at)  # type: ignore[arg-type]
     elif plan.handed_down:
         for child in children:
@@ -225,6 +237,15 @@ def schedule(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: Current
         rt.scheduler.plan(bc)
     db.refresh(bc)
     return bc
+
+
+def needs_approval(db: SessionDep, user: CurrentUser, plan: _Plan) -> bool:
+    """An officer's own bulletin waits for a leader where the area's policy says so.
+    Emergencies do not wait, and a bulletin handed down was authorised by its issuer."""
+    if user.role != "officer" or plan.req.priority == "emergency" or plan.handed_down:
+        return False
+    areas = set(db.scalars(select(Cluster.area_id).where(Cluster.id.in_(plan.cluster_ids))))
+    return any(p.approval_required for p in area_policies(db, areas).values())
 
 
 def policy_violations(db: SessionDep, rt: RuntimeDep, cluster_ids: list[str],
@@ -325,11 +346,11 @@ def cancel(broadcast_id: str, db: SessionDep, rt: RuntimeDep, user: CurrentUser)
     bc = _mine(db, user, broadcast_id)
     require_role(user, SCHEDULERS, "cancel broadcasts")
     require_cancel(db, user, bc)
-    if bc.status in ("cancelled", "completed", "declined", "expired"):
+    if bc.status in FINAL:
         raise HTTPException(409, f"broadcast is already {bc.status}")
     for target_id in [c.id for c in bc.children] + [bc.id]:
         target = db.get(Broadcast, target_id)
-        if target is None or target.status in ("cancelled", "completed", "declined", "expired"):
+        if target is None or target.status in FINAL:
             continue
         rt.scheduler.unplan(target_id)
         for attempt in range(3):  # PostgreSQL may pick this transaction as a deadlock victim
@@ -359,8 +380,11 @@ def update_content(broadcast_id: str, req: ContentUpdate, db: SessionDep, rt: Ru
     bc = _mine(db, user, broadcast_id)
     require_role(user, SCHEDULERS, "update broadcasts")
     require_cancel(db, user, bc)  # who may cancel it may update it
-    if bc.status not in ("scheduled", "active", "distributed", "inbox"):
+    if bc.status not in ("scheduled", "active", "distributed", "inbox", "pending_approval"):
         raise HTTPException(409, f"broadcast is {bc.status}; nothing left to update")
+    if user.role == "officer" and bc.approved_by and bc.approved_by != user.username:
+        raise HTTPException(403, f"{bc.approved_by} approved this bulletin as it is; a new "
+                                 "content needs a leader (or cancel it and submit again)")
     content = db.get(Content, req.content_id)
     if content is None:
         raise HTTPException(422, f"unknown content_id {req.content_id!r}")
@@ -384,7 +408,7 @@ def update_content(broadcast_id: str, req: ContentUpdate, db: SessionDep, rt: Ru
             b.title = req.title
         if content.id == b.content_id:
             continue  # a new title only: nothing to re-send
-        if b.status in ("inbox", "distributed"):
+        if b.status in ("inbox", "distributed", "pending_approval"):
             b.content_id, b.revision = content.id, (b.revision or 0) + 1
         elif b.status in ("scheduled", "active"):
             rt.dispatcher.update_content(db, b, content)
@@ -395,7 +419,7 @@ def update_content(broadcast_id: str, req: ContentUpdate, db: SessionDep, rt: Ru
 
 def _unplayed(rt: RuntimeDep, bc: Broadcast) -> bool:
     """Is there still a slot or a cluster where ``bc`` has not played?"""
-    if bc.status == "inbox":
+    if bc.status in ("inbox", "pending_approval"):
         return True
     if bc.status not in ("scheduled", "active"):
         return False
@@ -423,5 +447,46 @@ def set_position(broadcast_id: str, req: PositionSet, db: SessionDep, rt: Runtim
     bc.position = req.position
     db.commit()
     rt.dispatcher.reflow(db, bc)  # occurrences already sent take their new places
+    db.refresh(bc)
+    return _out(bc, rt)
+
+
+@router.post("/{broadcast_id}/approve", response_model=BroadcastOut)
+def approve(broadcast_id: str, db: SessionDep, rt: RuntimeDep, user: CurrentUser) -> BroadcastOut:
+    """A leader approves an officer's bulletin; it is then planned like any other. Its
+    start must still be ahead (policy is checked again: it may have changed meanwhile)."""
+    bc = _mine(db, user, broadcast_id)
+    require_role(user, APPROVERS, "approve bulletins")
+    require_targets(db, user, bc.targets.get("areas", []), bc.targets.get("clusters", []))
+    if bc.status != "pending_approval":
+        raise HTTPException(409, f"broadcast is {bc.status}, not waiting for approval")
+    now = utcnow()
+    slot = rt.dispatcher.next_slot(bc, now)
+    if slot is None:
+        raise HTTPException(409, "its start time has passed; the officer must schedule it again")
+    ids = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", [])).cluster_ids
+    problems = policy_violations(db, rt, ids, [slot], bc.content.duration_ms / 1000,
+                                 bc.volume_pct)
+    if problems:
+        raise HTTPException(422, "refused by the broadcast policy: " + "; ".join(problems[:8]))
+    bc.status, bc.approved_by, bc.approved_at = "scheduled", user.username, now
+    db.commit()
+    rt.scheduler.plan(bc)
+    db.refresh(bc)
+    return _out(bc, rt)
+
+
+@router.post("/{broadcast_id}/reject", response_model=BroadcastOut)
+def reject(broadcast_id: str, req: Decline, db: SessionDep, rt: RuntimeDep,
+           user: CurrentUser) -> BroadcastOut:
+    """A leader sends an officer's bulletin back, with the reason; it never airs."""
+    bc = _mine(db, user, broadcast_id)
+    require_role(user, APPROVERS, "reject bulletins")
+    require_targets(db, user, bc.targets.get("areas", []), bc.targets.get("clusters", []))
+    if bc.status != "pending_approval":
+        raise HTTPException(409, f"broadcast is {bc.status}, not waiting for approval")
+    bc.status, bc.decided_by, bc.decided_at = "rejected", user.username, utcnow()
+    bc.decision_note = req.reason.strip()
+    db.commit()
     db.refresh(bc)
     return _out(bc, rt)
