@@ -29,6 +29,10 @@ def bucket_of(ts: datetime, res: str) -> datetime:
     return ts.replace(minute=0, second=0, microsecond=0)
 
 
+def _pick(f: Any, a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else f(a, b)
+
+
 @dataclass
 class _Acc:
     n: int = 0
@@ -61,6 +65,19 @@ class _Acc:
             s["state"] in ("open", "short") for s in t.get("speakers", [])))
         self.last = t
 
+    def merge(self, o: _Acc) -> None:
+        """Add another bucket's samples (a closed minute into its hour)."""
+        self.n += o.n
+        self.rssi_sum += o.rssi_sum
+        self.rssi_n += o.rssi_n
+        self.rssi_min = _pick(min, self.rssi_min, o.rssi_min)
+        self.temp_sum += o.temp_sum
+        self.temp_max = _pick(max, self.temp_max, o.temp_max)
+        self.battery_min = _pick(min, self.battery_min, o.battery_min)
+        self.on_battery += o.on_battery
+        self.faulty_max = max(self.faulty_max, o.faulty_max)
+        self.last = o.last or self.last
+
     def row(self, cluster_id: str, res: str, bucket: datetime) -> TelemetrySample:
         return TelemetrySample(
             cluster_id=cluster_id, resolution=res, bucket=bucket, n=self.n,
@@ -78,21 +95,29 @@ class TelemetryHistory:
         self._acc: dict[tuple[str, str, datetime], _Acc] = {}
 
     def add(self, cluster_id: str, at: datetime, telemetry: dict[str, Any]) -> None:
-        minute = at.astimezone(UTC).replace(second=0, microsecond=0)
-        for key in ((cluster_id, "1m", minute), (cluster_id, "1h", minute.replace(minute=0))):
-            acc = self._acc.get(key)
-            if acc is None:
-                acc = self._acc[key] = _Acc()
-            acc.add(telemetry)
+        """Into the minute's bucket only; a minute is folded into its hour when it closes."""
+        key = (cluster_id, "1m", at.astimezone(UTC).replace(second=0, microsecond=0))
+        acc = self._acc.get(key)
+        if acc is None:
+            acc = self._acc[key] = _Acc()
+        acc.add(telemetry)
 
     def flush(self, db: Session, now: datetime, force: bool = False) -> int:
-        """Write closed buckets (all with ``force``); returns rows written."""
-        done = [k for k in self._acc if force or k[2] + RESOLUTIONS[k[1]] <= now]
-        for key in done:
-            cluster_id, res, bucket = key
-            row = self._acc.pop(key).row(cluster_id, res, bucket)
-            db.merge(row)  # a bucket re-opened after a forced flush is overwritten whole
-        return len(done)
+        """Write closed buckets (all with ``force``); returns rows written. Minutes go
+        first, each folded into its hour, so an hour closing now has all its minutes."""
+        written = 0
+        for res in ("1m", "1h"):
+            done = [k for k in self._acc
+                    if k[1] == res and (force or k[2] + RESOLUTIONS[res] <= now)]
+            for key in done:
+                cluster_id, _, bucket = key
+                acc = self._acc.pop(key)
+                if res == "1m":
+                    hour = (cluster_id, "1h", bucket.replace(minute=0))
+                    self._acc.setdefault(hour, _Acc()).merge(acc)
+                db.merge(acc.row(cluster_id, res, bucket))  # re-opened after force: overwritten
+                written += 1
+        return written
 
     @staticmethod
     def prune(db: Session, now: datetime) -> None:

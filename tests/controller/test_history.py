@@ -1,0 +1,52 @@
+"""Telemetry history: minute buckets folded into hours give the hour's exact figures."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from controller.history import TelemetryHistory
+
+T0 = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)
+
+
+class Rows:
+    """Stands in for the session: keeps what flush() merges."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, datetime], Any] = {}
+
+    def merge(self, row: Any) -> None:
+        self.rows[(row.resolution, row.bucket)] = row
+
+
+def sample(i: int) -> dict[str, Any]:
+    return {"link": {"rssi_dbm": -70 - i % 13}, "amp_temp_c": 40 + (i % 7) * 1.5,
+            "power": {"source": "battery" if i % 5 == 0 else "mains", "battery_pct": 100 - i % 30},
+            "speakers": [{"index": 1, "state": "open" if i % 11 == 0 else "ok"}],
+            "volume_pct": i % 100, "clock_offset_ms": i, "storage_free_kb": 1000 - i}
+
+
+def test_hour_buckets_equal_the_samples_of_their_hour() -> None:
+    h, db = TelemetryHistory(), Rows()
+    times = [T0 + timedelta(seconds=20 * i) for i in range(2 * 180 + 30)]  # 2 h 10 min
+    for i, at in enumerate(times):
+        h.add("c1", at, sample(i))
+        if i % 9 == 0:  # flushed now and then, as the sweep does
+            h.flush(db, at)  # type: ignore[arg-type]
+    h.flush(db, times[-1] + timedelta(hours=2))  # type: ignore[arg-type]
+    for hour in (T0, T0 + timedelta(hours=1)):
+        idx = [i for i, at in enumerate(times) if hour <= at < hour + timedelta(hours=1)]
+        row = db.rows[("1h", hour)]
+        s = [sample(i) for i in idx]
+        assert row.n == len(idx) == 180
+        assert row.rssi_min == min(x["link"]["rssi_dbm"] for x in s)
+        assert row.rssi_avg == round(sum(x["link"]["rssi_dbm"] for x in s) / len(s), 1)
+        assert row.amp_temp_max == max(x["amp_temp_c"] for x in s)
+        assert row.amp_temp_avg == round(sum(x["amp_temp_c"] for x in s) / len(s), 1)
+        assert row.battery_min == min(x["power"]["battery_pct"] for x in s)
+        assert row.on_battery_ratio == round(sum(x["power"]["source"] == "battery" for x in s) / len(s), 3)
+        assert row.speakers_faulty_max == 1
+        assert row.volume_pct == s[-1]["volume_pct"]  # the hour's last sample
+    minutes = [k for k in db.rows if k[0] == "1m"]
+    assert len(minutes) == 130 and all(db.rows[k].n == 3 for k in minutes)
