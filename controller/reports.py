@@ -159,12 +159,19 @@ def check_upcoming_slots(db: Session, dispatcher: Any, health: Any, now: datetim
     by_area: dict[str | None, dict[tuple[str, str], str]] = {
         owner[len("area:"):]: {} for owner, code, _ in health.alerts.open_keys()
         if code == "slot_at_risk"}
-    for bc in db.scalars(select(Broadcast).where(Broadcast.status.in_(("scheduled", "active")))):
+    statuses = ("scheduled", "active", "pending_approval")
+    for bc in db.scalars(select(Broadcast).where(Broadcast.status.in_(statuses))):
         area = (bc.targets.get("areas") or [None])[0]
         conditions = by_area.setdefault(area, {})
         th = health.thresholds(db, area)
         slot = dispatcher.next_slot(bc, now)
         if slot is None or slot - now > timedelta(minutes=th.readiness_lead_min):
+            continue
+        if bc.status == "pending_approval":
+            local = slot.astimezone(ZoneInfo(dispatcher.settings.timezone)).strftime("%H:%M %d/%m")
+            conditions[("slot_at_risk", f"{bc.id}@{slot.isoformat()}")] = (
+                f"'{bc.title or bc.id[:8]}' at {local} is not approved yet: it will not play "
+                f"unless a leader approves it (submitted by {bc.created_by})")
             continue
         try:
             ids = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", [])).cluster_ids

@@ -545,6 +545,21 @@ def test_an_officers_bulletin_airs_only_once_a_leader_approves_it(prov: Province
     assert b["occurrence"] is None and b["decision_note"] == "not approved before its start"
     assert prov.commune.post(f"/api/v1/broadcasts/{late}/approve").status_code == 409
 
+    # one waiting near its slot is flagged to the commune before it is missed
+    r = prov.officer.post("/api/v1/broadcasts", json={
+        "content_id": c, "targets": {"areas": ["hd-v06"]}, "title": "Họp dân",
+        "start_at": (datetime.now(UTC) + timedelta(minutes=5)).isoformat()})
+    soon = r.json()["id"]
+
+    def risk() -> list[dict[str, Any]]:
+        return [a for a in get(prov.commune, "/api/v1/alerts?status=open&code=slot_at_risk")
+                if soon in (a.get("subject") or "") or "Họp dân" in a["message"]]
+
+    [alert] = wait_for(risk, 25, "a slot-at-risk alert for the unapproved bulletin")
+    assert "is not approved yet" in alert["message"] and "vt.huongdao" in alert["message"]
+    prov.commune.post(f"/api/v1/broadcasts/{soon}/reject", json={"reason": "không cần"})
+    wait_for(lambda: not risk(), 25, "the alert cleared once it was decided")
+
     # an officer's emergency does not wait
     r = prov.officer.post("/api/v1/broadcasts", json={
         "content_id": c, "targets": {"areas": ["hd-v06"]}, "priority": "emergency",
