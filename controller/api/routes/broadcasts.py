@@ -194,8 +194,7 @@ def _check_policy(db: SessionDep, rt: RuntimeDep, plan: _Plan, now: datetime) ->
     else:
         problems = policy_violations(db, rt, plan.cluster_ids, _slots(plan, plan.first, now),
                                      duration, volume)
-    if problems:
-        raise HTTPException(422, "refused by the broadcast policy: " + "; ".join(problems[:8]))
+    refuse_if(problems)
 
 
 def schedule(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: CurrentUser,
@@ -237,6 +236,12 @@ def schedule(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: Current
         rt.scheduler.plan(bc)
     db.refresh(bc)
     return bc
+
+
+def refuse_if(problems: list[str]) -> None:
+    """422 naming every rule the item breaks (the first eight), when it breaks any."""
+    if problems:
+        raise HTTPException(422, "refused by the broadcast policy: " + "; ".join(problems[:8]))
 
 
 def needs_approval(db: SessionDep, user: CurrentUser, plan: _Plan) -> bool:
@@ -400,9 +405,7 @@ def update_content(broadcast_id: str, req: ContentUpdate, db: SessionDep, rt: Ru
             slot = rt.dispatcher.next_slot(b, utcnow() - timedelta(seconds=1))
             problems = policy_violations(db, rt, ids, [slot] if slot else [],
                                          content.duration_ms / 1000, b.volume_pct)
-            if problems:
-                raise HTTPException(422, "refused by the broadcast policy: "
-                                         + "; ".join(problems[:8]))
+            refuse_if(problems)
     for b in [*bc.children, bc]:
         if req.title is not None:
             b.title = req.title
@@ -467,8 +470,7 @@ def approve(broadcast_id: str, db: SessionDep, rt: RuntimeDep, user: CurrentUser
     ids = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", [])).cluster_ids
     problems = policy_violations(db, rt, ids, [slot], bc.content.duration_ms / 1000,
                                  bc.volume_pct)
-    if problems:
-        raise HTTPException(422, "refused by the broadcast policy: " + "; ".join(problems[:8]))
+    refuse_if(problems)
     bc.status, bc.approved_by, bc.approved_at = "scheduled", user.username, now
     db.commit()
     rt.scheduler.plan(bc)

@@ -11,7 +11,7 @@ from fastapi.encoders import jsonable_encoder
 from sqlalchemy import select
 
 from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
-from controller.api.routes.broadcasts import _out, pin_recurrence, policy_violations
+from controller.api.routes.broadcasts import _out, pin_recurrence, policy_violations, refuse_if
 from controller.api.schemas import BroadcastOut, Decline, InboxDecision
 from controller.db.models import Area, Broadcast, Cluster, utcnow
 from controller.jurisdiction import SCHEDULERS, describe, require_role, scope
@@ -104,8 +104,7 @@ def accept(item_id: str, req: InboxDecision, db: SessionDep, rt: RuntimeDep,
         raise HTTPException(422, str(exc)) from None
     problems = policy_violations(db, rt, ids, slots, bc.content.duration_ms / 1000,
                                  bc.volume_pct)
-    if problems:
-        raise HTTPException(422, "refused by the broadcast policy: " + "; ".join(problems[:8]))
+    refuse_if(problems)
     bc.start_at, bc.recurrence = start, recurrence
     if req.position is not None:
         bc.position = req.position
