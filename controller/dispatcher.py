@@ -370,6 +370,9 @@ class Dispatcher:
             self.counters["delivery_unknown"] += 1
             return
         new = ev.state.value
+        if ev.revision is not None and new in ("received", "ready") and \
+                ev.revision < (d.occurrence.revision or 0):
+            return  # about the version before an update or a move: it must take the new one
         if ev.occurrence_id in self._unconfirmed_cancels and new in ("cancelled", "played",
                                                                      "failed"):
             self._unconfirmed_cancels[ev.occurrence_id][0].discard(ev.cluster_id)
@@ -384,6 +387,8 @@ class Dispatcher:
         d.state, d.updated_at = new, utcnow()
         if ev.state is DeliveryState.PLAYING and d.started_at is None:
             d.started_at = ev.at  # the first start; a resume keeps it
+        if new in ("playing", "played") and ev.revision is not None:
+            d.revision = ev.revision
         if new in ("played", "failed", "cancelled"):
             d.finished_at = ev.at
         d.error = ev.reason

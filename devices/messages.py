@@ -294,6 +294,8 @@ class DeliveryEvent(_Wire):
     state: DeliveryState
     at: UtcDatetime
     reason: str | None = Field(default=None, max_length=256)
+    #: the revision of the play this report is about (what content, which start time)
+    revision: int | None = Field(default=None, ge=0)
 
 
 class RefusedEvent(_Wire):

@@ -144,6 +144,7 @@ class DeliveryOut(BaseModel):
     finished_at: datetime | None
     error: str | None
     updated_at: datetime
+    revision: int | None = Field(None, description="the revision the cluster reported playing")
 
 
 class OccurrenceOut(BaseModel):

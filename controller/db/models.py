@@ -189,6 +189,8 @@ class Delivery(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(String(256))
+    #: the revision the cluster reported playing (proof of which content aired)
+    revision: Mapped[int | None] = mapped_column(Integer)
     occurrence: Mapped[Occurrence] = relationship(back_populates="deliveries")
 
 

@@ -371,6 +371,7 @@ class SimCluster:
         ev = DeliveryEvent(
             v=1, kind="delivery", cluster_id=self.id, seq=self._next_seq(), ts=self.now(),
             command_id=occ.command_id, occurrence_id=occ.id, state=state, at=at, reason=reason,
+            revision=occ.body.revision,
         )
         self._send(topics.cluster_event(self.id), dumps(ev))
 

@@ -465,6 +465,7 @@ def test_update_replaces_the_content_where_it_has_not_played(prov: Province) -> 
     cid = final["deliveries"][0]["cluster_id"]
     occ = prov.sim.by_id(cid).player.occurrences[final["occurrence"]["id"]]
     assert occ.body.content.sha256 == new_sha and occ.body.revision == 1
+    assert final["deliveries"][0]["revision"] == 1  # the controller's proof of what aired
     r = prov.commune.post(f"/api/v1/broadcasts/{bid}/update", json={"content_id": old})
     assert r.status_code == 409  # it has played: nothing left to replace
     # another commune's officer may not update a province bulletin

@@ -78,7 +78,8 @@ def _out(bc: Broadcast, rt: RuntimeDep, full: bool = True) -> BroadcastOut:
         decision_note=bc.decision_note, children=children, next_slots=slots,
         occurrence=_occ_out(latest) if latest else None,
         deliveries=[DeliveryOut(cluster_id=d.cluster_id, state=d.state, started_at=d.started_at,
-                                finished_at=d.finished_at, error=d.error, updated_at=d.updated_at)
+                                finished_at=d.finished_at, error=d.error, updated_at=d.updated_at,
+                                revision=d.revision)
                     for d in latest.deliveries] if latest and full else [],
         occurrences=[_occ_out(o) for o in bc.occurrences[-50:]] if full else [],
     )
