@@ -417,9 +417,11 @@ def test_priority_bulletin_goes_ahead_of_local_items_and_the_commune_reorders(
     for k in (1, 2):  # each starts after the one before it ended, with the gap
         gap = (starts[k] - ends[k - 1]).total_seconds()
         assert 1.5 <= gap <= 3.0, (k, gap)
-    # the province report counts its copy in the commune
+    # the province report counts its copy in the commune, and shows it per cluster
     report = get(prov.province, f"/api/v1/broadcasts/{pb['id']}/report")
     assert report["communes"][0]["played"] == 1
+    parent = get(prov.province, f"/api/v1/broadcasts/{pb['id']}")
+    assert [(d["cluster_id"], d["state"]) for d in parent["deliveries"]] == [("hd-c04", "played")]
 
 
 def test_priority_without_a_time_goes_into_the_next_programme_slot(prov: Province) -> None:

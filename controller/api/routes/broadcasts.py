@@ -67,6 +67,12 @@ def _out(bc: Broadcast, rt: RuntimeDep, full: bool = True) -> BroadcastOut:
     children = [{"broadcast_id": c.id, "commune_id": c.commune_id, "status": c.status,
                  "start_at": c.start_at, "decided_by": c.decided_by,
                  "decision_note": c.decision_note} for c in bc.children] if full else []
+    # per cluster: this broadcast's latest airing, or for one handed down, each commune's
+    latests = [latest] if latest else [c.occurrences[-1] for c in bc.children if c.occurrences]
+    deliveries = [DeliveryOut(cluster_id=d.cluster_id, state=d.state, started_at=d.started_at,
+                              finished_at=d.finished_at, error=d.error, updated_at=d.updated_at,
+                              revision=d.revision)
+                  for o in latests for d in o.deliveries] if full else []
     return BroadcastOut(
         id=bc.id, title=bc.title, status=bc.status, priority=bc.priority,
         content_id=bc.content_id, targets=bc.targets, start_at=bc.start_at,
@@ -77,10 +83,7 @@ def _out(bc: Broadcast, rt: RuntimeDep, full: bool = True) -> BroadcastOut:
         decided_by=bc.decided_by, decided_at=bc.decided_at,
         decision_note=bc.decision_note, children=children, next_slots=slots,
         occurrence=_occ_out(latest) if latest else None,
-        deliveries=[DeliveryOut(cluster_id=d.cluster_id, state=d.state, started_at=d.started_at,
-                                finished_at=d.finished_at, error=d.error, updated_at=d.updated_at,
-                                revision=d.revision)
-                    for d in latest.deliveries] if latest and full else [],
+        deliveries=deliveries,
         occurrences=[_occ_out(o) for o in bc.occurrences[-50:]] if full else [],
     )
 
