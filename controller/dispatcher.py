@@ -197,6 +197,7 @@ class Dispatcher:
             "volume_pct": self.settings.emergency_volume_pct if emergency else bc.volume_pct,
             "max_volume_pct": None if emergency else cap,
             "revision": occ.revision,
+            "after_preempt": bc.after_preempt or self.settings.after_preempt,
             "content": {
                 "sha256": c.sha256, "size": c.size, "chunk_size": self.content.chunk_size,
                 "chunks": self.content.chunk_count(c.size), "codec": c.codec,

@@ -70,5 +70,6 @@ def make_children(parent: Broadcast, per_commune: dict[str, dict[str, list[str]]
             status="inbox" if parent.priority == "normal" else "scheduled",
             created_by=parent.created_by, origin_area_id=parent.origin_area_id,
             parent_id=parent.id, commune_id=commune, volume_pct=parent.volume_pct,
+            after_preempt=parent.after_preempt,
             cap_ref=None))
     return out

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     emergency_lead_s: float = Field(
         1.0, ge=0.0, description="an emergency starts this soon after the call; 0 = each "
         "cluster starts as soon as it holds the content (fastest, not simultaneous)")
+    after_preempt: Literal["resume", "restart"] = Field(
+        "resume", description="what an interrupted item does once the speakers are free "
+        "(a broadcast may say otherwise)")
     programme_gap_s: float = Field(2.0, ge=0, le=60,
                                    description="silence between items in one programme")
     emergency_volume_pct: int | None = Field(100, ge=0, le=100,

@@ -160,6 +160,8 @@ class PlayBody(_Wire):
     #: a play for an occurrence the cluster already holds replaces it when its revision is
     #: higher and the item has not started (the controller updated its content)
     revision: int = Field(default=0, ge=0)
+    #: when a higher priority interrupts it: go on from where it stopped, or start over
+    after_preempt: Literal["resume", "restart"] = "resume"
 
 
 class CancelBody(_Wire):

@@ -96,6 +96,9 @@ class BroadcastCreate(BaseModel):
         "play at this volume (refused above the area's cap at that hour)"))
     position: int | None = Field(None, ge=0, le=1000, description=(
         "order among items of the same priority in one programme slot (lower first)"))
+    after_preempt: Literal["resume", "restart"] | None = Field(None, description=(
+        "when an emergency interrupts it: resume where it stopped, or start over "
+        "(default: LOA_AFTER_PREEMPT)"))
 
     @model_validator(mode="after")
     def _one_schedule(self) -> BroadcastCreate:
@@ -174,6 +177,7 @@ class BroadcastOut(BaseModel):
     commune_id: str | None = None
     position: int | None = None
     volume_pct: int | None = None
+    after_preempt: str | None = None
     revision: int = 0
     approved_by: str | None = None
     approved_at: datetime | None = None

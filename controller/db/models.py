@@ -145,6 +145,8 @@ class Broadcast(Base):
     volume_pct: Mapped[int | None] = mapped_column(Integer)
     #: bumped each time the content is replaced (an update)
     revision: Mapped[int] = mapped_column(Integer, default=0)
+    #: "resume" or "restart" when a higher priority interrupts it (None: the setting)
+    after_preempt: Mapped[str | None] = mapped_column(String(8))
     #: the leader who approved it to air (an officer's bulletin waits in pending_approval)
     approved_by: Mapped[str | None] = mapped_column(String(64))
     approved_at: Mapped[datetime | None]

@@ -2,7 +2,8 @@
 
 A higher priority takes the output from a lower one; at the top level the newest emergency
 wins, so nothing stuck can block the system. The interrupted item is reported
-``preempted`` and resumes from where it stopped (or restarts, ``resume=False``) once the
+``preempted`` and resumes from where it stopped (or restarts, when its play says
+``after_preempt: restart`` or the player has ``resume=False``) once the
 output is free, unless it expired meanwhile. Waiting items get the output highest priority
 first, then in arrival order. Times are on the cluster's own clock (``clock()``).
 """
@@ -177,7 +178,8 @@ class Player:
                 late_ms = int((started - body.start_at).total_seconds() * 1000)
                 note = f"late by {late_ms} ms" if late_ms > 1000 else None
             else:
-                note = f"resumed at {occ.position_ms / 1000:.1f} s"
+                note = (f"resumed at {occ.position_ms / 1000:.1f} s" if occ.position_ms
+                        else "restarted from the beginning")
             await self._set(occ, DeliveryState.PLAYING, note, at=started)
             remaining = (duration - occ.position_ms) / 1000
             try:
@@ -185,7 +187,8 @@ class Player:
             except TimeoutError:
                 break  # played to the end
             played = int((self._clock() - started).total_seconds() * 1000)
-            occ.position_ms = min(duration, occ.position_ms + played) if self.resume else 0
+            resume = self.resume and body.after_preempt != "restart"
+            occ.position_ms = min(duration, occ.position_ms + played) if resume else 0
             if self.current is occ:
                 self.current = None
             await self._set(occ, DeliveryState.PREEMPTED,

@@ -569,3 +569,29 @@ def test_an_officers_bulletin_airs_only_once_a_leader_approves_it(prov: Province
         "start_at": (datetime.now(UTC) + timedelta(hours=2)).isoformat()})
     assert r.status_code == 201 and r.json()["status"] == "scheduled"
     prov.officer.post(f"/api/v1/broadcasts/{r.json()['id']}/cancel")
+
+
+def test_an_item_set_to_restart_starts_over_after_an_emergency(prov: Province) -> None:
+    village, cluster = "hd-v08", "hd-c09"
+    local = tts(prov.commune, "Thông báo phải nghe trọn vẹn từ đầu đến cuối. " * 4)
+    warning = tts(prov.province, "Khẩn cấp.")
+    r = prov.commune.post("/api/v1/broadcasts", json={
+        "content_id": local, "targets": {"areas": [village]}, "after_preempt": "restart",
+        "start_at": (datetime.now(UTC) + timedelta(seconds=2)).isoformat()})
+    assert r.status_code == 201 and r.json()["after_preempt"] == "restart", r.text
+    lb = r.json()
+    wait_for(lambda: [d["state"] for d in get(prov.commune, f"/api/v1/broadcasts/{lb['id']}")
+                      ["deliveries"]] == ["playing"], 15, "local item playing")
+    time.sleep(1.5)  # part of it has played
+    eb = prov.province.post("/api/v1/broadcasts", json={
+        "content_id": warning, "targets": {"areas": [village]}, "priority": "emergency"}).json()
+    played(prov.province, eb["id"], 1)
+    final = played(prov.commune, lb["id"], 1, 60)
+    occ = prov.sim.by_id(cluster).player.occurrences[final["occurrence"]["id"]]
+    assert occ.position_ms == 0  # started over, not resumed
+    d = final["deliveries"][0]
+    span = (datetime.fromisoformat(d["finished_at"])
+            - datetime.fromisoformat(d["started_at"])).total_seconds()
+    own = get(prov.commune, f"/api/v1/contents/{local}")["duration_s"]
+    emerg = get(prov.province, f"/api/v1/contents/{warning}")["duration_s"]
+    assert span >= own + emerg + 1.2  # the 1.5 s heard before the emergency, heard again

@@ -79,6 +79,7 @@ def _out(bc: Broadcast, rt: RuntimeDep, full: bool = True) -> BroadcastOut:
         recurrence=bc.recurrence, expires_at=bc.expires_at, created_at=bc.created_at,
         created_by=bc.created_by, origin_area_id=bc.origin_area_id, parent_id=bc.parent_id,
         commune_id=bc.commune_id, position=bc.position, volume_pct=bc.volume_pct,
+        after_preempt=bc.after_preempt,
         revision=bc.revision or 0, approved_by=bc.approved_by, approved_at=bc.approved_at,
         decided_by=bc.decided_by, decided_at=bc.decided_at,
         decision_note=bc.decision_note, children=children, next_slots=slots,
@@ -215,6 +216,7 @@ def schedule(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: Current
                    recurrence=plan.recurrence, expires_at=req.expires_at, status="scheduled",
                    created_by=user.username, origin_area_id=user.area_id, cap_ref=cap_ref,
                    volume_pct=req.volume_pct, position=req.position,
+                   after_preempt=req.after_preempt,
                    commune_id=communes.pop() if len(communes) == 1 else None)
     if needs_approval(db, user, plan):
         bc.status = "pending_approval"  # airs once a leader approves it
