@@ -68,6 +68,8 @@ SELF_TEST_S = 2.0
 IMMEDIATE = timedelta(seconds=1)
 TICK_S = 0.25
 IDLE_TICK_S = 1.0
+#: how long an emergency's fetch waits for its retained chunks before requesting them
+PUSH_GRACE_S = 0.5
 
 
 @dataclass(slots=True)
@@ -568,10 +570,15 @@ class SimCluster:
         self.waiting.setdefault(sha, []).append(occ)
         if sha not in self.assemblies:
             self.assemblies[sha] = Assembly(body.content)
-            asyncio.get_running_loop().create_task(self._fetch(sha))
+            pushed = body.priority is Priority.EMERGENCY
+            asyncio.get_running_loop().create_task(self._fetch(sha, pushed))
 
-    async def _fetch(self, sha: str) -> None:
-        """Subscribe to the content's chunks, ask for them, re-ask for what is missing."""
+    async def _fetch(self, sha: str, pushed: bool = False) -> None:
+        """Subscribe to the content's chunks, ask for them, re-ask for what is missing.
+
+        An emergency's chunks are pushed retained (protocol §6), so they arrive with the
+        subscription: the first request waits PUSH_GRACE_S and then asks only for what
+        has not come, sparing the controller a request from every cluster at once."""
         asm = self.assemblies[sha]
         subscribed_bd = -1
         try:
@@ -583,6 +590,11 @@ class SimCluster:
                 if subscribed_bd != self.bd_seq:  # (re)subscribe on each connection
                     await client.subscribe(topics.content_chunks_filter(sha), qos=1)
                     subscribed_bd = self.bd_seq
+                    if pushed:
+                        pushed = False
+                        await asyncio.sleep(PUSH_GRACE_S)
+                        if sha not in self.assemblies:
+                            return  # it all came, retained
                 if asm.requests >= self.cfg.content_max_requests:
                     self._content_failed(sha, "content incomplete after retries")
                     return
