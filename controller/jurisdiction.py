@@ -15,7 +15,7 @@ from controller.db.models import Area, Broadcast, Cluster, User
 from controller.targeting import ancestor_ids, descendant_area_ids
 
 __all__ = ["ROLES", "scope", "require_role", "require_targets", "can_see", "require_cancel",
-           "describe"]
+           "describe", "visible_cluster", "within"]
 
 ROLES = {
     "admin": "manages accounts, schedules, acts on clusters",
@@ -63,6 +63,30 @@ def require_targets(db: Session, user: User, areas: list[str], clusters: list[st
             if area not in allowed:
                 raise HTTPException(403, f"{user.username} acts for {home} and cannot target "
                                          f"cluster {cid}: it is outside that area")
+
+
+def within(db: Session, user: User, areas: list[str], clusters: list[str]) -> bool:
+    """Whether every area and cluster given lies in the user's area (reads: a record about
+    anything outside it is answered as not found, so its existence does not leak)."""
+    allowed = scope(db, user)
+    if allowed is None:
+        return True
+    if any(a not in allowed for a in areas):
+        return False
+    if clusters:
+        found = db.scalars(select(Cluster.area_id).where(Cluster.id.in_(clusters))).all()
+        if any(a not in allowed for a in found):
+            return False
+    return True
+
+
+def visible_cluster(db: Session, user: User, cluster_id: str) -> Cluster:
+    """The cluster, or 404 when it does not exist or lies outside the user's area."""
+    c = db.get(Cluster, cluster_id)
+    allowed = scope(db, user)
+    if c is None or (allowed is not None and c.area_id not in allowed):
+        raise HTTPException(404, f"no cluster {cluster_id!r}")
+    return c
 
 
 def can_see(db: Session, user: User, bc: Broadcast) -> bool:

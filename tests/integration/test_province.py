@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from fastapi.testclient import TestClient
 
-from controller.db.models import Area
+from controller.db.models import Alert, Area, Cluster, utcnow
 from devices.areas import Network, load_fixture
 from firmware_sim.cluster import SimConfig
 from firmware_sim.runner import load_verify_key
@@ -104,6 +104,42 @@ def test_a_commune_officer_acts_only_in_its_commune(prov: Province) -> None:
     r = prov.commune.post("/api/v1/users", json={"username": "x.y.z", "password": "secret-pass",
                                                  "role": "officer", "area_id": COMMUNE})
     assert r.status_code == 403
+
+
+def test_nobody_reads_or_acknowledges_outside_their_area(prov: Province) -> None:
+    rt = prov.admin.app.state.runtime  # type: ignore[attr-defined]
+    with rt.sessions() as db:  # a cluster of the neighbouring commune, with an open alert
+        db.add(Cluster(id="kl-c01", name="Kim Long 1", area_id=OTHER, state="offline",
+                       state_since=utcnow()))
+        alert = Alert(cluster_id="kl-c01", area_id=OTHER, code="offline",
+                      message="kl-c01 offline", opened_at=utcnow(), last_seen_at=utcnow())
+        db.add(alert)
+        db.commit()
+        alert_id = alert.id
+    action = prov.admin.post("/api/v1/clusters/kl-c01/actions", json={"kind": "report_now"})
+    assert action.status_code == 202, action.text
+    tech = prov.tech
+    # the neighbour's cluster, its telemetry, its action and its alert do not exist for us
+    assert tech.get("/api/v1/clusters/kl-c01").status_code == 404
+    assert tech.get("/api/v1/clusters/kl-c01/telemetry").status_code == 404
+    assert tech.get(f"/api/v1/actions/{action.json()['id']}").status_code == 404
+    r = tech.post(f"/api/v1/alerts/{alert_id}/ack")
+    assert r.status_code == 404, r.text
+    assert tech.get(f"/api/v1/reports/availability?area_id={OTHER}").status_code == 404
+    # a commune account's availability report is of its own commune
+    rep = tech.get("/api/v1/reports/availability").json()
+    assert rep["area_id"] == COMMUNE
+    seen = {c["cluster_id"] for p in rep["periods"] for c in p["clusters"]}
+    assert seen == set(prov.net.clusters)
+    assert all(a["id"] != alert_id for a in tech.get("/api/v1/alerts").json())
+    # an id no database can hold is a clear 422, not a server error
+    r = tech.post(f"/api/v1/alerts/{2 ** 70}/ack")
+    assert r.status_code == 422, r.text
+    # the admin (national) can acknowledge it
+    assert prov.admin.post(f"/api/v1/alerts/{alert_id}/ack").json()["acknowledged_by"] == "admin"
+    with rt.sessions() as db:  # leave the commune's reports as they were
+        db.delete(db.get(Alert, alert_id))
+        db.commit()
 
 
 def test_province_emergency_preempts_local_programme_which_then_resumes(prov: Province) -> None:

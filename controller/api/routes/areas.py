@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from controller.api.deps import CurrentUser, SessionDep
 from controller.api.schemas import AreaOut, ClusterOut, SpeakerOut
 from controller.db.models import Area, Cluster
-from controller.jurisdiction import scope
+from controller.jurisdiction import scope, visible_cluster
 from controller.targeting import ancestor_ids
 
 router = APIRouter(tags=["areas"])
@@ -49,8 +49,4 @@ def list_clusters(db: SessionDep, user: CurrentUser, state: str | None = None,
 
 @router.get("/clusters/{cluster_id}", response_model=ClusterOut)
 def get_cluster(cluster_id: str, db: SessionDep, user: CurrentUser) -> ClusterOut:
-    c = db.get(Cluster, cluster_id)
-    allowed = scope(db, user)
-    if c is None or (allowed is not None and c.area_id not in allowed):
-        raise HTTPException(404, f"no cluster {cluster_id!r}")
-    return _cluster_out(c)
+    return _cluster_out(visible_cluster(db, user, cluster_id))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, HTTPException, Query
+from fastapi import Path as FPath
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
@@ -17,7 +18,15 @@ from controller.db.models import Action, Alert, Area, Broadcast, Cluster, utcnow
 from controller.history import RESOLUTIONS, RETENTION, TelemetryHistory
 from controller.reports import availability_report, readiness
 from controller.targeting import TargetError, resolve
-from controller.jurisdiction import OPERATORS, require_role, require_targets, scope
+from controller.jurisdiction import (
+    OPERATORS,
+    can_see,
+    require_role,
+    require_targets,
+    scope,
+    visible_cluster,
+    within,
+)
 from controller.policy import PolicyPatch, effective_policy
 from controller.targeting import ancestor_ids
 from controller.thresholds import Thresholds, ThresholdsPatch
@@ -77,21 +86,21 @@ def area_action(area_id: str, req: ActionRequest, db: SessionDep, rt: RuntimeDep
 
 
 @router.get("/actions/{action_id}")
-def get_action(action_id: str, db: SessionDep, _user: CurrentUser) -> dict[str, Any]:
+def get_action(action_id: str, db: SessionDep, user: CurrentUser) -> dict[str, Any]:
     a = db.get(Action, action_id)
-    if a is None:
+    if a is None or not within(db, user, a.targets.get("areas", []),
+                               a.targets.get("clusters", [])):
         raise HTTPException(404, f"no action {action_id!r}")
     return _action_out(a)
 
 
 @router.get("/clusters/{cluster_id}/telemetry")
-def telemetry_history(cluster_id: str, db: SessionDep, _user: CurrentUser,
+def telemetry_history(cluster_id: str, db: SessionDep, user: CurrentUser,
                       from_: AwareDatetime | None = Query(None, alias="from"),
                       to: AwareDatetime | None = None,
                       resolution: Literal["auto", "1m", "1h"] = "auto") -> dict[str, Any]:
     """Downsampled telemetry for charts: 1-minute points (48 h kept), 1-hour (90 days)."""
-    if db.get(Cluster, cluster_id) is None:
-        raise HTTPException(404, f"no cluster {cluster_id!r}")
+    visible_cluster(db, user, cluster_id)
     end = to or utcnow()
     start = from_ or end - timedelta(hours=6)
     if start >= end:
@@ -132,11 +141,24 @@ def list_alerts(db: SessionDep, user: CurrentUser,
     return [alert_dict(a) for a in db.scalars(q)]
 
 
+def _alert_visible(db: SessionDep, user: CurrentUser, a: Alert) -> bool:
+    """As GET /alerts filters: the alert's area, or its cluster's, is the user's."""
+    allowed = scope(db, user)
+    if allowed is None:
+        return True
+    if a.area_id in allowed:
+        return True
+    return a.cluster_id is not None and \
+        db.scalar(select(Cluster.area_id).where(Cluster.id == a.cluster_id)) in allowed
+
+
 @router.post("/alerts/{alert_id}/ack")
-def ack_alert(alert_id: int, db: SessionDep, rt: RuntimeDep, user: CurrentUser) -> dict[str, Any]:
+def ack_alert(alert_id: Annotated[int, FPath(ge=1, le=2**63 - 1)], db: SessionDep,
+              rt: RuntimeDep, user: CurrentUser) -> dict[str, Any]:
     a = db.get(Alert, alert_id)
-    if a is None:
+    if a is None or not _alert_visible(db, user, a):
         raise HTTPException(404, f"no alert {alert_id}")
+    require_role(user, OPERATORS, "acknowledge alerts")
     if a.resolved_at is not None:
         raise HTTPException(409, "the alert is already resolved")
     if a.acknowledged_at is None:
@@ -173,7 +195,7 @@ def put_thresholds(area_id: str, patch: ThresholdsPatch, db: SessionDep, rt: Run
 
 
 @router.get("/reports/availability")
-def availability(db: SessionDep, rt: RuntimeDep, _user: CurrentUser,
+def availability(db: SessionDep, rt: RuntimeDep, user: CurrentUser,
                  area_id: str | None = None,
                  from_: AwareDatetime | None = Query(None, alias="from"),
                  to: AwareDatetime | None = None,
@@ -189,17 +211,20 @@ def availability(db: SessionDep, rt: RuntimeDep, _user: CurrentUser,
         raise HTTPException(422, "from must be before to")
     if end - from_ > timedelta(days=400):
         raise HTTPException(422, "at most 400 days per report")
-    if area_id is not None and db.get(Area, area_id) is None:
+    if area_id is None:
+        area_id = user.area_id  # an account's report is of its own area
+    if area_id is not None and (db.get(Area, area_id) is None or
+                                not within(db, user, [area_id], [])):
         raise HTTPException(404, f"no area {area_id!r}")
     return availability_report(db, area_id, from_, end, granularity, zone)
 
 
 @router.get("/broadcasts/{broadcast_id}/readiness")
 def broadcast_readiness(broadcast_id: str, db: SessionDep, rt: RuntimeDep,
-                        _user: CurrentUser) -> dict[str, Any]:
+                        user: CurrentUser) -> dict[str, Any]:
     """Which targeted clusters will not play the next slot, and why."""
     bc = db.get(Broadcast, broadcast_id)
-    if bc is None:
+    if bc is None or not can_see(db, user, bc):
         raise HTTPException(404, f"no broadcast {broadcast_id!r}")
     slot = rt.dispatcher.next_slot(bc, utcnow())
     ids = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", [])).cluster_ids
