@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import subprocess
 import tempfile
 import warnings
@@ -203,6 +204,10 @@ def _loudnorm(seg: AudioSegment, s: AudioSettings) -> AudioSegment:
     linear gain reaches the target instead of stopping short at the true-peak ceiling."""
     pcm = seg.raw_data
     m = measure_loudness(pcm)
+    if not math.isfinite(m["input_i"]):
+        # under 400 ms of sound (a one-syllable TTS text): R128's gate has no block to
+        # measure, so loudnorm cannot be told a gain. Bring the peak to the ceiling instead.
+        return seg.apply_gain(s.true_peak_db - seg.max_dBFS)
     gain = s.target_lufs - m["input_i"]
     if m["input_tp"] + gain > s.true_peak_db:
         limit_db = max(-24.0, s.true_peak_db - gain - 1.0)

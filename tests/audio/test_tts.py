@@ -41,3 +41,13 @@ def test_unknown_voice_and_speed_are_refused() -> None:
         EspeakNg().synthesize("xin chào", voice="klingon")
     with pytest.raises(TTSError):
         EspeakNg().synthesize("xin chào", speed=9)
+
+
+def test_a_word_too_short_for_r128_gating_is_still_prepared() -> None:
+    """Under 400 ms of sound gives loudnorm no block to measure (integrated loudness
+    -inf); found by fuzzing the API, where it was a 500. It plays, peaking at the ceiling."""
+    settings = AudioSettings(chime_before=False, chime_after=False)
+    p = prepare_segment(EspeakNg().synthesize(",\x1f\x9fuP", speed=1.44), settings)
+    seg = decode(p.data)[0]
+    assert len(seg) > 100
+    assert settings.true_peak_db - 3.0 <= seg.max_dBFS <= settings.true_peak_db + 0.5
