@@ -84,17 +84,18 @@ def cmd_sim(argv: list[str]) -> int:
 
 
 @contextlib.asynccontextmanager
-async def _broker_if_needed() -> AsyncIterator[str]:
+async def _broker_if_needed() -> AsyncIterator[tuple[str, bool]]:
+    """The broker's URL, and whether it is the embedded one (amqtt: MQTT 3.1.1 only)."""
     url = os.environ.get("LOA_MQTT_URL")
     if url:
-        yield url
+        yield url, False
         return
     from controller.broker import EmbeddedBroker, free_port, port_free
 
     broker = EmbeddedBroker(port=1883 if port_free(1883) else free_port())
     await broker.start()
     try:
-        yield broker.url
+        yield broker.url, True
     finally:
         await broker.stop()
 
@@ -106,7 +107,7 @@ async def _demo(args: argparse.Namespace) -> None:
     from controller.seed import register_network
     from devices.areas import load_fixture
 
-    async with _broker_if_needed() as mqtt_url:
+    async with _broker_if_needed() as (mqtt_url, embedded):
         os.environ["LOA_MQTT_URL"] = mqtt_url
         settings = Settings(mqtt_url=mqtt_url)
         runtime = Runtime.build(settings)
@@ -118,7 +119,9 @@ async def _demo(args: argparse.Namespace) -> None:
         sim = subprocess.Popen(
             [sys.executable, "-m", "firmware_sim", "--fixture", "huong-dao", "--mqtt", mqtt_url,
              "--pubkey", str(public_key_path(settings.data_dir)),
-             "--heartbeat", str(args.heartbeat), "--control", "127.0.0.1:8700"],
+             "--heartbeat", str(args.heartbeat), "--control", "127.0.0.1:8700",
+             # amqtt refuses MQTT 5 connects: say so rather than have every cluster probe
+             "--mqtt-protocol", "3.1.1" if embedded else "auto"],
         )
         url = f"http://127.0.0.1:{args.port}"
         password = runtime.generated_admin_password or settings.admin_password

@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clusters-per-commune", type=int, default=15)
     p.add_argument("--mqtt", default=os.environ.get("LOA_MQTT_URL", "mqtt://127.0.0.1:1883"),
                    help="broker URL (default: $LOA_MQTT_URL)")
+    p.add_argument("--mqtt-protocol", choices=("auto", "5", "3.1.1"), default="auto",
+                   help="MQTT version; auto tries 5 (a clean simulated power cut needs it) and "
+                        "falls back to 3.1.1 on a broker that refuses it")
     p.add_argument("--pubkey", type=Path, default=None,
                    help="controller public key file (default: $LOA_DATA_DIR/controller_ed25519.pub)")
     p.add_argument("--heartbeat", type=float, default=float(os.environ.get("LOA_SIM_HEARTBEAT", 30)))
@@ -131,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(the controller writes it on first start)")
     cfg = SimConfig(host=url.hostname or "127.0.0.1", port=url.port or 1883,
                     keys=[load_verify_key(pubkey)], heartbeat_s=args.heartbeat,
-                    record_dir=args.record_dir, seed=args.seed)
+                    record_dir=args.record_dir, seed=args.seed,
+                    protocol=args.mqtt_protocol)
     # jittered connects: a province-wide power return must not be a thundering herd
     spread = (args.connect_spread if args.connect_spread is not None
               else max(1.0, len(network.clusters) / 500))
