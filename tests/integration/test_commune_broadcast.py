@@ -113,6 +113,25 @@ def test_whole_commune_plays_together_with_proof(commune: Commune) -> None:
     assert sorted(files) == sorted(commune.net.clusters)
     for path in files.values():  # what each cluster played is exactly the content sent
         assert hashlib.sha256(path.read_bytes()).hexdigest() == content["sha256"]
+    # the officer's proof, per village: all 14 played, with the times they were heard
+    r = commune.api.get(f"/api/v1/broadcasts/{b['id']}/report?by=village")
+    assert r.status_code == 200, r.text
+    villages = r.json()["villages"]
+    assert sorted(v["area_id"] for v in villages) == sorted(
+        {c.area_id for c in commune.net.clusters.values()})
+    assert len(villages) == 14
+    assert all(v["played"] == v["targeted"] == v["deliveries"] and v["ratio"] == 1.0
+               for v in villages), villages
+    by_id = {v["area_id"]: v for v in villages}
+    assert by_id["hd-v01"]["targeted"] == 2  # the village with two clusters
+    first = min(datetime.fromisoformat(v["first_started_at"]) for v in villages)
+    assert abs((first - min(starts)).total_seconds()) < 0.002
+    csv_text = commune.api.get(f"/api/v1/broadcasts/{b['id']}/report?by=village&format=csv").text
+    assert csv_text.count("\n") == 15 and "first_started_at" in csv_text.splitlines()[0]
+    row = next(line for line in csv_text.splitlines() if line.startswith("hd-v01,"))
+    local = datetime.fromisoformat(by_id["hd-v01"]["first_started_at"]).astimezone(
+        ZoneInfo("Asia/Ho_Chi_Minh")).strftime("%Y-%m-%d %H:%M:%S")
+    assert f",{local}" in row and "+07:00" in row  # the officer's own clock, not UTC
 
 
 def test_one_village_plays_there_and_nowhere_else(commune: Commune) -> None:

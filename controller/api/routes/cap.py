@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from zoneinfo import ZoneInfo
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -29,7 +30,8 @@ from controller.cap import (
     verify_signature,
 )
 from controller.db.models import Area, Broadcast, Cluster, utcnow
-from controller.jurisdiction import can_see, require_cancel, require_targets
+from devices.messages import iso
+from controller.jurisdiction import can_see, require_cancel, require_targets, scope
 from controller.targeting import ancestor_ids, resolve
 
 router = APIRouter(tags=["cap", "reports"])
@@ -178,41 +180,59 @@ def _commune_of(db: SessionDep, area_id: str | None, cache: dict[str, str]) -> s
     return cache[area_id]
 
 
-def _rollup(db: SessionDep, bc: Broadcast) -> list[dict[str, Any]]:
-    """Per commune: clusters targeted and how they fared (all occurrences). A bulletin
-    handed down counts its communes' copies, and says what each commune decided."""
+def _rollup(db: SessionDep, bc: Broadcast, by: str = "commune",
+            within: set[str] | None = None) -> list[dict[str, Any]]:
+    """Per commune (or per village, ``by="village"``: each cluster's own area): clusters
+    targeted and how they fared over all occurrences, with the first start and last end
+    heard (proof of play). ``ratio`` is played deliveries over deliveries, so a recurring
+    broadcast's ten slots count ten times. A bulletin handed down counts its communes'
+    copies, and says what each commune decided. ``within``: only clusters in these areas."""
     ids = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", [])).cluster_ids
-    clusters = {c.id: c for c in db.scalars(select(Cluster).where(Cluster.id.in_(ids)))}
+    clusters = {c.id: c for c in db.scalars(select(Cluster).where(Cluster.id.in_(ids)))
+                if within is None or c.area_id in within}
     cache: dict[str, str] = {}
+
+    def key(c: Cluster) -> str:
+        return (c.area_id or "?") if by == "village" else _commune_of(db, c.area_id, cache)
+
     rows: dict[str, dict[str, Any]] = {}
     duration = bc.content.duration_ms / 1000
     for cid in ids:
-        c = clusters[cid]
-        commune = _commune_of(db, c.area_id, cache)
-        r = rows.setdefault(commune, {
-            "area_id": commune, "name": db.get(Area, commune).name if db.get(Area, commune) else commune,  # type: ignore[union-attr]
-            "targeted": 0, "online": 0, "played": 0, "failed": 0, "unreachable": 0,
-            "play_time_s": 0.0, "requested_s": 0.0})
+        c = clusters.get(cid)
+        if c is None:
+            continue
+        k = key(c)
+        area = db.get(Area, k)
+        r = rows.setdefault(k, {
+            "area_id": k, "name": area.name if area else k,
+            "targeted": 0, "online": 0, "deliveries": 0, "played": 0, "failed": 0,
+            "unreachable": 0, "play_time_s": 0.0, "requested_s": 0.0,
+            "first_started_at": None, "last_finished_at": None})
         r["targeted"] += 1
         r["online"] += c.state in ("online", "degraded")
-    for child in bc.children:
-        r = rows.get(child.commune_id or "")
-        if r is not None:
-            r["decision"] = child.status
-            r["decided_by"] = child.decided_by
-            r["note"] = child.decision_note
+    if by == "commune":
+        for child in bc.children:
+            r = rows.get(child.commune_id or "")
+            if r is not None:
+                r["decision"] = child.status
+                r["decided_by"] = child.decided_by
+                r["note"] = child.decision_note
     occurrences = [o for b in [bc, *bc.children] for o in b.occurrences]
     for occ in occurrences:
         for d in occ.deliveries:
             c = clusters.get(d.cluster_id)
             if c is None:
                 continue
-            r = rows[_commune_of(db, c.area_id, cache)]
+            r = rows[key(c)]
+            r["deliveries"] += 1
             r["requested_s"] += duration
             if d.state == "played":
                 r["played"] += 1
                 if d.started_at and d.finished_at:
                     r["play_time_s"] += (d.finished_at - d.started_at).total_seconds()
+                    first, last = r["first_started_at"], r["last_finished_at"]
+                    r["first_started_at"] = min(first, d.started_at) if first else d.started_at
+                    r["last_finished_at"] = max(last, d.finished_at) if last else d.finished_at
             elif d.state == "failed":
                 r["failed"] += 1
             elif d.state == "missed":
@@ -220,28 +240,41 @@ def _rollup(db: SessionDep, bc: Broadcast) -> list[dict[str, Any]]:
     for r in rows.values():
         r["play_time_s"] = round(r["play_time_s"], 1)
         r["requested_s"] = round(r["requested_s"], 1)
-        r["ratio"] = round(r["played"] / r["targeted"], 4) if r["targeted"] else None
+        r["ratio"] = round(r["played"] / r["deliveries"], 4) if r["deliveries"] else None
+        for f in ("first_started_at", "last_finished_at"):
+            if r[f] is not None:
+                r[f] = iso(r[f])
     return sorted(rows.values(), key=lambda r: r["area_id"])
 
 
 @router.get("/broadcasts/{broadcast_id}/report")
-def broadcast_report(broadcast_id: str, db: SessionDep, user: CurrentUser,
-                     format: str = "json") -> Response:
-    """Report upward per commune: targeted, played, failed, unreachable, play time vs
-    requested duration, ratio. ``?format=csv`` for a spreadsheet."""
+def broadcast_report(broadcast_id: str, db: SessionDep, rt: RuntimeDep, user: CurrentUser,
+                     format: Literal["json", "csv"] = "json",
+                     by: Literal["commune", "village"] = "commune") -> Response:
+    """Report upward per commune (``?by=village``: per village, the proof that it played
+    in each): targeted, played, failed, unreachable, play time vs requested duration,
+    ratio, first start and last end heard. ``?format=csv`` for a spreadsheet, its times in
+    the controller's time zone. An account with an area sees the rows of its own area only."""
     bc = db.get(Broadcast, broadcast_id)
     if bc is None or not can_see(db, user, bc):
         raise HTTPException(404, f"no broadcast {broadcast_id!r} in your area")
-    rows = _rollup(db, bc)
+    rows = _rollup(db, bc, by, scope(db, user))
     if format == "csv":
         buf = io.StringIO()
-        fields = ["area_id", "name", "targeted", "online", "played", "failed", "unreachable",
-                  "play_time_s", "requested_s", "ratio", "decision", "decided_by", "note"]
+        fields = ["area_id", "name", "targeted", "online", "deliveries", "played", "failed",
+                  "unreachable", "play_time_s", "requested_s", "ratio", "first_started_at",
+                  "last_finished_at", "decision", "decided_by", "note"]
         w = csv.DictWriter(buf, fieldnames=fields, restval="")
         w.writeheader()
-        w.writerows(rows)
+        zone = ZoneInfo(rt.settings.timezone)
+        for r in rows:
+            for f in ("first_started_at", "last_finished_at"):
+                if r[f]:  # local wall time, to the second, as an officer files it
+                    r[f] = datetime.fromisoformat(r[f]).astimezone(zone).isoformat(
+                        sep=" ", timespec="seconds")
+            w.writerow(r)
         return Response(buf.getvalue(), media_type="text/csv; charset=utf-8", headers={
-            "Content-Disposition": f'attachment; filename="broadcast-{bc.id}.csv"'})
+            "Content-Disposition": f'attachment; filename="broadcast-{bc.id}-{by}.csv"'})
     return Response(json.dumps({"broadcast_id": bc.id, "title": bc.title, "priority": bc.priority,
-                                "communes": rows}, ensure_ascii=False),
+                                "by": by, f"{by}s": rows}, ensure_ascii=False),
                     media_type="application/json")
