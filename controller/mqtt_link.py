@@ -25,7 +25,7 @@ from devices.messages import ControllerStatus, dumps, now_utc
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Inbound", "MqttLink"]
+__all__ = ["BufferedClient", "Inbound", "MqttLink"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,44 @@ class Inbound:
     topic: str
     payload: bytes
     received: float  # time.time()
+
+
+class BufferedClient(mqtt.Client):
+    """paho's client, reading the socket 64 KiB at a time.
+
+    Stock paho reads each packet with three or four ``recv`` calls (command byte, length
+    bytes one by one, then the rest) and one ``select`` per packet. Each call releases the
+    GIL, and the ingest thread is waiting for it: at thousands of heartbeats a second the
+    two threads spend more time handing the GIL back and forth than working (the heartbeat
+    benchmark runs ~1.5x faster with this). Here ``recv`` fills a buffer that paho's own
+    parser consumes, and ``loop_read`` keeps parsing while buffered bytes remain (the socket
+    would not select readable for them). Relies on paho 2.x's ``_sock_recv`` (pinned <3).
+    """
+
+    _rbuf: bytes = b""
+    _rpos: int = 0
+    _rsock: object = None
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._sock is not self._rsock:  # a new connection: nothing carries over
+            self._rsock, self._rbuf, self._rpos = self._sock, b"", 0
+        if self._rpos >= len(self._rbuf):
+            data = super()._sock_recv(65536)  # b"" (closed) and exceptions go to paho as is
+            if len(data) <= bufsize:
+                self._rbuf, self._rpos = b"", 0
+                return data
+            self._rbuf, self._rpos = data, 0
+        pos = self._rpos
+        out = self._rbuf[pos:pos + bufsize]
+        self._rpos = pos + len(out)
+        return out
+
+    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        while rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None and \
+                self._sock is self._rsock and self._rpos < len(self._rbuf):
+            rc = super().loop_read(max_packets)
+        return rc
 
 
 class MqttLink:
@@ -44,7 +82,7 @@ class MqttLink:
         self.counters: Counter[str] = Counter()
         self.connected = threading.Event()
         self._on_connect_hooks: list[Callable[[], None]] = []
-        self._client = mqtt.Client(
+        self._client = BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or f"loa-controller-{uuid.uuid4().hex[:8]}",
             protocol=mqtt.MQTTv311, clean_session=True,
