@@ -9,8 +9,8 @@ is set to its minimum so the figure measures delivery, not a configured delay.
 from __future__ import annotations
 
 import argparse
-import cProfile
 import asyncio
+import cProfile
 import logging
 import os
 import subprocess

@@ -75,8 +75,8 @@ def within(db: Session, user: User, areas: list[str], clusters: list[str]) -> bo
         return False
     if clusters:
         found = db.scalars(select(Cluster.area_id).where(Cluster.id.in_(clusters))).all()
-        if any(a not in allowed for a in found):
-            return False
+        if len(found) < len(set(clusters)) or any(a not in allowed for a in found):
+            return False  # an unknown cluster is nobody's but the country's
     return True
 
 

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+from nacl.signing import VerifyKey
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
-from nacl.signing import VerifyKey
 
 from devices import topics
 from devices.areas import Cluster
@@ -41,8 +41,8 @@ from devices.messages import (
     DeliveryState,
     Link,
     PlayBody,
-    Priority,
     Power,
+    Priority,
     RefusedEvent,
     SetHeartbeatBody,
     SetSpeakerBody,

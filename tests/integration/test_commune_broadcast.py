@@ -16,20 +16,20 @@ from zoneinfo import ZoneInfo
 import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
+from firmware_sim.cluster import SimConfig
+from firmware_sim.runner import load_verify_key
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
 
 from controller.db.models import Broadcast, Content, ContentBlob
 from devices.areas import Network, load_fixture
 from devices.messages import RefusalReason
-from firmware_sim.cluster import SimConfig
-from firmware_sim.runner import load_verify_key
 from tests.integration.harness import (
     Broker,
     SimThread,
+    make_settings,
     running_controller,
     seed,
-    make_settings,
     wait_for,
 )
 

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
+from firmware_sim.cluster import SimConfig
+from firmware_sim.runner import load_verify_key
 
 from controller.db.models import Alert, Area, Cluster, utcnow
 from devices.areas import Network, load_fixture
-from firmware_sim.cluster import SimConfig
-from firmware_sim.runner import load_verify_key
 from tests.capsig import make_issuer, sign_xml
 from tests.integration.harness import (
     Broker,

@@ -7,8 +7,8 @@ import io
 import json
 from datetime import datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -30,9 +30,9 @@ from controller.cap import (
     verify_signature,
 )
 from controller.db.models import Area, Broadcast, Cluster, utcnow
-from devices.messages import iso
 from controller.jurisdiction import can_see, require_cancel, require_targets, scope
 from controller.targeting import ancestor_ids, resolve
+from devices.messages import iso
 
 router = APIRouter(tags=["cap", "reports"])
 

@@ -16,8 +16,6 @@ from controller.alerts import alert_dict
 from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
 from controller.db.models import Action, Alert, Area, Broadcast, Cluster, utcnow
 from controller.history import RESOLUTIONS, RETENTION, TelemetryHistory
-from controller.reports import availability_report, readiness
-from controller.targeting import TargetError, resolve
 from controller.jurisdiction import (
     OPERATORS,
     can_see,
@@ -28,7 +26,8 @@ from controller.jurisdiction import (
     within,
 )
 from controller.policy import PolicyPatch, effective_policy
-from controller.targeting import ancestor_ids
+from controller.reports import availability_report, readiness
+from controller.targeting import TargetError, ancestor_ids, resolve
 from controller.thresholds import Thresholds, ThresholdsPatch
 
 router = APIRouter(tags=["health"])
@@ -143,13 +142,10 @@ def list_alerts(db: SessionDep, user: CurrentUser,
 
 def _alert_visible(db: SessionDep, user: CurrentUser, a: Alert) -> bool:
     """As GET /alerts filters: the alert's area, or its cluster's, is the user's."""
-    allowed = scope(db, user)
-    if allowed is None:
+    if user.area_id is None:
         return True
-    if a.area_id in allowed:
-        return True
-    return a.cluster_id is not None and \
-        db.scalar(select(Cluster.area_id).where(Cluster.id == a.cluster_id)) in allowed
+    return (a.area_id is not None and within(db, user, [a.area_id], [])) or \
+        (a.cluster_id is not None and within(db, user, [], [a.cluster_id]))
 
 
 @router.post("/alerts/{alert_id}/ack")
