@@ -7,7 +7,9 @@ Content already in a cluster's cache is never requested, so it is never sent aga
 For an emergency the controller does not wait to be asked: :meth:`push` publishes the chunks
 *retained* just before the command, so a cluster that subscribes on receiving the command
 gets them from the broker at once, with no request round trip. They are cleared (empty
-retained payloads) once the emergency is over.
+retained payloads) once the emergency is over. Right after the command, :meth:`push_to_areas`
+also publishes them on the content topic of each area the command went to, to which every
+cluster beneath is subscribed already: most clusters then need no subscription at all.
 """
 
 from __future__ import annotations
@@ -58,6 +60,19 @@ class ContentServer:
         with self._lock:
             old = self._retained.get(sha, (n, 0.0))[1]
             self._retained[sha] = (n, max(old, time.monotonic() + keep_s))
+        self.chunks_sent += sent
+        return sent
+
+    def push_to_areas(self, sha: str, area_ids: tuple[str, ...] | list[str]) -> int:
+        """Publish every chunk of ``sha`` once on each area's content topic (not retained:
+        a cluster that misses it fetches from the retained copy)."""
+        data = self._get(sha) if area_ids else None
+        if data is None:
+            return 0
+        n = self.chunk_count(len(data))
+        sent = sum(self._publish(topics.area_content_chunk(a, sha, i),
+                                 data[i * self.chunk_size:(i + 1) * self.chunk_size], 1, False)
+                   for a in area_ids for i in range(n))
         self.chunks_sent += sent
         return sent
 

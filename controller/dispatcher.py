@@ -218,6 +218,8 @@ class Dispatcher:
         ok = True
         for topic in resolved.topics:
             ok &= self._publish_command("play", topic, body, expires, occ.id)
+        if bc.priority == "emergency":  # and straight after it, to the areas' clusters
+            self.content.push_to_areas((occ.content or bc.content).sha256, resolved.areas)
         now = utcnow()
         if ok:
             # conditional updates: reports may already have moved a delivery past "sent"

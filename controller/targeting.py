@@ -25,6 +25,8 @@ class TargetError(ValueError):
 class Resolved:
     cluster_ids: list[str]
     topics: list[str]
+    #: the areas whose command topics are in ``topics`` (none beneath another)
+    areas: tuple[str, ...] = ()
 
 
 def descendant_area_ids(db: Session, roots: Iterable[str]) -> set[str]:
@@ -69,4 +71,5 @@ def resolve(db: Session, area_ids: list[str], cluster_ids: list[str]) -> Resolve
     if not clusters:
         raise TargetError("the targets contain no clusters")
     return Resolved(sorted(clusters),
-                    [topics.area_cmd(a) for a in top_areas] + [topics.cluster_cmd(c) for c in extra])
+                    [topics.area_cmd(a) for a in top_areas] + [topics.cluster_cmd(c) for c in extra],
+                    tuple(top_areas))

@@ -30,6 +30,8 @@ __all__ = [
     "CLUSTER_TELEMETRY_ALL",
     "CLUSTER_EVENT_ALL",
     "InvalidId",
+    "area_content_chunk",
+    "area_content_filter",
     "valid_id",
     "check_id",
     "area_cmd",
@@ -87,6 +89,16 @@ def content_chunks_filter(sha256: str) -> str:
     return f"{ROOT}/content/{_check_sha(sha256)}/+"
 
 
+def area_content_chunk(area_id: str, sha256: str, index: int) -> str:
+    """An emergency's chunk pushed to every cluster beneath ``area_id`` (protocol §6)."""
+    return f"{ROOT}/area/{check_id(area_id)}/content/{_check_sha(sha256)}/{int(index)}"
+
+
+def area_content_filter(area_id: str) -> str:
+    """What a cluster subscribes to, for each of its areas, to receive pushed chunks."""
+    return f"{ROOT}/area/{check_id(area_id)}/content/+/+"
+
+
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -115,10 +127,15 @@ def parse_cluster_topic(topic: str) -> ClusterTopic | None:
 
 
 def parse_content_topic(topic: str) -> tuple[str, int] | None:
-    """Parse ``loa/v1/content/{sha256}/{index}``; None when it is not one."""
+    """Parse ``loa/v1/content/{sha256}/{index}`` or an area's pushed chunk
+    ``loa/v1/area/{id}/content/{sha256}/{index}``; None when it is neither."""
     parts = topic.split("/")
-    if len(parts) != 5 or f"{parts[0]}/{parts[1]}" != ROOT or parts[2] != "content":
+    if len(parts) < 5 or f"{parts[0]}/{parts[1]}" != ROOT:
         return None
-    if not _SHA_RE.match(parts[3]) or not parts[4].isdigit():
+    if len(parts) == 7 and parts[2] == "area" and valid_id(parts[3]) and parts[4] == "content":
+        parts = parts[:2] + parts[4:]
+    if len(parts) != 5 or parts[2] != "content":
+        return None
+    if not _SHA_RE.match(parts[3]) or not parts[4].isdigit() or len(parts[4]) > 6:
         return None
     return parts[3], int(parts[4])

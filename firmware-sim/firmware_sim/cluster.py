@@ -105,6 +105,7 @@ class SimCluster:
         self.verifier = CommandVerifier(cfg.keys)
         self.cached: set[str] = set()
         self.assemblies: dict[str, Assembly] = {}
+        self._content_subs: set[str] = set()  # content topics subscribed to (to undo)
         self.waiting: dict[str, list[Occurrence]] = {}
         self.player = Player(self.now, self._report_delivery, self._record)
         self.bd_seq = 0
@@ -256,7 +257,9 @@ class SimCluster:
         self._client = client
         subs = [(topics.cluster_cmd(self.id), 1), (topics.CONTROLLER_STATUS, 1)]
         subs += [(topics.area_cmd(a), 1) for a in self.area_path]
+        subs += [(topics.area_content_filter(a), 1) for a in self.area_path]
         subs += [(topics.content_chunks_filter(s), 1) for s in self.assemblies]
+        self._content_subs.update(self.assemblies)
         await client.subscribe(subs)
         await self._publish_birth()
         self.connected.set()
@@ -576,11 +579,18 @@ class SimCluster:
     async def _fetch(self, sha: str, pushed: bool = False) -> None:
         """Subscribe to the content's chunks, ask for them, re-ask for what is missing.
 
-        An emergency's chunks are pushed retained (protocol §6), so they arrive with the
-        subscription: the first request waits PUSH_GRACE_S and then asks only for what
-        has not come, sparing the controller a request from every cluster at once."""
+        An emergency's chunks are pushed (protocol §6): right after the command on the
+        content topic of the area it was sent to, which this cluster is subscribed to
+        already, and retained on the content topic. So an emergency first waits
+        PUSH_GRACE_S for the push; only what has not come by then is fetched, and the
+        request asks only for what is missing, sparing the controller a request from
+        every cluster at once."""
         asm = self.assemblies[sha]
         subscribed_bd = -1
+        if pushed:
+            await asyncio.sleep(PUSH_GRACE_S)
+            if sha not in self.assemblies:
+                return  # it all came with the push
         try:
             while sha in self.assemblies:
                 await self.connected.wait()
@@ -588,13 +598,14 @@ class SimCluster:
                 if client is None:
                     continue
                 if subscribed_bd != self.bd_seq:  # (re)subscribe on each connection
+                    self._content_subs.add(sha)
                     await client.subscribe(topics.content_chunks_filter(sha), qos=1)
                     subscribed_bd = self.bd_seq
-                    if pushed:
+                    if pushed:  # retained chunks come with the subscription: let them
                         pushed = False
                         await asyncio.sleep(PUSH_GRACE_S)
                         if sha not in self.assemblies:
-                            return  # it all came, retained
+                            return
                 if asm.requests >= self.cfg.content_max_requests:
                     self._content_failed(sha, "content incomplete after retries")
                     return
@@ -631,10 +642,11 @@ class SimCluster:
         for occ in self.waiting.pop(sha, []):
             occ.content = blob
             occ.content_ready.set()
-        if self._client is not None:
+        if self._client is not None and sha in self._content_subs:
             asyncio.get_running_loop().create_task(self._unsubscribe(sha))
 
     async def _unsubscribe(self, sha: str) -> None:
+        self._content_subs.discard(sha)
         try:
             if self._client is not None:
                 await self._client.unsubscribe(topics.content_chunks_filter(sha))

@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -319,3 +320,66 @@ def test_recurring_slots_are_planned_in_local_time_and_cancel_unplans(commune: C
     assert jobs[0].next_run_time == slots[0] - lead
     assert api.post(f"/api/v1/broadcasts/{bc['id']}/cancel").json()["status"] == "cancelled"
     assert not [j for j in rt.scheduler._sched.get_jobs() if j.id.startswith(bc["id"])]
+
+
+def test_an_emergency_pushes_its_content_to_the_area_right_after_the_command(
+        commune: Commune) -> None:
+    """What third-party firmware sees (protocol §6): subscribed only as §3 says, with no
+    content subscription and no request, it gets the signed command and then every chunk
+    on the area's content topic, which together make the content the manifest names."""
+    got: list[tuple[str, bytes]] = []
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="third-party-hd-c99")
+    subscribed = threading.Event()
+    c.on_message = lambda _c, _u, m: got.append((m.topic, m.payload))
+    c.on_subscribe = lambda *_: subscribed.set()
+    c.connect("127.0.0.1", commune.broker.port)
+    c.subscribe([(f"loa/v1/area/{COMMUNE}/cmd", 1), (f"loa/v1/area/{COMMUNE}/content/+/+", 1)])
+    c.loop_start()
+    try:
+        assert subscribed.wait(5), "no SUBACK"
+        content = tts(commune.api, "Cảnh báo khẩn cấp: nước lũ đang lên.")
+        r = commune.api.post("/api/v1/broadcasts", json={
+            "content_id": content["id"], "targets": {"areas": [COMMUNE]},
+            "priority": "emergency"})
+        assert r.status_code == 201, r.text
+        manifest = None
+
+        def assembled() -> bytes | None:
+            nonlocal manifest
+            for topic, payload in got:
+                if topic.endswith("/cmd") and manifest is None:
+                    cmd = json.loads(payload)
+                    if cmd["kind"] == "play" and cmd["body"]["priority"] == "emergency":
+                        manifest = cmd["body"]["content"]
+            if manifest is None:
+                return None
+            prefix = f"loa/v1/area/{COMMUNE}/content/{manifest['sha256']}/"
+            parts = {int(t[len(prefix):]): p for t, p in got if t.startswith(prefix)}
+            if len(parts) < manifest["chunks"]:
+                return None
+            return b"".join(parts[i] for i in range(manifest["chunks"]))
+
+        blob = wait_for(assembled, 10, "the command and every pushed chunk")
+        assert manifest is not None and len(blob) == manifest["size"]
+        assert hashlib.sha256(blob).hexdigest() == manifest["sha256"] == content["sha256"]
+        first_chunk = next(i for i, (t, _) in enumerate(got) if "/content/" in t)
+        assert got[first_chunk - 1][0].endswith("/cmd")  # the command came first
+        final = wait_final(commune.api, r.json()["id"], timeout=60)
+        assert {d["state"] for d in final["deliveries"]} == {"played"}
+    finally:
+        c.loop_stop()
+        c.disconnect()
+
+
+def test_an_emergency_to_one_cluster_fetches_its_retained_content(commune: Commune) -> None:
+    """No area push for a cluster's own topic: after its grace the cluster subscribes and
+    takes the retained chunks, and plays at once."""
+    content = tts(commune.api, "Cảnh báo khẩn cấp cho thôn Đồng Giang.")
+    r = commune.api.post("/api/v1/broadcasts", json={
+        "content_id": content["id"], "targets": {"clusters": ["hd-c04"]},
+        "priority": "emergency"})
+    assert r.status_code == 201, r.text
+    final = wait_final(commune.api, r.json()["id"], timeout=60)
+    assert [(d["cluster_id"], d["state"]) for d in final["deliveries"]] == [("hd-c04", "played")]
+    sim = next(c for c in commune.sim.clusters if c.id == "hd-c04")
+    assert content["sha256"] in sim.cached
