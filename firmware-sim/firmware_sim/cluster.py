@@ -68,7 +68,7 @@ SELF_TEST_S = 2.0
 IMMEDIATE = timedelta(seconds=1)
 TICK_S = 0.25
 IDLE_TICK_S = 1.0
-#: how long an emergency's fetch waits for its retained chunks before requesting them
+#: how long an emergency's fetch waits for its pushed chunks before it subscribes or asks
 PUSH_GRACE_S = 0.5
 
 
