@@ -11,7 +11,7 @@ from importlib import resources
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse
 
-from controller.api.deps import current_user, get_runtime
+from controller.api.deps import current_user
 from controller.api.routes import areas, auth, broadcasts, cap, contents, health, inbox, users
 from controller.metrics import render
 from controller.runtime import Runtime
@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics(request: Request) -> Response:
-        rt = get_runtime(request)
+        rt: Runtime = request.app.state.runtime
         if not rt.settings.metrics_public:  # a bearer token, as for the API
             auth_header = request.headers.get("authorization", "")
             token = auth_header[7:] if auth_header.lower().startswith("bearer ") else None

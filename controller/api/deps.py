@@ -16,7 +16,8 @@ __all__ = ["RuntimeDep", "SessionDep", "CurrentUser"]
 oauth2 = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # async: no I/O here, so FastAPI need not hop to its thread pool for it on every request
     return request.app.state.runtime  # type: ignore[no-any-return]
 
 
