@@ -132,6 +132,19 @@ def test_nobody_reads_or_acknowledges_outside_their_area(prov: Province) -> None
     seen = {c["cluster_id"] for p in rep["periods"] for c in p["clusters"]}
     assert seen == set(prov.net.clusters)
     assert all(a["id"] != alert_id for a in tech.get("/api/v1/alerts").json())
+    # a province bulletin's readiness, read by the commune: its own clusters only
+    content = tts(prov.admin, "Thông báo của tỉnh.")
+    later = (datetime.now(UTC) + timedelta(hours=3)).isoformat()
+    bc = prov.admin.post("/api/v1/broadcasts", json={
+        "content_id": content, "targets": {"areas": [PROVINCE]}, "start_at": later})
+    assert bc.status_code == 201, bc.text
+    everyone = {c["cluster_id"] for c in prov.admin.get(
+        f"/api/v1/broadcasts/{bc.json()['id']}/readiness").json()["clusters"]}
+    assert "kl-c01" in everyone
+    ours = tech.get(f"/api/v1/broadcasts/{bc.json()['id']}/readiness")
+    assert ours.status_code == 200, ours.text
+    assert {c["cluster_id"] for c in ours.json()["clusters"]} == set(prov.net.clusters)
+    assert prov.admin.post(f"/api/v1/broadcasts/{bc.json()['id']}/cancel").status_code == 200
     # an id no database can hold is a clear 422, not a server error
     r = tech.post(f"/api/v1/alerts/{2 ** 70}/ack")
     assert r.status_code == 422, r.text

@@ -224,6 +224,10 @@ def broadcast_readiness(broadcast_id: str, db: SessionDep, rt: RuntimeDep,
         raise HTTPException(404, f"no broadcast {broadcast_id!r}")
     slot = rt.dispatcher.next_slot(bc, utcnow())
     ids = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", [])).cluster_ids
+    allowed = scope(db, user)
+    if allowed is not None:  # a bulletin from above: the clusters of the user's own area
+        ids = list(db.scalars(select(Cluster.id).where(
+            Cluster.id.in_(ids), Cluster.area_id.in_(allowed)).order_by(Cluster.id)))
     rows = readiness(db, ids)
     return {"broadcast_id": bc.id, "slot": slot.isoformat() if slot else None,
             "will_play": sum(r.will_play for r in rows), "targeted": len(rows),
