@@ -47,6 +47,9 @@ class ContentServer:
     def chunk_count(self, size: int) -> int:
         return max(1, -(-size // self.chunk_size))
 
+    def _chunk(self, data: bytes, index: int) -> bytes:
+        return data[index * self.chunk_size:(index + 1) * self.chunk_size]
+
     def push(self, sha: str, keep_s: float) -> int:
         """Publish every chunk of ``sha`` retained, for ``keep_s`` seconds."""
         data = self._get(sha)
@@ -54,8 +57,7 @@ class ContentServer:
             log.warning("content %s pushed but not stored", sha[:12])
             return 0
         n = self.chunk_count(len(data))
-        sent = sum(self._publish(topics.content_chunk(sha, i),
-                                 data[i * self.chunk_size:(i + 1) * self.chunk_size], 1, True)
+        sent = sum(self._publish(topics.content_chunk(sha, i), self._chunk(data, i), 1, True)
                    for i in range(n))
         with self._lock:
             old = self._retained.get(sha, (n, 0.0))[1]
@@ -70,8 +72,8 @@ class ContentServer:
         if data is None:
             return 0
         n = self.chunk_count(len(data))
-        sent = sum(self._publish(topics.area_content_chunk(a, sha, i),
-                                 data[i * self.chunk_size:(i + 1) * self.chunk_size], 1, False)
+        sent = sum(self._publish(topics.area_content_chunk(a, sha, i), self._chunk(data, i), 1,
+                                 False)
                    for a in area_ids for i in range(n))
         self.chunks_sent += sent
         return sent
@@ -115,8 +117,7 @@ class ContentServer:
             n = self.chunk_count(len(data))
             wanted = range(n) if indices is None else sorted(i for i in indices if 0 <= i < n)
             for i in wanted:
-                part = data[i * self.chunk_size:(i + 1) * self.chunk_size]
-                if self._publish(topics.content_chunk(sha, i), part, 1):
+                if self._publish(topics.content_chunk(sha, i), self._chunk(data, i), 1):
                     sent += 1
         self.chunks_sent += sent
         return sent

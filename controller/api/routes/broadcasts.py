@@ -250,6 +250,26 @@ def refuse_if(problems: list[str]) -> None:
         raise HTTPException(422, "refused by the broadcast policy: " + "; ".join(problems[:8]))
 
 
+def refuse_breaches(db: SessionDep, rt: RuntimeDep, bc: Broadcast, slots: list[datetime],
+                    content: Content | None = None) -> None:
+    """422 when ``bc`` (playing ``content`` instead of its own, for an update) would break
+    the policy of an area it plays in at any of ``slots``."""
+    try:
+        ids = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", [])).cluster_ids
+    except TargetError as exc:
+        raise HTTPException(422, str(exc)) from None
+    refuse_if(policy_violations(db, rt, ids, slots, (content or bc.content).duration_ms / 1000,
+                                bc.volume_pct))
+
+
+def commit_and_plan(db: SessionDep, rt: RuntimeDep, bc: Broadcast) -> BroadcastOut:
+    """Store a broadcast that is now ``scheduled`` and plan its slots."""
+    db.commit()
+    rt.scheduler.plan(bc)
+    db.refresh(bc)
+    return _out(bc, rt)
+
+
 def needs_approval(db: SessionDep, user: CurrentUser, plan: _Plan) -> bool:
     """An officer's own bulletin waits for a leader where the area's policy says so.
     Emergencies do not wait, and a bulletin handed down was authorised by its issuer."""
@@ -407,11 +427,8 @@ def update_content(broadcast_id: str, req: ContentUpdate, db: SessionDep, rt: Ru
         for b in [bc, *bc.children]:
             if b.status not in ("scheduled", "active"):
                 continue
-            ids = resolve(db, b.targets.get("areas", []), b.targets.get("clusters", [])).cluster_ids
             slot = rt.dispatcher.next_slot(b, utcnow() - timedelta(seconds=1))
-            problems = policy_violations(db, rt, ids, [slot] if slot else [],
-                                         content.duration_ms / 1000, b.volume_pct)
-            refuse_if(problems)
+            refuse_breaches(db, rt, b, [slot] if slot else [], content)
     for b in [*bc.children, bc]:
         if req.title is not None:
             b.title = req.title
@@ -473,15 +490,9 @@ def approve(broadcast_id: str, db: SessionDep, rt: RuntimeDep, user: CurrentUser
     slot = rt.dispatcher.next_slot(bc, now)
     if slot is None:
         raise HTTPException(409, "its start time has passed; the officer must schedule it again")
-    ids = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", [])).cluster_ids
-    problems = policy_violations(db, rt, ids, [slot], bc.content.duration_ms / 1000,
-                                 bc.volume_pct)
-    refuse_if(problems)
+    refuse_breaches(db, rt, bc, [slot])
     bc.status, bc.approved_by, bc.approved_at = "scheduled", user.username, now
-    db.commit()
-    rt.scheduler.plan(bc)
-    db.refresh(bc)
-    return _out(bc, rt)
+    return commit_and_plan(db, rt, bc)
 
 
 @router.post("/{broadcast_id}/reject", response_model=BroadcastOut)

@@ -11,13 +11,18 @@ from fastapi.encoders import jsonable_encoder
 from sqlalchemy import select
 
 from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
-from controller.api.routes.broadcasts import _out, pin_recurrence, policy_violations, refuse_if
+from controller.api.routes.broadcasts import (
+    _out,
+    commit_and_plan,
+    pin_recurrence,
+    refuse_breaches,
+)
 from controller.api.schemas import BroadcastOut, Decline, InboxDecision
 from controller.db.models import Area, Broadcast, Cluster, utcnow
 from controller.jurisdiction import SCHEDULERS, describe, require_role, scope
 from controller.programme import commune_map, gather, layout
 from controller.recurrence import Recurrence
-from controller.targeting import TargetError, descendant_area_ids, resolve
+from controller.targeting import descendant_area_ids
 
 router = APIRouter(tags=["inbox"])
 
@@ -98,22 +103,13 @@ def accept(item_id: str, req: InboxDecision, db: SessionDep, rt: RuntimeDep,
     if bc.expires_at is not None and bc.expires_at <= first:
         raise HTTPException(422, f"the bulletin expires at {bc.expires_at.isoformat()}, "
                                  "before that start")
-    try:
-        ids = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", [])).cluster_ids
-    except TargetError as exc:
-        raise HTTPException(422, str(exc)) from None
-    problems = policy_violations(db, rt, ids, slots, bc.content.duration_ms / 1000,
-                                 bc.volume_pct)
-    refuse_if(problems)
+    refuse_breaches(db, rt, bc, slots)
     bc.start_at, bc.recurrence = start, recurrence
     if req.position is not None:
         bc.position = req.position
     bc.status, bc.decided_by, bc.decided_at = "scheduled", user.username, now
     bc.decision_note = "accepted"
-    db.commit()
-    rt.scheduler.plan(bc)
-    db.refresh(bc)
-    return _out(bc, rt)
+    return commit_and_plan(db, rt, bc)
 
 
 @router.post("/inbox/{item_id}/decline", response_model=BroadcastOut)
