@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 from controller.thresholds import Thresholds
+from devices.messages import SpeakerState, Telemetry
 
 __all__ = ["Cause", "causes_of", "SEVERITY"]
 
@@ -27,33 +26,32 @@ class Cause:
         return {"code": self.code, "subject": self.subject, "message": self.message}
 
 
-def causes_of(t: dict[str, Any], th: Thresholds) -> list[Cause]:
-    """Causes from one telemetry message (as stored: ``Telemetry.model_dump(mode='json')``)."""
+def causes_of(t: Telemetry, th: Thresholds) -> list[Cause]:
+    """Causes from one heartbeat. Reads the validated message itself: a heartbeat is not
+    turned into a dict on the hot path (that happens once per flush, for the latest)."""
     out: list[Cause] = []
-    for s in t.get("speakers", []):
-        if s["state"] == "open":
-            out.append(Cause("speaker_open", str(s["index"]),
-                             f"speaker {s['index']}: open circuit (blown horn or cut line)"))
-        elif s["state"] == "short":
-            out.append(Cause("speaker_short", str(s["index"]),
-                             f"speaker {s['index']}: short circuit"))
-    temp = t.get("amp_temp_c")
-    if temp is not None and temp > th.amp_temp_c:
+    for s in t.speakers:
+        if s.state is SpeakerState.OPEN:
+            out.append(Cause("speaker_open", str(s.index),
+                             f"speaker {s.index}: open circuit (blown horn or cut line)"))
+        elif s.state is SpeakerState.SHORT:
+            out.append(Cause("speaker_short", str(s.index), f"speaker {s.index}: short circuit"))
+    temp = t.amp_temp_c
+    if temp > th.amp_temp_c:
         out.append(Cause("amp_overheat", "", f"amplifier at {temp:.0f} °C (limit {th.amp_temp_c:.0f} °C)"))
-    rssi = (t.get("link") or {}).get("rssi_dbm")
+    rssi = t.link.rssi_dbm
     if rssi is not None and rssi < th.rssi_dbm:
-        out.append(Cause("weak_signal", "", f"weak {t['link']['type']} signal: {rssi} dBm "
+        out.append(Cause("weak_signal", "", f"weak {t.link.type} signal: {rssi} dBm "
                                             f"(limit {th.rssi_dbm} dBm)"))
-    power = t.get("power") or {}
-    if power.get("source") == "battery":
-        pct = power.get("battery_pct")
+    power = t.power
+    if power.source == "battery":
+        pct = power.battery_pct
         out.append(Cause("on_battery", "", f"mains power lost, on battery ({pct}%)"))
         if pct is not None and pct < th.battery_pct:
             out.append(Cause("battery_low", "", f"battery at {pct}% (limit {th.battery_pct}%)"))
-    off = t.get("clock_offset_ms")
-    if off is not None and abs(off) > th.clock_offset_ms:
+    off = t.clock_offset_ms
+    if abs(off) > th.clock_offset_ms:
         out.append(Cause("clock_drift", "", f"clock off by {off} ms (limit ±{th.clock_offset_ms} ms)"))
-    free = t.get("storage_free_kb")
-    if free is not None and free < th.storage_free_kb:
-        out.append(Cause("storage_low", "", f"{free} KB storage free"))
+    if t.storage_free_kb < th.storage_free_kb:
+        out.append(Cause("storage_low", "", f"{t.storage_free_kb} KB storage free"))
     return out

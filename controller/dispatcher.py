@@ -34,7 +34,7 @@ from controller.programme import (
 )
 from controller.recurrence import Recurrence
 from controller.settings import Settings
-from controller.targeting import TargetError, resolve
+from controller.targeting import Resolved, TargetError, resolve
 from devices import topics
 from devices.messages import DeliveryEvent, DeliveryState, RefusedEvent, iso
 from devices.signing import sign_command
@@ -69,8 +69,11 @@ class Dispatcher:
 
     # --- dispatch ------------------------------------------------------------------------
 
-    def dispatch(self, broadcast_id: str, scheduled_at: datetime) -> Occurrence | None:
-        """Create (once) and send the occurrence of ``broadcast_id`` at slot ``scheduled_at``."""
+    def dispatch(self, broadcast_id: str, scheduled_at: datetime,
+                 resolved: Resolved | None = None) -> Occurrence | None:
+        """Create (once) and send the occurrence of ``broadcast_id`` at slot ``scheduled_at``.
+        ``resolved``: its targets, when the caller has just resolved them (an emergency sent
+        from the API): not resolved again on the way to the wire."""
         with self.sessions() as db:
             bc = db.get(Broadcast, broadcast_id)
             if bc is None or bc.status not in ("scheduled", "active"):
@@ -78,26 +81,27 @@ class Dispatcher:
             occ = db.scalar(select(Occurrence).where(Occurrence.broadcast_id == bc.id,
                                                      Occurrence.scheduled_at == scheduled_at))
             if occ is None:
-                occ = self._create_occurrence(db, bc, scheduled_at)
+                if resolved is None:
+                    try:
+                        resolved = resolve(db, bc.targets.get("areas", []),
+                                           bc.targets.get("clusters", []))
+                    except TargetError as exc:
+                        log.error("broadcast %s: %s", bc.id, exc)
+                occ = self._create_occurrence(db, bc, scheduled_at,
+                                              resolved.cluster_ids if resolved else [])
                 if occ is None:
                     return None
             if occ.status in ACTIVE_OCC:
-                self._send(db, occ, bc)
+                self._send(db, occ, bc, resolved)
             if bc.recurrence and self.plan_next is not None:
                 self.plan_next(bc, scheduled_at)
             return occ
 
-    def _create_occurrence(self, db: Session, bc: Broadcast,
-                           scheduled_at: datetime) -> Occurrence | None:
+    def _create_occurrence(self, db: Session, bc: Broadcast, scheduled_at: datetime,
+                           cluster_ids: list[str]) -> Occurrence | None:
         now = utcnow()
         lead = (self.settings.emergency_lead_s if bc.priority == "emergency"
                 else self.settings.min_start_lead_s)
-        try:
-            cluster_ids = resolve(db, bc.targets.get("areas", []),
-                                  bc.targets.get("clusters", [])).cluster_ids
-        except TargetError as exc:
-            log.error("broadcast %s: %s", bc.id, exc)
-            cluster_ids = []
         # its place in the programme: after items that come first on the same clusters
         planned, moves = place(db, bc, scheduled_at, set(cluster_ids),
                                timedelta(seconds=self.settings.programme_gap_s), now) \
@@ -205,8 +209,10 @@ class Dispatcher:
             },
         }
 
-    def _send(self, db: Session, occ: Occurrence, bc: Broadcast) -> None:
-        resolved = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", []))
+    def _send(self, db: Session, occ: Occurrence, bc: Broadcast,
+              resolved: Resolved | None = None) -> None:
+        if resolved is None:
+            resolved = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", []))
         body = self._play_body(occ, bc, self._volume_cap(db, bc, occ, resolved.cluster_ids))
         expires = self._expiry(occ, bc)
         db.refresh(bc)  # last moment: a cancel may have been committed meanwhile

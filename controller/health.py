@@ -32,9 +32,12 @@ _HEARTBEAT_UPDATE = (update(Cluster.__table__).where(Cluster.__table__.c.id == b
 __all__ = ["HealthTracker", "View", "UP_STATES", "CAUSE_CODES", "stored_telemetry"]
 
 
-def stored_telemetry(t: Telemetry) -> dict:  # type: ignore[type-arg]
-    """A heartbeat as stored and served (JSON-ready, without the envelope fields)."""
-    return t.model_dump(mode="json", exclude={"v", "cluster_id"})
+def stored_telemetry(t: Telemetry | dict | None) -> dict | None:  # type: ignore[type-arg]
+    """A heartbeat as stored and served (JSON-ready, without the envelope fields). A view
+    keeps the validated message itself; it is dumped only when written (write-behind)."""
+    if isinstance(t, Telemetry):
+        return t.model_dump(mode="json", exclude={"v", "cluster_id"})
+    return t
 
 UP_STATES = ("online", "degraded")
 CAUSE_CODES = ("speaker_open", "speaker_short", "amp_overheat", "weak_signal", "on_battery",
@@ -52,7 +55,7 @@ class View:
     causes: tuple[Cause, ...] = ()
     provisioned: bool = True
     speakers: tuple[tuple[int, str], ...] = ()
-    telemetry: dict | None = None  # type: ignore[type-arg]
+    telemetry: Telemetry | dict | None = None  # type: ignore[type-arg]  # see stored_telemetry
     firmware: str | None = None
 
 
@@ -86,7 +89,8 @@ class HealthTracker:
             v = self.views.get(cid)
             if v is not None and v.provisioned:
                 rows.append({"cid": cid, "last_seen": v.last_seen, "last_seq": v.last_seq,
-                             "telemetry": v.telemetry, "firmware": v.firmware})
+                             "telemetry": stored_telemetry(v.telemetry),
+                             "firmware": v.firmware})
         self._dirty.clear()
         if rows:  # one executemany of a plain UPDATE, not the ORM's bulk path per row
             db.execute(_HEARTBEAT_UPDATE, rows)
@@ -205,33 +209,30 @@ class HealthTracker:
             return True
         return False
 
-    def on_telemetry(self, db: Session, t: Telemetry, now: datetime,
-                     tel: dict | None = None) -> tuple[bool, bool]:  # type: ignore[type-arg]
-        """Returns (came_online, needs_rebirth). ``tel``: ``t`` as stored (JSON-ready dict).
+    def on_telemetry(self, db: Session, t: Telemetry, now: datetime) -> tuple[bool, bool]:
+        """Returns (came_online, needs_rebirth).
 
         Fast path: a heartbeat that changes no state, cause or speaker only updates the
         in-memory view; :meth:`flush` writes it behind in bulk."""
-        if tel is None:
-            tel = stored_telemetry(t)
         v = self.views.get(t.cluster_id)
         if v is not None and v.provisioned and v.bd_seq == t.bd_seq and v.state in UP_STATES:
             speakers = tuple((s.index, s.state.value) for s in t.speakers)
-            causes = tuple(causes_of(tel, self.thresholds(db, v.area_id)))
+            causes = tuple(causes_of(t, self.thresholds(db, v.area_id)))
             if speakers == v.speakers and causes == v.causes:
-                v.last_seen, v.telemetry, v.firmware = now, tel, t.firmware
+                v.last_seen, v.telemetry, v.firmware = now, t, t.firmware
                 self._dirty.add(t.cluster_id)
                 return False, False
-        return self._on_telemetry_slow(db, t, now, tel)
+        return self._on_telemetry_slow(db, t, now)
 
-    def _on_telemetry_slow(self, db: Session, t: Telemetry, now: datetime,
-                           tel: dict) -> tuple[bool, bool]:  # type: ignore[type-arg]
+    def _on_telemetry_slow(self, db: Session, t: Telemetry,
+                           now: datetime) -> tuple[bool, bool]:
         c = self._cluster(db, t.cluster_id, now)
         needs_rebirth = c.bd_seq is None or t.bd_seq != c.bd_seq
         was_up = c.state in UP_STATES
         c.last_seen = now
         c.last_seq = t.seq
         c.firmware = t.firmware
-        c.telemetry = tel
+        c.telemetry = stored_telemetry(t)
         self._update_speakers(c, [(s.index, s.state.value) for s in t.speakers])
         v = self.views.setdefault(c.id, View(c.state, c.bd_seq, now,
                                              c.heartbeat_s or self.default_heartbeat_s, t.seq,
@@ -242,7 +243,7 @@ class HealthTracker:
         if not c.provisioned:
             return False, needs_rebirth
         th = self.thresholds(db, c.area_id)
-        causes = tuple(causes_of(c.telemetry, th))
+        causes = tuple(causes_of(t, th))
         if causes != v.causes:
             v.causes = causes
             c.causes = [x.as_dict() for x in causes] or None

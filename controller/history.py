@@ -7,7 +7,7 @@ A bucket is written once it closes (so a heartbeat costs no database write here)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,11 +15,13 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from controller.db.models import TelemetrySample
+from devices.messages import SpeakerState, Telemetry
 
 __all__ = ["TelemetryHistory", "RESOLUTIONS", "RETENTION"]
 
 RESOLUTIONS = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1)}
 RETENTION = {"1m": timedelta(hours=48), "1h": timedelta(days=90)}
+_FAULTY = (SpeakerState.OPEN, SpeakerState.SHORT)
 
 
 def bucket_of(ts: datetime, res: str) -> datetime:
@@ -43,26 +45,26 @@ class _Acc:
     temp_max: float | None = None
     battery_min: float | None = None
     on_battery: int = 0
-    last: dict[str, Any] = field(default_factory=dict)
+    last: Telemetry | None = None
     faulty_max: int = 0
 
-    def add(self, t: dict[str, Any]) -> None:
+    def add(self, t: Telemetry) -> None:
         self.n += 1
-        rssi = (t.get("link") or {}).get("rssi_dbm")
+        rssi = t.link.rssi_dbm
         if rssi is not None:
             self.rssi_sum += rssi
             self.rssi_n += 1
             self.rssi_min = rssi if self.rssi_min is None else min(self.rssi_min, rssi)
-        temp = t["amp_temp_c"]
+        temp = t.amp_temp_c
         self.temp_sum += temp
         self.temp_max = temp if self.temp_max is None else max(self.temp_max, temp)
-        power = t.get("power") or {}
-        if power.get("battery_pct") is not None:
-            b = power["battery_pct"]
+        b = t.power.battery_pct
+        if b is not None:
             self.battery_min = b if self.battery_min is None else min(self.battery_min, b)
-        self.on_battery += power.get("source") == "battery"
-        self.faulty_max = max(self.faulty_max, sum(
-            s["state"] in ("open", "short") for s in t.get("speakers", [])))
+        self.on_battery += t.power.source == "battery"
+        faulty = sum(s.state in _FAULTY for s in t.speakers)
+        if faulty > self.faulty_max:
+            self.faulty_max = faulty
         self.last = t
 
     def merge(self, o: _Acc) -> None:
@@ -79,24 +81,32 @@ class _Acc:
         self.last = o.last or self.last
 
     def row(self, cluster_id: str, res: str, bucket: datetime) -> TelemetrySample:
+        last = self.last
         return TelemetrySample(
             cluster_id=cluster_id, resolution=res, bucket=bucket, n=self.n,
             rssi_avg=round(self.rssi_sum / self.rssi_n, 1) if self.rssi_n else None,
             rssi_min=self.rssi_min, amp_temp_avg=round(self.temp_sum / self.n, 1),
             amp_temp_max=self.temp_max, battery_min=self.battery_min,
             on_battery_ratio=round(self.on_battery / self.n, 3),
-            volume_pct=self.last.get("volume_pct"), clock_offset_ms=self.last.get("clock_offset_ms"),
-            storage_free_kb=self.last.get("storage_free_kb"), speakers_faulty_max=self.faulty_max,
+            volume_pct=last.volume_pct if last else None,
+            clock_offset_ms=last.clock_offset_ms if last else None,
+            storage_free_kb=last.storage_free_kb if last else None,
+            speakers_faulty_max=self.faulty_max,
         )
 
 
 class TelemetryHistory:
     def __init__(self) -> None:
         self._acc: dict[tuple[str, str, datetime], _Acc] = {}
+        self._minute = self._minute_end = datetime.min.replace(tzinfo=UTC)  # current bucket
 
-    def add(self, cluster_id: str, at: datetime, telemetry: dict[str, Any]) -> None:
+    def add(self, cluster_id: str, at: datetime, telemetry: Telemetry) -> None:
         """Into the minute's bucket only; a minute is folded into its hour when it closes."""
-        key = (cluster_id, "1m", at.astimezone(UTC).replace(second=0, microsecond=0))
+        minute = self._minute
+        if not minute <= at < self._minute_end:  # heartbeats come in time order: seldom
+            minute = self._minute = bucket_of(at, "1m")
+            self._minute_end = minute + RESOLUTIONS["1m"]
+        key = (cluster_id, "1m", minute)
         acc = self._acc.get(key)
         if acc is None:
             acc = self._acc[key] = _Acc()

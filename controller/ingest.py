@@ -8,7 +8,6 @@ message stop the loop.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections import Counter
@@ -21,7 +20,7 @@ from controller.actions import ActionService
 from controller.content_server import ContentServer
 from controller.db.models import utcnow
 from controller.dispatcher import Dispatcher
-from controller.health import HealthTracker, stored_telemetry
+from controller.health import HealthTracker
 from controller.history import TelemetryHistory
 from controller.mqtt_link import Inbound, MqttLink
 from controller.reports import check_upcoming_slots
@@ -89,13 +88,7 @@ class Ingest:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            msgs: list[Inbound] = []
-            try:
-                msgs.append(self.link.inbox.get(timeout=0.05))
-                while len(msgs) < self.batch:
-                    msgs.append(self.link.inbox.get_nowait())
-            except queue.Empty:
-                pass
+            msgs = self.link.inbox.take(self.batch, timeout=0.05)
             try:
                 if msgs:
                     self._apply(msgs)
@@ -183,9 +176,8 @@ class Ingest:
                 return
             if self.health.note_seq(tm.cluster_id, tm.seq):
                 rebirth.add(tm.cluster_id)
-            tel = stored_telemetry(tm)
-            came_online, needs_rebirth = self.health.on_telemetry(db, tm, now, tel)
-            self.history.add(tm.cluster_id, now, tel)
+            came_online, needs_rebirth = self.health.on_telemetry(db, tm, now)
+            self.history.add(tm.cluster_id, now, tm)
             if came_online:
                 online.append(tm.cluster_id)
             if needs_rebirth:

@@ -50,6 +50,8 @@ class _LoaCollector(Collector):
         rejected = dict(rt.ingest.rejected)
         if c["dropped_overload"]:
             rejected["overload"] = c["dropped_overload"]
+        if c["dropped_bad_topic"]:
+            rejected["bad_topic"] = rejected.get("bad_topic", 0) + c["dropped_bad_topic"]
         for reason, n in sorted(rejected.items()):
             rej.add_metric([reason], n)
         yield rej

@@ -9,11 +9,10 @@ clusters re-send their births when they see a new ``ts``.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,7 +24,7 @@ from devices.messages import ControllerStatus, dumps, now_utc
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BufferedClient", "Inbound", "MqttLink"]
+__all__ = ["BufferedClient", "Inbox", "Inbound", "MqttLink"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +71,68 @@ class BufferedClient(mqtt.Client):
             rc = super().loop_read(max_packets)
         return rc
 
+    def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
+        """paho matches every message against the per-topic callbacks
+        (``message_callback_add``) under a lock, even when there are none. The link
+        registers none, so a message goes straight to ``on_message``; with any registered,
+        paho's own dispatch runs."""
+        on_message = self.on_message
+        if self._on_message_filtered._root._children or on_message is None:
+            super()._handle_on_message(message)
+            return
+        with self._in_callback_mutex:
+            try:
+                on_message(self, self._userdata, message)
+            except Exception as err:
+                self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                if not self.suppress_exceptions:
+                    raise
+
+
+class Inbox:
+    """What the paho thread hands the ingest thread: a bounded FIFO that the ingest thread
+    takes in batches. ``queue.Queue`` takes a lock and signals a condition per message on
+    both sides; here a put is a deque append (atomic under the GIL) and the waiting side is
+    woken only when it may be asleep."""
+
+    def __init__(self, maxsize: int):
+        self.maxsize = maxsize
+        self._q: deque[Inbound] = deque()
+        self._ready = threading.Event()
+
+    def put(self, item: Inbound) -> bool:
+        """False when full (the caller counts the drop)."""
+        if len(self._q) >= self.maxsize:
+            return False
+        self._q.append(item)
+        if not self._ready.is_set():
+            self._ready.set()
+        return True
+
+    def take(self, max_items: int, timeout: float) -> list[Inbound]:
+        """Up to ``max_items`` in arrival order; waits up to ``timeout`` for the first."""
+        if not self._q:
+            self._ready.clear()
+            if not self._q:  # re-checked after clear: a put in between is not missed
+                self._ready.wait(timeout)
+        q, out = self._q, []
+        for _ in range(min(max_items, len(q))):
+            out.append(q.popleft())
+        return out
+
+    def qsize(self) -> int:
+        return len(self._q)
+
+    def empty(self) -> bool:
+        return not self._q
+
 
 class MqttLink:
     def __init__(self, host: str, port: int, username: str | None = None,
                  password: str | None = None, client_id: str | None = None,
                  inbox_max: int = 200_000):
         self.host, self.port = host, port
-        self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=inbox_max)
+        self.inbox = Inbox(inbox_max)
         self.counters: Counter[str] = Counter()
         self.connected = threading.Event()
         self._on_connect_hooks: list[Callable[[], None]] = []
@@ -158,6 +212,9 @@ class MqttLink:
     def _on_message(self, _c: mqtt.Client, _ud: object, msg: mqtt.MQTTMessage) -> None:
         self.counters["in"] += 1
         try:
-            self.inbox.put_nowait(Inbound(msg.topic, msg.payload, time.time()))
-        except queue.Full:
+            topic = msg.topic
+        except UnicodeDecodeError:  # a broker should refuse such a topic; drop and count
+            self.counters["dropped_bad_topic"] += 1
+            return
+        if not self.inbox.put(Inbound(topic, msg.payload, time.time())):
             self.counters["dropped_overload"] += 1

@@ -21,11 +21,12 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    StringConstraints,
     TypeAdapter,
     ValidationError,
 )
 
-from devices.topics import check_id
+from devices.topics import ID_PATTERN
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -82,7 +83,8 @@ UtcDatetime = Annotated[
     AfterValidator(lambda d: d.astimezone(UTC)),
     PlainSerializer(iso, return_type=str),
 ]
-WireId = Annotated[str, AfterValidator(check_id)]
+#: checked inside pydantic-core (no Python call per message): the same rule as ``check_id``
+WireId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 

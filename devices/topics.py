@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 ROOT = "loa/v1"
-_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+#: An area or cluster id: 1-64 of a-z 0-9 . _ - , starting with a letter or digit. The
+#: pattern is matched whole (messages validate it in pydantic's Rust regex, where ``$`` is
+#: the end of the text; here ``fullmatch``, so a trailing newline is refused in both).
+ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+_ID_RE = re.compile(ID_PATTERN.strip("^$"))
 
 CONTROLLER_STATUS = f"{ROOT}/controller/status"
 
@@ -29,6 +34,7 @@ __all__ = [
     "CLUSTER_STATUS_ALL",
     "CLUSTER_TELEMETRY_ALL",
     "CLUSTER_EVENT_ALL",
+    "ID_PATTERN",
     "InvalidId",
     "area_content_chunk",
     "area_content_filter",
@@ -52,7 +58,7 @@ class InvalidId(ValueError):
 
 
 def valid_id(value: str) -> bool:
-    return bool(_ID_RE.match(value))
+    return bool(_ID_RE.fullmatch(value))
 
 
 def check_id(value: str) -> str:
@@ -116,6 +122,7 @@ class ClusterTopic:
     kind: str  # "status" | "telemetry" | "event" | "cmd"
 
 
+@lru_cache(maxsize=1 << 16)  # the same few topics per cluster, thousands of times a second
 def parse_cluster_topic(topic: str) -> ClusterTopic | None:
     """Parse a cluster topic; None when the topic is not one (never raises)."""
     parts = topic.split("/")

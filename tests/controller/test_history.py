@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from controller.history import TelemetryHistory
+from devices.messages import Telemetry
 
 T0 = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)
 
@@ -21,17 +22,22 @@ class Rows:
 
 
 def sample(i: int) -> dict[str, Any]:
-    return {"link": {"rssi_dbm": -70 - i % 13}, "amp_temp_c": 40 + (i % 7) * 1.5,
+    return {"link": {"type": "4g", "rssi_dbm": -70 - i % 13}, "amp_temp_c": 40 + (i % 7) * 1.5,
             "power": {"source": "battery" if i % 5 == 0 else "mains", "battery_pct": 100 - i % 30},
             "speakers": [{"index": 1, "state": "open" if i % 11 == 0 else "ok"}],
             "volume_pct": i % 100, "clock_offset_ms": i, "storage_free_kb": 1000 - i}
+
+
+def heartbeat(i: int, at: datetime) -> Telemetry:
+    return Telemetry.model_validate({"v": 1, "cluster_id": "c1", "seq": i, "bd_seq": 1, "ts": at,
+                                     "uptime_s": i, "firmware": "t", **sample(i)})
 
 
 def test_hour_buckets_equal_the_samples_of_their_hour() -> None:
     h, db = TelemetryHistory(), Rows()
     times = [T0 + timedelta(seconds=20 * i) for i in range(2 * 180 + 30)]  # 2 h 10 min
     for i, at in enumerate(times):
-        h.add("c1", at, sample(i))
+        h.add("c1", at, heartbeat(i, at))
         if i % 9 == 0:  # flushed now and then, as the sweep does
             h.flush(db, at)  # type: ignore[arg-type]
     h.flush(db, times[-1] + timedelta(hours=2))  # type: ignore[arg-type]

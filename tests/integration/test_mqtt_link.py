@@ -5,7 +5,6 @@ it, and nothing from a dead connection may leak into the next one."""
 from __future__ import annotations
 
 import hashlib
-import queue
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -23,11 +22,8 @@ def drain(link: MqttLink, n: int, timeout: float = 30) -> list[Inbound]:
     got: list[Inbound] = []
 
     def enough() -> bool:
-        while True:
-            try:
-                got.append(link.inbox.get_nowait())
-            except queue.Empty:
-                return len(got) >= n
+        got.extend(link.inbox.take(n, timeout=0))
+        return len(got) >= n
 
     wait_for(enough, timeout, f"{n} messages through the link (got {len(got)})", every=0.02)
     return got

@@ -293,7 +293,7 @@ def test_malformed_telemetry_is_dropped_and_counted_and_unknown_devices_alert(si
 
     rt = site.api.app.state.runtime  # type: ignore[attr-defined]
     rejected_before = sum(rt.ingest.rejected.values())
-    good = cluster(site, "hd-c04")["telemetry"]
+    good = wait_for(lambda: cluster(site, "hd-c04")["telemetry"], 10, "a heartbeat stored")
     rng = random.Random(7)
     valid = json.dumps({**good, "v": 1, "cluster_id": "hd-c04"})
     msgs: list[tuple[str, bytes]] = []

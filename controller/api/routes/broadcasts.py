@@ -37,7 +37,7 @@ from controller.policy import violations
 from controller.programme import area_policies, area_policy, commune_map, preview
 from controller.recurrence import Recurrence, RecurrenceError
 from controller.referral import from_above, make_children, split_by_commune
-from controller.targeting import TargetError, resolve
+from controller.targeting import Resolved, TargetError, resolve
 
 router = APIRouter(prefix="/broadcasts", tags=["broadcasts"])
 
@@ -104,7 +104,7 @@ class _Plan:
 
     req: BroadcastCreate
     content: Content
-    cluster_ids: list[str]
+    resolved: Resolved
     immediate: bool
     first: datetime | None
     recurrence: dict[str, Any] | None
@@ -115,6 +115,10 @@ class _Plan:
     @property
     def handed_down(self) -> bool:
         return bool(self.communes)
+
+    @property
+    def cluster_ids(self) -> list[str]:
+        return self.resolved.cluster_ids
 
 
 def _validate(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: CurrentUser,
@@ -147,7 +151,7 @@ def _validate(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: Curren
         recurrence, first = pin_recurrence(req.recurrence, now)
     if req.expires_at is not None and first is not None and req.expires_at <= first:
         raise HTTPException(422, "expires_at must be after the first start")
-    plan = _Plan(req, content, resolved.cluster_ids, immediate, first, recurrence)
+    plan = _Plan(req, content, resolved, immediate, first, recurrence)
     if handed_down:
         zone = ZoneInfo(rt.settings.timezone)
         earliest = now + timedelta(seconds=rt.settings.min_start_lead_s + 60)
@@ -233,7 +237,7 @@ def schedule(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: Current
     if bc.status == "pending_approval":
         pass
     elif plan.immediate:  # no scheduler hop: sign and publish now (the occurrence is unique)
-        rt.dispatcher.dispatch(bc.id, bc.start_at)  # type: ignore[arg-type]
+        rt.dispatcher.dispatch(bc.id, bc.start_at, plan.resolved)  # type: ignore[arg-type]
     elif plan.handed_down:
         for child in children:
             if child.status == "scheduled":
