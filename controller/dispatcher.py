@@ -13,11 +13,12 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from nacl.signing import SigningKey
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -51,6 +52,36 @@ ASSUMED = {"cancelled", "missed"}
 CLUSTER_FINAL = {"playing", "played", "failed", "cancelled"}
 
 
+#: a delivery as a batch of reports sees it: plain columns. Loading an emergency's 600
+#: deliveries as ORM objects, and flushing them one UPDATE at a time, was the slow part.
+_REPORTS = select(Delivery.id, Delivery.cluster_id, Delivery.state, Delivery.started_at,
+                  Delivery.finished_at, Delivery.error, Delivery.revision)
+_REPORT_UPDATE = (update(Delivery.__table__).where(Delivery.__table__.c.id == bindparam("_id"))
+                  .values(state=bindparam("_state"), updated_at=bindparam("_updated_at"),
+                          started_at=bindparam("_started_at"),
+                          finished_at=bindparam("_finished_at"), error=bindparam("_error"),
+                          revision=bindparam("_revision")))
+
+
+@dataclass(slots=True)
+class _Report:
+    id: int
+    cluster_id: str
+    state: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    revision: int | None
+    occ_revision: int = 0
+    updated_at: datetime | None = None
+    dirty: bool = False
+
+    def params(self) -> dict[str, object]:
+        return {"_id": self.id, "_state": self.state, "_updated_at": self.updated_at,
+                "_started_at": self.started_at, "_finished_at": self.finished_at,
+                "_error": self.error, "_revision": self.revision}
+
+
 class Dispatcher:
     def __init__(self, settings: Settings, sessions: sessionmaker[Session], key: SigningKey,
                  publish: Callable[[str, bytes, int], bool], content: ContentServer):
@@ -65,7 +96,7 @@ class Dispatcher:
         #: occurrence id -> (clusters that have not confirmed the cancel, until when to retry)
         self._unconfirmed_cancels: dict[str, tuple[set[str], datetime]] = {}
         #: deliveries loaded during the current ingest batch (None outside one)
-        self._batch: dict[str, dict[str, Delivery]] | None = None
+        self._batch: dict[str, dict[str, _Report]] | None = None
 
     # --- dispatch ------------------------------------------------------------------------
 
@@ -357,20 +388,35 @@ class Dispatcher:
         """A new ingest transaction: forget the deliveries loaded for the previous one."""
         self._batch = {}
 
+    def write_batch(self, db: Session) -> int:
+        """Write the deliveries this batch's reports changed: one executemany in id order
+        (the order every writer uses, so PostgreSQL transactions cannot deadlock on them)
+        instead of the ORM's unit of work, which cost ~0.3 ms a report. Returns rows."""
+        rows = sorted((r for by_cluster in (self._batch or {}).values()
+                       for r in by_cluster.values() if r.dirty), key=lambda r: r.id)
+        if rows:
+            db.execute(_REPORT_UPDATE, [r.params() for r in rows])
+            for r in rows:
+                r.dirty = False
+        return len(rows)
+
     def end_batch(self) -> None:
         self._batch = None
 
-    def _delivery(self, db: Session, occurrence_id: str, cluster_id: str) -> Delivery | None:
+    def _delivery(self, db: Session, occurrence_id: str, cluster_id: str) -> _Report | None:
         """One query per occurrence per batch, not one per report: a province-wide
         emergency brings thousands of reports for the same occurrence at once."""
         batch = self._batch
         if batch is None:
-            return db.scalar(select(Delivery).where(Delivery.occurrence_id == occurrence_id,
-                                                    Delivery.cluster_id == cluster_id))
+            raise RuntimeError("delivery reports are applied between begin_batch and "
+                               "write_batch")
         by_cluster = batch.get(occurrence_id)
         if by_cluster is None:
-            by_cluster = batch[occurrence_id] = {d.cluster_id: d for d in db.scalars(
-                select(Delivery).where(Delivery.occurrence_id == occurrence_id))}
+            revision = db.scalar(select(Occurrence.revision).where(
+                Occurrence.id == occurrence_id)) or 0
+            by_cluster = batch[occurrence_id] = {
+                r.cluster_id: _Report(*r, occ_revision=revision)
+                for r in db.execute(_REPORTS.where(Delivery.occurrence_id == occurrence_id))}
         return by_cluster.get(cluster_id)
 
     def on_delivery(self, db: Session, ev: DeliveryEvent) -> None:
@@ -380,7 +426,7 @@ class Dispatcher:
             return
         new = ev.state.value
         if ev.revision is not None and new in ("received", "ready") and \
-                ev.revision < (d.occurrence.revision or 0):
+                ev.revision < d.occ_revision:
             return  # about the version before an update or a move: it must take the new one
         if ev.occurrence_id in self._unconfirmed_cancels and new in ("cancelled", "played",
                                                                      "failed"):
@@ -393,7 +439,7 @@ class Dispatcher:
         if not interrupted and new in ORDER and d.state in ORDER and \
                 ORDER.index(new) <= ORDER.index(d.state):
             return
-        d.state, d.updated_at = new, utcnow()
+        d.state, d.updated_at, d.dirty = new, utcnow(), True
         if ev.state is DeliveryState.PLAYING and d.started_at is None:
             d.started_at = ev.at  # the first start; a resume keeps it
         if new in ("playing", "played") and ev.revision is not None:
@@ -411,7 +457,7 @@ class Dispatcher:
             return  # not ours (a forged or replayed command): nothing to update
         d = self._delivery(db, occ_id, ev.cluster_id)
         if d is not None and d.state not in TERMINAL and ev.reason.value != "replayed":
-            d.state, d.updated_at = "failed", utcnow()
+            d.state, d.updated_at, d.dirty = "failed", utcnow(), True
             d.error = f"refused: {ev.reason.value} {ev.detail or ''}".strip()[:256]
 
     # --- housekeeping ------------------------------------------------------------------------

@@ -117,7 +117,28 @@ class Ingest:
 
     def _apply(self, msgs: list[Inbound]) -> None:
         """Apply a batch in one transaction. A batch that loses a deadlock (PostgreSQL) is
-        retried, never dropped."""
+        retried, never dropped. One that fails otherwise (a message that trips a bug) is
+        applied again message by message: only the message that fails is dropped, and
+        counted ("error"); the rest of its batch is not lost with it."""
+        try:
+            self._apply_retrying(msgs)
+            return
+        except Exception:
+            log.exception("ingest batch of %d messages failed%s", len(msgs),
+                          "; applying them one by one" if len(msgs) > 1 else "")
+            self._resync()
+        if len(msgs) == 1:
+            self._reject("error", msgs[0].topic)
+            return
+        for m in msgs:
+            try:
+                self._apply_retrying([m])
+            except Exception as exc:
+                log.exception("message on %s dropped", m.topic)
+                self._reject("error", m.topic, repr(exc))
+                self._resync()
+
+    def _apply_retrying(self, msgs: list[Inbound]) -> None:
         for attempt in range(3):
             try:
                 self._apply_once(msgs)
@@ -125,10 +146,19 @@ class Ingest:
             except OperationalError as exc:
                 log.warning("ingest batch of %d rolled back (%s); retrying", len(msgs),
                             str(exc).splitlines()[0][:120])
-                with self.sessions() as db:  # in-memory alert index back in step with the DB
-                    self.health.alerts.load(db)
+                self._resync()
                 time.sleep(0.05 * (attempt + 1))
         self._apply_once(msgs)
+
+    def _resync(self) -> None:
+        """After a rolled-back batch: the in-memory health views and alert index had taken
+        part of it; write the heartbeats held behind, then reload both from the database."""
+        try:
+            self._flush_heartbeats()
+            with self.sessions() as db:
+                self.health.load(db)
+        except Exception:
+            log.exception("could not reload health state after a failed batch")
 
     def _apply_once(self, msgs: list[Inbound]) -> None:
         online: list[str] = []
@@ -143,10 +173,11 @@ class Ingest:
                     self._one(db, m, online, rebirth)
                 except MessageError as exc:
                     self._reject("invalid", m.topic, str(exc))
-                self.processed += 1
+            self.dispatcher.write_batch(db)  # before resend_to reads deliveries
             for cid in online:
                 self.dispatcher.resend_to(db, cid)
             db.commit()
+        self.processed += len(msgs)
         self.dispatcher.end_batch()
         for cid in rebirth:
             self._request_rebirth(cid)

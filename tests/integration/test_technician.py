@@ -328,6 +328,36 @@ def test_malformed_telemetry_is_dropped_and_counted_and_unknown_devices_alert(si
     assert TestClient(site.api.app).get("/metrics").status_code == 401
 
 
+def test_a_message_that_trips_a_bug_is_dropped_alone(site: Site,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch is one transaction; a message that makes the controller fail must not take
+    the messages that arrived with it down too."""
+    rt = site.api.app.state.runtime  # type: ignore[attr-defined]
+    on_delivery = rt.dispatcher.on_delivery
+
+    def buggy(db: Any, ev: Any) -> None:
+        if ev.occurrence_id == "poison":
+            raise RuntimeError("a bug in handling this report")
+        on_delivery(db, ev)
+
+    monkeypatch.setattr(rt.dispatcher, "on_delivery", buggy)
+    errors_before = rt.ingest.rejected["error"]
+    good = wait_for(lambda: cluster(site, "hd-c08")["telemetry"], 10, "a heartbeat stored")
+    hot = {**good, "v": 1, "cluster_id": "hd-c08", "amp_temp_c": 97.0, "seq": 10**6}
+    now = datetime.now(UTC).isoformat()
+    poison = {"v": 1, "kind": "delivery", "cluster_id": "hd-c09", "seq": 10**6, "ts": now,
+              "occurrence_id": "poison", "state": "playing", "at": now}
+    # one burst: they reach the controller together, so they share an ingest batch
+    _publish_raw(site.broker.port, [("loa/v1/cluster/hd-c09/event", json.dumps(poison).encode()),
+                                    ("loa/v1/cluster/hd-c08/telemetry", json.dumps(hot).encode())])
+    wait_for(lambda: rt.ingest.rejected["error"] > errors_before, 10, "the failure counted")
+    assert rt.ingest.rejected["error"] == errors_before + 1
+    # the overheating heartbeat that shared its batch was applied: an alert, in the database
+    [a] = wait_for(lambda: alerts(site, "hd-c08", "amp_overheat"), 5, "overheat alert")
+    assert "97" in a["message"]
+    assert rt.ingest._thread.is_alive()
+
+
 def test_readiness_names_who_will_not_play_the_next_slot(site: Site) -> None:
     cid = "hd-c06"
     inject(site, cid, "power_cut")
