@@ -13,6 +13,7 @@ import asyncio
 import cProfile
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -130,7 +131,7 @@ def run(communes: int, per: int, sim_processes: int = 1) -> tuple[float, float, 
                  "--pubkey", str(work / "controller_ed25519.pub"), "--heartbeat", "60",
                  "--connect-spread", str(max(2.0, len(net.clusters) / 300)),
                  "--processes", str(sim_processes)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             n = len(net.clusters)
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
@@ -207,7 +208,11 @@ def run(communes: int, per: int, sim_processes: int = 1) -> tuple[float, float, 
     finally:
         if sim is not None:
             sim.terminate()
-            sim.wait(30)
+            try:
+                sim.wait(30)
+            except subprocess.TimeoutExpired:  # thousands of clusters may not all stop in
+                os.killpg(sim.pid, signal.SIGKILL)  # time: the figures are taken already
+                sim.wait(10)
         broker.stop()
 
 
