@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
@@ -97,6 +98,16 @@ def test_whole_commune_plays_together_with_proof(commune: Commune) -> None:
     content = tts(commune.api, "Ủy ban nhân dân xã Hướng Đạo thông báo lịch tiêm chủng "
                                "sáng thứ bảy tại trạm y tế xã.")
     b = schedule(commune.api, content["id"], {"areas": [COMMUNE]}, in_s=6)
+
+    def village_report() -> list[dict[str, Any]]:
+        return commune.api.get(  # type: ignore[no-any-return]
+            f"/api/v1/broadcasts/{b['id']}/report?by=village").json()["villages"]
+
+    # while it plays, the officer already sees it playing in every village, since when
+    during = wait_for(lambda: (v := village_report()) and sum(x["playing"] for x in v) == 15
+                      and v, 15, "all 15 clusters playing in the report")
+    assert all(x["first_started_at"] and x["played"] == 0 and x["last_finished_at"] is None
+               for x in during), during
     final = wait_final(commune.api, b["id"])
     deliveries = final["deliveries"]
     assert len(deliveries) == 15

@@ -205,8 +205,8 @@ def _rollup(db: SessionDep, bc: Broadcast, by: str = "commune",
         area = db.get(Area, k)
         r = rows.setdefault(k, {
             "area_id": k, "name": area.name if area else k,
-            "targeted": 0, "online": 0, "deliveries": 0, "played": 0, "failed": 0,
-            "unreachable": 0, "play_time_s": 0.0, "requested_s": 0.0,
+            "targeted": 0, "online": 0, "deliveries": 0, "played": 0, "playing": 0,
+            "failed": 0, "unreachable": 0, "play_time_s": 0.0, "requested_s": 0.0,
             "first_started_at": None, "last_finished_at": None})
         r["targeted"] += 1
         r["online"] += c.state in ("online", "degraded")
@@ -226,13 +226,17 @@ def _rollup(db: SessionDep, bc: Broadcast, by: str = "commune",
             r = rows[key(c)]
             r["deliveries"] += 1
             r["requested_s"] += duration
+            if d.started_at:  # heard starting, also while it still plays (or was preempted)
+                first = r["first_started_at"]
+                r["first_started_at"] = min(first, d.started_at) if first else d.started_at
             if d.state == "played":
                 r["played"] += 1
                 if d.started_at and d.finished_at:
                     r["play_time_s"] += (d.finished_at - d.started_at).total_seconds()
-                    first, last = r["first_started_at"], r["last_finished_at"]
-                    r["first_started_at"] = min(first, d.started_at) if first else d.started_at
+                    last = r["last_finished_at"]
                     r["last_finished_at"] = max(last, d.finished_at) if last else d.finished_at
+            elif d.state in ("playing", "preempted"):
+                r["playing"] += 1
             elif d.state == "failed":
                 r["failed"] += 1
             elif d.state == "missed":
@@ -252,8 +256,8 @@ def broadcast_report(broadcast_id: str, db: SessionDep, rt: RuntimeDep, user: Cu
                      format: Literal["json", "csv"] = "json",
                      by: Literal["commune", "village"] = "commune") -> Response:
     """Report upward per commune (``?by=village``: per village, the proof that it played
-    in each): targeted, played, failed, unreachable, play time vs requested duration,
-    ratio, first start and last end heard. ``?format=csv`` for a spreadsheet, its times in
+    in each): targeted, played, playing now, failed, unreachable, play time vs requested
+    duration, ratio, first start and last end heard. ``?format=csv`` for a spreadsheet, its times in
     the controller's time zone. An account with an area sees the rows of its own area only."""
     bc = db.get(Broadcast, broadcast_id)
     if bc is None or not can_see(db, user, bc):
@@ -261,7 +265,8 @@ def broadcast_report(broadcast_id: str, db: SessionDep, rt: RuntimeDep, user: Cu
     rows = _rollup(db, bc, by, scope(db, user))
     if format == "csv":
         buf = io.StringIO()
-        fields = ["area_id", "name", "targeted", "online", "deliveries", "played", "failed",
+        fields = ["area_id", "name", "targeted", "online", "deliveries", "played", "playing",
+                  "failed",
                   "unreachable", "play_time_s", "requested_s", "ratio", "first_started_at",
                   "last_finished_at", "decision", "decided_by", "note"]
         w = csv.DictWriter(buf, fieldnames=fields, restval="")
