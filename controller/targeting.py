@@ -27,6 +27,8 @@ class Resolved:
     topics: list[str]
     #: the areas whose command topics are in ``topics`` (none beneath another)
     areas: tuple[str, ...] = ()
+    #: the areas the clusters are registered in
+    cluster_areas: frozenset[str | None] = frozenset()
 
 
 def descendant_area_ids(db: Session, roots: Iterable[str]) -> set[str]:
@@ -64,12 +66,13 @@ def resolve(db: Session, area_ids: list[str], cluster_ids: list[str]) -> Resolve
     # drop areas beneath another targeted area: the ancestor's one publish reaches them
     top_areas = [a for a in area_ids
                  if not any(p in known_areas for p in ancestor_ids(db, a)[1:])]
-    clusters = set(db.scalars(select(Cluster.id).where(
-        Cluster.area_id.in_(covered_areas), Cluster.provisioned.is_(True)))) if covered_areas else set()
+    area_of = dict(db.execute(select(Cluster.id, Cluster.area_id).where(
+        Cluster.area_id.in_(covered_areas), Cluster.provisioned.is_(True))).all()) \
+        if covered_areas else {}
     extra = [c for c in cluster_ids if by_id[c].area_id not in covered_areas]
-    clusters.update(extra)
-    if not clusters:
+    area_of.update((c, by_id[c].area_id) for c in extra)
+    if not area_of:
         raise TargetError("the targets contain no clusters")
-    return Resolved(sorted(clusters),
+    return Resolved(sorted(area_of),
                     [topics.area_cmd(a) for a in top_areas] + [topics.cluster_cmd(c) for c in extra],
-                    tuple(top_areas))
+                    tuple(top_areas), frozenset(area_of.values()))

@@ -212,8 +212,7 @@ def schedule(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: Current
     Raises HTTPException (403/422) before anything is stored."""
     plan = _validate(req, db, rt, user)
     req = plan.req
-    cmap = commune_map(db, set(db.scalars(select(Cluster.area_id).where(
-        Cluster.id.in_(plan.cluster_ids)))))
+    cmap = commune_map(db, plan.resolved.cluster_areas)
     communes = {c for c in cmap.values() if c}
     bc = Broadcast(id=uuid.uuid4().hex, title=req.title, content_id=plan.content.id,
                    priority=req.priority, targets=req.targets.model_dump(), start_at=req.start_at,
@@ -279,8 +278,8 @@ def needs_approval(db: SessionDep, user: CurrentUser, plan: _Plan) -> bool:
     Emergencies do not wait, and a bulletin handed down was authorised by its issuer."""
     if user.role != "officer" or plan.req.priority == "emergency" or plan.handed_down:
         return False
-    areas = set(db.scalars(select(Cluster.area_id).where(Cluster.id.in_(plan.cluster_ids))))
-    return any(p.approval_required for p in area_policies(db, areas).values())
+    return any(p.approval_required
+               for p in area_policies(db, plan.resolved.cluster_areas).values())
 
 
 def policy_violations(db: SessionDep, rt: RuntimeDep, cluster_ids: list[str],
