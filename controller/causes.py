@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from controller.thresholds import Thresholds
 from devices.messages import SpeakerState, Telemetry
 

@@ -63,8 +63,7 @@ class _Acc:
             self.battery_min = b if self.battery_min is None else min(self.battery_min, b)
         self.on_battery += t.power.source == "battery"
         faulty = sum(s.state in _FAULTY for s in t.speakers)
-        if faulty > self.faulty_max:
-            self.faulty_max = faulty
+        self.faulty_max = max(self.faulty_max, faulty)
         self.last = t
 
     def merge(self, o: _Acc) -> None:
