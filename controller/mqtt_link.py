@@ -123,9 +123,6 @@ class Inbox:
     def qsize(self) -> int:
         return len(self._q)
 
-    def empty(self) -> bool:
-        return not self._q
-
 
 class MqttLink:
     def __init__(self, host: str, port: int, username: str | None = None,

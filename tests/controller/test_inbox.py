@@ -19,7 +19,7 @@ def test_batches_come_in_arrival_order_and_a_full_inbox_refuses() -> None:
     assert [m.topic for m in box.take(3, timeout=0)] == ["t/0", "t/1", "t/2"]
     assert box.put(msg(7))
     assert [m.topic for m in box.take(100, timeout=0)] == ["t/3", "t/4", "t/7"]
-    assert box.empty() and box.take(10, timeout=0) == []
+    assert box.qsize() == 0 and box.take(10, timeout=0) == []
 
 
 def test_a_waiting_taker_wakes_for_a_put_from_another_thread() -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,7 +23,7 @@ from controller.api.schemas import (
     OccurrenceOut,
     PositionSet,
 )
-from controller.db.models import Area, Broadcast, Cluster, Content, Occurrence, utcnow
+from controller.db.models import Area, Broadcast, Content, Occurrence, utcnow
 from controller.jurisdiction import (
     APPROVERS,
     SCHEDULERS,
@@ -197,12 +198,12 @@ def _check_policy(db: SessionDep, rt: RuntimeDep, plan: _Plan, now: datetime) ->
             slots = _slots(plan, start, now)
             if not slots:
                 continue  # a normal bulletin without a time: checked when accepted
-            ids = resolve(db, targets["areas"], targets["clusters"]).cluster_ids
-            problems += [p for p in policy_violations(db, rt, ids, slots, duration, volume)
+            areas = resolve(db, targets["areas"], targets["clusters"]).cluster_areas
+            problems += [p for p in policy_violations(db, rt, areas, slots, duration, volume)
                          if p not in problems]
     else:
-        problems = policy_violations(db, rt, plan.cluster_ids, _slots(plan, plan.first, now),
-                                     duration, volume)
+        problems = policy_violations(db, rt, plan.resolved.cluster_areas,
+                                     _slots(plan, plan.first, now), duration, volume)
     refuse_if(problems)
 
 
@@ -258,10 +259,11 @@ def refuse_breaches(db: SessionDep, rt: RuntimeDep, bc: Broadcast, slots: list[d
     """422 when ``bc`` (playing ``content`` instead of its own, for an update) would break
     the policy of an area it plays in at any of ``slots``."""
     try:
-        ids = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", [])).cluster_ids
+        areas = resolve(db, bc.targets.get("areas", []),
+                        bc.targets.get("clusters", [])).cluster_areas
     except TargetError as exc:
         raise HTTPException(422, str(exc)) from None
-    refuse_if(policy_violations(db, rt, ids, slots, (content or bc.content).duration_ms / 1000,
+    refuse_if(policy_violations(db, rt, areas, slots, (content or bc.content).duration_ms / 1000,
                                 bc.volume_pct))
 
 
@@ -282,12 +284,12 @@ def needs_approval(db: SessionDep, user: CurrentUser, plan: _Plan) -> bool:
                for p in area_policies(db, plan.resolved.cluster_areas).values())
 
 
-def policy_violations(db: SessionDep, rt: RuntimeDep, cluster_ids: list[str],
+def policy_violations(db: SessionDep, rt: RuntimeDep, areas: Iterable[str | None],
                       slots: list[datetime], duration_s: float,
                       volume_pct: int | None = None) -> list[str]:
-    """Quiet hours, programme length and volume caps of every area the item would play in."""
+    """Quiet hours, programme length and volume caps of every area the item would play in
+    (``areas``: the areas its clusters are in, ``Resolved.cluster_areas``)."""
     zone = ZoneInfo(rt.settings.timezone)
-    areas = set(db.scalars(select(Cluster.area_id).where(Cluster.id.in_(cluster_ids))))
     problems: list[str] = []
     policies = area_policies(db, areas)
     for area_id in sorted(policies):
