@@ -29,7 +29,7 @@ _HEARTBEAT_UPDATE = (update(Cluster.__table__).where(Cluster.__table__.c.id == b
                      .values(last_seen=bindparam("last_seen"), last_seq=bindparam("last_seq"),
                              telemetry=bindparam("telemetry"), firmware=bindparam("firmware")))
 
-__all__ = ["HealthTracker", "View", "UP_STATES", "CAUSE_CODES", "stored_telemetry"]
+__all__ = ["CAUSE_CODES", "UP_STATES", "HealthTracker", "View", "stored_telemetry"]
 
 
 def stored_telemetry(t: Telemetry | dict | None) -> dict | None:  # type: ignore[type-arg]
@@ -216,7 +216,8 @@ class HealthTracker:
         in-memory view; :meth:`flush` writes it behind in bulk."""
         v = self.views.get(t.cluster_id)
         if v is not None and v.provisioned and v.bd_seq == t.bd_seq and v.state in UP_STATES:
-            speakers = tuple((s.index, s.state.value) for s in t.speakers)
+            # (index, SpeakerState): a StrEnum compares equal to the stored string
+            speakers = tuple((s.index, s.state) for s in t.speakers)
             causes = tuple(causes_of(t, self.thresholds(db, v.area_id)))
             if speakers == v.speakers and causes == v.causes:
                 v.last_seen, v.telemetry, v.firmware = now, t, t.firmware

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from controller.db.models import TelemetrySample
 from devices.messages import SpeakerState, Telemetry
 
-__all__ = ["TelemetryHistory", "RESOLUTIONS", "RETENTION"]
+__all__ = ["RESOLUTIONS", "RETENTION", "TelemetryHistory"]
 
 RESOLUTIONS = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1)}
 RETENTION = {"1m": timedelta(hours=48), "1h": timedelta(days=90)}
@@ -49,20 +49,28 @@ class _Acc:
     faulty_max: int = 0
 
     def add(self, t: Telemetry) -> None:
+        # once per heartbeat: plain comparisons, no min()/max() calls or generators
         self.n += 1
         rssi = t.link.rssi_dbm
         if rssi is not None:
             self.rssi_sum += rssi
             self.rssi_n += 1
-            self.rssi_min = rssi if self.rssi_min is None else min(self.rssi_min, rssi)
+            if self.rssi_min is None or rssi < self.rssi_min:
+                self.rssi_min = rssi
         temp = t.amp_temp_c
         self.temp_sum += temp
-        self.temp_max = temp if self.temp_max is None else max(self.temp_max, temp)
-        b = t.power.battery_pct
-        if b is not None:
-            self.battery_min = b if self.battery_min is None else min(self.battery_min, b)
-        self.on_battery += t.power.source == "battery"
-        faulty = sum(s.state in _FAULTY for s in t.speakers)
+        if self.temp_max is None or temp > self.temp_max:
+            self.temp_max = temp
+        power = t.power
+        b = power.battery_pct
+        if b is not None and (self.battery_min is None or b < self.battery_min):
+            self.battery_min = b
+        if power.source == "battery":
+            self.on_battery += 1
+        faulty = 0
+        for s in t.speakers:
+            if s.state in _FAULTY:
+                faulty += 1
         self.faulty_max = max(self.faulty_max, faulty)
         self.last = t
 

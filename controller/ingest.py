@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -42,11 +42,15 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Ingest"]
 
-#: write-behind of heartbeats: once a second. Each flush writes every cluster seen since
-#: the last one; flushing on every lull in the inbox (as it did, at most 4 times a second)
-#: rewrote the same rows several times a second under load for nothing: health timeouts
-#: run on the in-memory views, and the API's last_seen may lag by this much.
+#: write-behind of heartbeats: at most once a second while messages keep coming. Each flush
+#: writes every cluster seen since the last one; flushing on every short lull in the inbox
+#: (as it once did, up to 4 times a second) rewrote the same rows several times a second
+#: under load for nothing: health timeouts run on the in-memory views, and the API's
+#: last_seen may lag by this much.
 FLUSH_S = 1.0
+#: ... but once the inbox has stayed empty for a whole wait (the end of a burst, or a quiet
+#: network), what is held is written at once: there is time for it, and nothing waits.
+IDLE_FLUSH_S = 0.1
 
 
 class Ingest:
@@ -92,9 +96,10 @@ class Ingest:
             try:
                 if msgs:
                     self._apply(msgs)
-                # write-behind of heartbeats, once a second
+                # write-behind of heartbeats: once a second, or when the inbox is idle
                 since = time.monotonic() - self._last_flush
-                if self.persisted < self.processed and since >= FLUSH_S:
+                if self.persisted < self.processed and (
+                        since >= FLUSH_S or (not msgs and since >= IDLE_FLUSH_S)):
                     self._flush_heartbeats()
                 self.content.flush()
                 if time.monotonic() - self._last_sweep >= 1.0:
@@ -163,13 +168,15 @@ class Ingest:
         online: list[str] = []
         rebirth: set[str] = set()
         self.dispatcher.begin_batch()
+        # one clock reading per batch: a batch is what arrived within a few milliseconds
+        now = utcnow()
         with self.sessions() as db:
             # one flush at commit: rows are then updated in primary-key order, the same
             # order every other writer uses, so transactions cannot deadlock on them
             db.autoflush = False
             for m in msgs:
                 try:
-                    self._one(db, m, online, rebirth)
+                    self._one(db, m, now, online, rebirth)
                 except MessageError as exc:
                     self._reject("invalid", m.topic, str(exc))
             self.dispatcher.write_batch(db)  # before resend_to reads deliveries
@@ -181,12 +188,12 @@ class Ingest:
         for cid in rebirth:
             self._request_rebirth(cid)
 
-    def _one(self, db: Session, m: Inbound, online: list[str], rebirth: set[str]) -> None:
+    def _one(self, db: Session, m: Inbound, now: datetime, online: list[str],
+             rebirth: set[str]) -> None:
         t = topics.parse_cluster_topic(m.topic)
         if t is None or t.kind == "cmd":
             self._reject("bad_topic", m.topic)
             return
-        now = utcnow()
         if t.kind == "status":
             if not m.payload:  # retained message cleared
                 return

@@ -9,7 +9,7 @@ from controller.mqtt_link import Inbound, Inbox
 
 
 def msg(i: int) -> Inbound:
-    return Inbound(f"t/{i}", str(i).encode(), 0.0)
+    return Inbound(f"t/{i}", str(i).encode())
 
 
 def test_batches_come_in_arrival_order_and_a_full_inbox_refuses() -> None:
