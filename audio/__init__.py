@@ -8,10 +8,10 @@ from audio.tts import EspeakNg, TTSEngine, TTSError
 __all__ = [
     "AudioError",
     "AudioSettings",
+    "EspeakNg",
     "PreparedAudio",
+    "TTSEngine",
+    "TTSError",
     "prepare_file",
     "prepare_segment",
-    "TTSEngine",
-    "EspeakNg",
-    "TTSError",
 ]

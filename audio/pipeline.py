@@ -27,8 +27,15 @@ with warnings.catch_warnings():  # pydub warns at import when ffmpeg is not on P
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AudioSettings", "PreparedAudio", "prepare_file", "prepare_segment", "decode",
-           "CODECS", "measure_loudness"]
+__all__ = [
+    "CODECS",
+    "AudioSettings",
+    "PreparedAudio",
+    "decode",
+    "measure_loudness",
+    "prepare_file",
+    "prepare_segment",
+]
 
 WORK_RATE = 48_000
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["sniff", "ACCEPTED"]
+__all__ = ["ACCEPTED", "sniff"]
 
 ACCEPTED = "mp3, wav, m4a/aac, ogg/opus, amr, flac, webm"
 

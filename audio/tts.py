@@ -19,7 +19,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)
     from pydub import AudioSegment
 
-__all__ = ["TTSEngine", "EspeakNg", "TTSError", "MAX_TEXT_CHARS"]
+__all__ = ["MAX_TEXT_CHARS", "EspeakNg", "TTSEngine", "TTSError"]
 
 MAX_TEXT_CHARS = 10_000
 

@@ -26,7 +26,7 @@ from devices.signing import sign_command
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ActionService", "ActionError", "TIMEOUT_S"]
+__all__ = ["TIMEOUT_S", "ActionError", "ActionService"]
 
 TIMEOUT_S = {"reboot": 90, "self_test": 30}
 DEFAULT_TIMEOUT_S = 20

@@ -22,9 +22,21 @@ from xml.etree.ElementTree import Element
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, fromstring
 
-__all__ = ["CAP_NS", "MAX_CAP_BYTES", "CapError", "CapAlert", "CapInfo", "CapArea",
-           "parse_cap", "map_priority", "DEFAULT_PRIORITY_RULES", "match_area", "ack_xml",
-           "verify_signature", "SignatureError"]
+__all__ = [
+    "CAP_NS",
+    "DEFAULT_PRIORITY_RULES",
+    "MAX_CAP_BYTES",
+    "CapAlert",
+    "CapArea",
+    "CapError",
+    "CapInfo",
+    "SignatureError",
+    "ack_xml",
+    "map_priority",
+    "match_area",
+    "parse_cap",
+    "verify_signature",
+]
 
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
 DSIG_NS = "http://www.w3.org/2000/09/xmldsig#"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from controller.thresholds import Thresholds
 from devices.messages import SpeakerState, Telemetry
 
-__all__ = ["Cause", "causes_of", "SEVERITY"]
+__all__ = ["SEVERITY", "Cause", "causes_of"]
 
 SEVERITY = {
     "offline": "critical", "speaker_open": "critical", "speaker_short": "critical",

@@ -42,7 +42,7 @@ from devices.signing import sign_command
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Dispatcher", "TERMINAL", "ORDER"]
+__all__ = ["ORDER", "TERMINAL", "Dispatcher"]
 
 #: delivery states in the order they progress; a report never moves a delivery backwards
 ORDER = ["pending", "sent", "received", "ready", "playing", "preempted", "played"]

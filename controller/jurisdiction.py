@@ -14,8 +14,17 @@ from sqlalchemy.orm import Session
 from controller.db.models import Area, Broadcast, Cluster, User
 from controller.targeting import ancestor_ids, descendant_area_ids
 
-__all__ = ["ROLES", "scope", "require_role", "require_targets", "can_see", "require_cancel",
-           "describe", "visible_cluster", "within"]
+__all__ = [
+    "ROLES",
+    "can_see",
+    "describe",
+    "require_cancel",
+    "require_role",
+    "require_targets",
+    "scope",
+    "visible_cluster",
+    "within",
+]
 
 ROLES = {
     "admin": "manages accounts, schedules, acts on clusters",

@@ -27,9 +27,22 @@ from controller.policy import Policy, effective_policy
 from controller.recurrence import Recurrence
 from controller.targeting import TargetError, descendant_area_ids, resolve
 
-__all__ = ["RANK", "Item", "layout", "gather", "place", "moved", "commune_map", "area_policy",
-           "area_policies",
-           "slots_between", "preview", "NEW", "LOOKAHEAD", "MOVABLE_AFTER"]
+__all__ = [
+    "LOOKAHEAD",
+    "MOVABLE_AFTER",
+    "NEW",
+    "RANK",
+    "Item",
+    "area_policies",
+    "area_policy",
+    "commune_map",
+    "gather",
+    "layout",
+    "moved",
+    "place",
+    "preview",
+    "slots_between",
+]
 
 RANK = {"priority": 0, "normal": 1}
 #: items in the window before a slot that can still push it (longer than any programme)

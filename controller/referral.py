@@ -23,7 +23,7 @@ from controller.db.models import Area, Broadcast, Cluster, User
 from controller.programme import commune_map
 from controller.targeting import ancestor_ids
 
-__all__ = ["from_above", "split_by_commune", "make_children"]
+__all__ = ["from_above", "make_children", "split_by_commune"]
 
 
 def from_above(db: Session, user: User) -> bool:

@@ -15,7 +15,7 @@ from controller.db.models import Area, Cluster, Delivery, Occurrence, StateTrans
 from controller.health import UP_STATES
 from controller.targeting import descendant_area_ids
 
-__all__ = ["uptime_seconds", "availability_report", "periods", "readiness"]
+__all__ = ["availability_report", "periods", "readiness", "uptime_seconds"]
 
 
 def uptime_seconds(transitions: list[tuple[datetime, str]], start: datetime, end: datetime,

@@ -13,8 +13,13 @@ from sqlalchemy.orm import Session
 
 from controller.db.models import ApiToken, User, utcnow
 
-__all__ = ["hash_password", "verify_password", "issue_token", "user_for_token",
-           "ensure_admin"]
+__all__ = [
+    "ensure_admin",
+    "hash_password",
+    "issue_token",
+    "user_for_token",
+    "verify_password",
+]
 
 _N, _R, _P = 2**14, 8, 1
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from controller.db.models import Area, Cluster
 from devices import topics
 
-__all__ = ["Resolved", "TargetError", "resolve", "descendant_area_ids", "ancestor_ids"]
+__all__ = ["Resolved", "TargetError", "ancestor_ids", "descendant_area_ids", "resolve"]
 
 
 class TargetError(ValueError):

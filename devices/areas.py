@@ -15,7 +15,7 @@ from typing import Literal
 
 from devices.topics import check_id
 
-__all__ = ["AreaKind", "Area", "Speaker", "Cluster", "Network", "load_fixture", "generate"]
+__all__ = ["Area", "AreaKind", "Cluster", "Network", "Speaker", "generate", "load_fixture"]
 
 AreaKind = Literal["province", "district", "commune", "village"]
 KINDS: tuple[str, ...] = ("province", "district", "commune", "village")

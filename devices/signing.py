@@ -33,13 +33,13 @@ from devices.messages import COMMAND_BODIES, MAX_CONTROL_PAYLOAD, Command, Refus
 __all__ = [
     "MAX_CLOCK_SKEW",
     "MAX_LIFETIME",
+    "CommandVerifier",
     "Refused",
+    "ReplayGuard",
     "canonical",
     "key_id",
-    "sign_command",
-    "ReplayGuard",
-    "CommandVerifier",
     "new_signing_key",
+    "sign_command",
 ]
 
 MAX_CLOCK_SKEW = timedelta(seconds=30)

@@ -29,27 +29,27 @@ CLUSTER_TELEMETRY_ALL = f"{ROOT}/cluster/+/telemetry"
 CLUSTER_EVENT_ALL = f"{ROOT}/cluster/+/event"
 
 __all__ = [
-    "ROOT",
-    "CONTROLLER_STATUS",
+    "CLUSTER_EVENT_ALL",
     "CLUSTER_STATUS_ALL",
     "CLUSTER_TELEMETRY_ALL",
-    "CLUSTER_EVENT_ALL",
+    "CONTROLLER_STATUS",
     "ID_PATTERN",
+    "ROOT",
+    "ClusterTopic",
     "InvalidId",
+    "area_cmd",
     "area_content_chunk",
     "area_content_filter",
-    "valid_id",
     "check_id",
-    "area_cmd",
     "cluster_cmd",
+    "cluster_event",
     "cluster_status",
     "cluster_telemetry",
-    "cluster_event",
     "content_chunk",
     "content_chunks_filter",
-    "ClusterTopic",
     "parse_cluster_topic",
     "parse_content_topic",
+    "valid_id",
 ]
 
 

@@ -11,7 +11,7 @@ from controller.db.models import User
 from controller.runtime import Runtime
 from controller.security import user_for_token
 
-__all__ = ["RuntimeDep", "SessionDep", "CurrentUser"]
+__all__ = ["CurrentUser", "RuntimeDep", "SessionDep"]
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 

@@ -21,9 +21,25 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from controller.db.types import UTCDateTime
 
-__all__ = ["Base", "Area", "Cluster", "Speaker", "Content", "ContentBlob", "Broadcast",
-           "Occurrence", "Delivery", "User", "ApiToken", "StateTransition", "Alert",
-           "TelemetrySample", "Action", "ActionResult", "utcnow"]
+__all__ = [
+    "Action",
+    "ActionResult",
+    "Alert",
+    "ApiToken",
+    "Area",
+    "Base",
+    "Broadcast",
+    "Cluster",
+    "Content",
+    "ContentBlob",
+    "Delivery",
+    "Occurrence",
+    "Speaker",
+    "StateTransition",
+    "TelemetrySample",
+    "User",
+    "utcnow",
+]
 
 
 def utcnow() -> datetime:

@@ -21,7 +21,7 @@ from firmware_sim.control import ControlServer
 from firmware_sim.faults import FAULTS
 from firmware_sim.runner import build_clusters, load_verify_key, run_clusters
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:

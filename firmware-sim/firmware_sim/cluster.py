@@ -60,7 +60,7 @@ from firmware_sim.player import Occurrence, Player
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SimConfig", "SimCluster"]
+__all__ = ["SimCluster", "SimConfig"]
 
 FIRMWARE = "loa-sim/0.2.0"
 SELF_TEST_S = 2.0

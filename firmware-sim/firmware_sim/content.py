@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from devices.messages import ContentManifest
 
-__all__ = ["SharedStore", "Assembly"]
+__all__ = ["Assembly", "SharedStore"]
 
 
 class SharedStore:

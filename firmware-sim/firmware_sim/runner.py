@@ -18,7 +18,7 @@ from firmware_sim.content import SharedStore
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_verify_key", "build_clusters", "run_clusters", "run_network"]
+__all__ = ["build_clusters", "load_verify_key", "run_clusters", "run_network"]
 
 
 def load_verify_key(path: Path) -> VerifyKey:

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
+from firmware_sim.cluster import SimCluster, SimConfig
+from firmware_sim.runner import build_clusters, run_clusters
 
 from controller.app import create_app
 from controller.broker import EmbeddedBroker, free_port
@@ -25,8 +27,6 @@ from controller.db.session import make_engine, make_sessionmaker, upgrade
 from controller.seed import register_network
 from controller.settings import Settings
 from devices.areas import Network
-from firmware_sim.cluster import SimCluster, SimConfig
-from firmware_sim.runner import build_clusters, run_clusters
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_PASSWORD = "test-admin-pw"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from firmware_sim.cluster import SimConfig
+from firmware_sim.runner import load_verify_key
 
 from controller.db.models import Cluster
 from controller.db.session import make_engine, make_sessionmaker, upgrade
@@ -12,8 +14,6 @@ from controller.health import HealthTracker
 from controller.seed import register_network
 from devices.areas import load_fixture
 from devices.messages import Birth, Death, SpeakerReport
-from firmware_sim.cluster import SimConfig
-from firmware_sim.runner import load_verify_key
 from tests.integration.harness import (
     Broker,
     SimThread,

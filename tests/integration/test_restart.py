@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from devices.areas import load_fixture
 from firmware_sim.cluster import SimConfig
 from firmware_sim.runner import load_verify_key
+
+from devices.areas import load_fixture
 from tests.integration.harness import (
     Broker,
     ControllerProcess,

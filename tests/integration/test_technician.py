@@ -15,11 +15,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
+from firmware_sim.cluster import SimConfig
+from firmware_sim.runner import load_verify_key
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.areas import Network, load_fixture
-from firmware_sim.cluster import SimConfig
-from firmware_sim.runner import load_verify_key
 from tests.integration.harness import (
     Broker,
     SimThread,

@@ -4,10 +4,10 @@ Revision ID: 0001
 Revises: 
 Create Date: 2026-11-22 00:11:41.915851
 """
-from alembic import op
 import sqlalchemy as sa
-import controller.db.types
+from alembic import op
 
+import controller.db.types
 
 revision = '0001'
 down_revision = None

@@ -4,10 +4,10 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-22 00:35:33.429355
 """
-from alembic import op
 import sqlalchemy as sa
-import controller.db.types
+from alembic import op
 
+import controller.db.types
 
 revision = '0002'
 down_revision = '0001'

@@ -4,10 +4,8 @@ Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-22 01:27:35.272728
 """
-from alembic import op
 import sqlalchemy as sa
-import controller.db.types
-
+from alembic import op
 
 revision = '0003'
 down_revision = '0002'

@@ -4,10 +4,8 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-22 01:33:20.482578
 """
-from alembic import op
 import sqlalchemy as sa
-import controller.db.types
-
+from alembic import op
 
 revision = '0004'
 down_revision = '0003'

@@ -4,10 +4,10 @@ Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-22 03:10:00
 """
-from alembic import op
 import sqlalchemy as sa
-import controller.db.types
+from alembic import op
 
+import controller.db.types
 
 revision = '0005'
 down_revision = '0004'

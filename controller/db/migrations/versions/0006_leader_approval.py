@@ -4,10 +4,10 @@ Revision ID: 0006
 Revises: 0005
 Create Date: 2026-11-22 04:00:00
 """
-from alembic import op
 import sqlalchemy as sa
-import controller.db.types
+from alembic import op
 
+import controller.db.types
 
 revision = '0006'
 down_revision = '0005'
