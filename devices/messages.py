@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
     StringConstraints,
     TypeAdapter,
     ValidationError,
@@ -218,9 +219,13 @@ class Command(_Wire):
     key_id: str = Field(max_length=64)
     body: dict[str, Any]
     sig: str | None = None
+    _parsed: _Wire | None = PrivateAttr(default=None)
 
     def parsed_body(self) -> _Wire:
-        return COMMAND_BODIES[self.kind].model_validate(self.body)
+        """The body as its kind's model (validated once, then kept)."""
+        if self._parsed is None:
+            self._parsed = COMMAND_BODIES[self.kind].model_validate(self.body)
+        return self._parsed
 
 
 # --- cluster -> controller -------------------------------------------------------------------

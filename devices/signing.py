@@ -128,14 +128,25 @@ class ReplayGuard:
 
 
 class CommandVerifier:
-    """Verifies incoming command payloads for one cluster."""
+    """Verifies incoming command payloads for one cluster.
 
-    def __init__(self, keys: Iterable[VerifyKey], replay_guard: ReplayGuard | None = None):
+    ``memo`` (optional) holds the outcome of the checks that depend on the payload's bytes
+    alone (JSON, version, key, signature, schema), so that a process simulating many
+    clusters checks each distinct payload once, as each real board would for itself. Share
+    one memo only among verifiers with the same keys. The topic, kind, clock, replay and
+    body checks still run per cluster, in the protocol's order."""
+
+    MEMO_SIZE = 256
+
+    def __init__(self, keys: Iterable[VerifyKey], replay_guard: ReplayGuard | None = None,
+                 memo: dict[bytes, Command | Refused] | None = None):
         self._keys = {key_id(k): k for k in keys}
         self.replay_guard = replay_guard or ReplayGuard()
+        self._memo = memo
 
-    def verify(self, payload: bytes, topic: str, now: datetime) -> Command:
-        """Return the verified command or raise :class:`Refused`."""
+    def _signed(self, payload: bytes) -> Command:
+        """The checks on the payload's bytes alone, up to "well-typed" (§5.2's first six
+        rows); raises :class:`Refused`."""
         if len(payload) > MAX_CONTROL_PAYLOAD:
             raise Refused(RefusalReason.MALFORMED, "payload too large")
         try:
@@ -160,9 +171,31 @@ class CommandVerifier:
         except (BadSignatureError, ValueError):
             raise Refused(RefusalReason.BAD_SIGNATURE, "signature does not verify", cid) from None
         try:
-            cmd = Command.model_validate(raw)
+            return Command.model_validate(raw)
         except ValidationError as exc:
             raise Refused(RefusalReason.MALFORMED, _first_error(exc), cid) from None
+
+    def _signed_memo(self, payload: bytes) -> Command:
+        memo = self._memo
+        if memo is None:
+            return self._signed(payload)
+        hit = memo.get(payload)
+        if hit is None:
+            try:
+                hit = self._signed(payload)
+            except Refused as exc:
+                hit = exc
+            if len(memo) >= self.MEMO_SIZE:
+                del memo[next(iter(memo))]  # the oldest
+            memo[payload] = hit
+        if isinstance(hit, Refused):
+            raise Refused(hit.reason, hit.detail, hit.command_id)
+        return hit
+
+    def verify(self, payload: bytes, topic: str, now: datetime) -> Command:
+        """Return the verified command or raise :class:`Refused` (checks in §5.2's order)."""
+        cmd = self._signed_memo(payload)
+        cid = cmd.id
         if cmd.topic != topic:
             raise Refused(RefusalReason.WRONG_TOPIC, f"signed for {cmd.topic}", cid)
         if cmd.kind not in COMMAND_BODIES:
@@ -176,7 +209,7 @@ class CommandVerifier:
         if self.replay_guard.seen(cmd.id):
             raise Refused(RefusalReason.REPLAYED, "command id already seen", cid)
         try:
-            cmd.parsed_body()
+            cmd.parsed_body()  # validated once per Command (a memo shares the Command)
         except ValidationError as exc:
             raise Refused(RefusalReason.MALFORMED, _first_error(exc), cid) from None
         self.replay_guard.remember(cmd.id, cmd.expires_at, now)

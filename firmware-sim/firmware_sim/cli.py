@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "falls back to 3.1.1 on a broker that refuses it")
     p.add_argument("--pubkey", type=Path, default=None,
                    help="controller public key file (default: $LOA_DATA_DIR/controller_ed25519.pub)")
-    p.add_argument("--heartbeat", type=float, default=float(os.environ.get("LOA_SIM_HEARTBEAT", 30)))
+    p.add_argument("--heartbeat", type=float, default=float(os.environ.get("LOA_SIM_HEARTBEAT", "30")))
     p.add_argument("--record-dir", type=Path, default=None,
                    help="write the audio each cluster played to DIR/<cluster>/<occurrence>.*")
     p.add_argument("--seed", type=int, default=0)

@@ -68,8 +68,9 @@ class ControlServer:
         try:
             params = json.loads(body) if body.strip() else {}
             if not isinstance(params, dict):
-                raise ValueError("parameters must be a JSON object")
-            applied = [c.inject(fault, params) for c in chosen][0]
+                raise ValueError("parameters must be a JSON object")  # noqa: TRY004 (a 400)
+            results = [c.inject(fault, params) for c in chosen]  # every chosen cluster
+            applied = results[0]
         except (ValueError, FaultError) as exc:
             return 400, {"error": str(exc)}
         return 200, {"injected": fault, "params": applied, "clusters": [c.id for c in chosen]}

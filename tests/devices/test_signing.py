@@ -114,3 +114,38 @@ def test_canonical_form_is_independent_of_key_order() -> None:
     obj = json.loads(signed())
     reordered = {k: obj[k] for k in sorted(obj, reverse=True)}
     CommandVerifier([KEY.verify_key]).verify(json.dumps(reordered, indent=2).encode(), TOPIC, NOW)
+
+
+def test_a_shared_memo_checks_each_payload_once_but_every_cluster_keeps_its_own_rules() -> None:
+    """Many simulated clusters share the signature and schema checks of one payload; the
+    topic, clock, replay and body checks, and their order, stay each cluster's own."""
+    memo: dict = {}
+    a, b, c = (CommandVerifier([KEY.verify_key], memo=memo) for _ in range(3))
+    payload = signed()
+    assert a.verify(payload, TOPIC, NOW).body["occurrence_id"] == "o1"
+    assert len(memo) == 1
+    # b has not seen it: accepted (its own replay guard), then refused as a replay
+    assert b.verify(payload, TOPIC, NOW).id == json.loads(payload)["id"]
+    assert refusal(payload, verifier=b) is RefusalReason.REPLAYED
+    # c's clock is past the expiry; on another topic the topic check comes first
+    assert refusal(payload, verifier=c, now=NOW + timedelta(minutes=6)) is RefusalReason.EXPIRED
+    assert refusal(payload, topic=topics.cluster_cmd("hd-c01"),
+                   verifier=c) is RefusalReason.WRONG_TOPIC
+    # a tampered copy is another payload: refused for everyone, and stays refused
+    obj = json.loads(payload)
+    obj["body"]["start_at"] = "2026-11-21T05:00:11.000Z"
+    tampered = json.dumps(obj).encode()
+    assert refusal(tampered, verifier=a) is RefusalReason.BAD_SIGNATURE
+    assert refusal(tampered, verifier=c) is RefusalReason.BAD_SIGNATURE
+    # an expired command with a bad body: expired first, as the protocol orders the checks
+    bad = signed(body={"broadcast_id": "b1"})
+    assert refusal(bad, verifier=a, now=NOW + timedelta(minutes=6)) is RefusalReason.EXPIRED
+    assert refusal(bad, verifier=b) is RefusalReason.MALFORMED
+
+
+def test_the_memo_stays_bounded() -> None:
+    memo: dict = {}
+    v = CommandVerifier([KEY.verify_key], memo=memo)
+    for i in range(CommandVerifier.MEMO_SIZE + 50):
+        v.verify(signed(body={**play_body(), "occurrence_id": f"o{i}"}), TOPIC, NOW)
+    assert len(memo) == CommandVerifier.MEMO_SIZE
