@@ -10,6 +10,7 @@ cluster that reconnects, or after a controller restart) is always safe.
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -97,6 +98,10 @@ class Dispatcher:
         self._unconfirmed_cancels: dict[str, tuple[set[str], datetime]] = {}
         #: deliveries loaded during the current ingest batch (None outside one)
         self._batch: dict[str, dict[str, _Report]] | None = None
+        #: held from an immediate emergency's publish until its rows are committed; the
+        #: ingest thread takes it around a batch of events, so that no report is applied
+        #: (and lost as unknown) before the delivery it reports on exists
+        self.gate = threading.Lock()
 
     # --- dispatch ------------------------------------------------------------------------
 
@@ -127,6 +132,48 @@ class Dispatcher:
             if bc.recurrence and self.plan_next is not None:
                 self.plan_next(bc, scheduled_at)
             return occ
+
+    def dispatch_immediate(self, db: Session, bc: Broadcast, resolved: Resolved) -> Occurrence:
+        """An emergency that plays at once, from the request that creates it: ``bc`` is
+        added to ``db`` but not yet committed. Its command goes on the wire first, then the
+        broadcast, its occurrence and its deliveries are written in one transaction: with
+        thousands of clusters, writing their rows first kept every one of them waiting.
+        The ingest thread holds reports back (``gate``) until the rows are committed."""
+        now = utcnow()
+        start = max(bc.start_at or now, now + timedelta(seconds=self.settings.emergency_lead_s))
+        occ = Occurrence(id=uuid.uuid4().hex, broadcast_id=bc.id,
+                         scheduled_at=bc.start_at or start, start_at=start,
+                         ends_at=start + timedelta(milliseconds=bc.content.duration_ms),
+                         status="pending", content_id=bc.content_id, revision=0)
+        bc.revision = 0  # (column defaults of a pending row are applied only at its flush)
+        if bc.expires_at is not None and start >= bc.expires_at:  # recorded as missed
+            db.commit()
+            self.dispatch(bc.id, occ.scheduled_at, resolved)
+            return occ
+        body = self._play_body(occ, bc)
+        expires = self._expiry(occ, bc)
+        sha = bc.content.sha256
+        with self.gate:
+            self.content.push(sha, keep_s=(expires - now).total_seconds())
+            ok = True
+            for topic in resolved.topics:
+                ok &= self._publish_command("play", topic, body, expires, occ.id)
+            self.content.push_to_areas(sha, resolved.areas)
+            sent_at = utcnow()
+            up = set(db.scalars(select(Cluster.id).where(
+                Cluster.area_id.in_(set(resolved.cluster_areas) - {None}),
+                Cluster.state.in_(("online", "degraded"))))) if ok else set()
+            bc.status = "active"
+            if ok:
+                occ.status, occ.sent_at = "sent", sent_at
+            db.add(occ)
+            db.flush()  # the broadcast and occurrence rows before their deliveries
+            db.execute(insert(Delivery), [
+                {"occurrence_id": occ.id, "cluster_id": c, "state": "sent" if ok else "pending",
+                 "error": None if not ok or c in up else "cluster offline when sent",
+                 "updated_at": sent_at} for c in resolved.cluster_ids])
+            db.commit()
+        return occ
 
     def _create_occurrence(self, db: Session, bc: Broadcast, scheduled_at: datetime,
                            cluster_ids: list[str]) -> Occurrence | None:

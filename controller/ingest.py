@@ -165,6 +165,17 @@ class Ingest:
             log.exception("could not reload health state after a failed batch")
 
     def _apply_once(self, msgs: list[Inbound]) -> None:
+        # reports and births wait while an immediate emergency is between its publish and
+        # its rows being committed (Dispatcher.dispatch_immediate): a report must find its
+        # delivery, and a cluster coming online must be sent what it missed. Heartbeats
+        # never wait for it.
+        if not all(m.topic.endswith("/telemetry") for m in msgs):
+            with self.dispatcher.gate:
+                self._apply_batch(msgs)
+        else:
+            self._apply_batch(msgs)
+
+    def _apply_batch(self, msgs: list[Inbound]) -> None:
         online: list[str] = []
         rebirth: set[str] = set()
         self.dispatcher.begin_batch()

@@ -335,9 +335,9 @@ def test_bad_cap_is_refused_with_a_clear_error_and_nothing_plays(prov: Province)
     cases = {
         "malformed": (b"<alert xmlns='urn:oasis:names:tc:emergency:cap:1.2'><identifier>",
                       "malformed"),
-        "bomb": (b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
+        "bomb": ((b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
                  b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
-                 b'<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">&b;</alert>', "unsafe"),
+                 b'<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">&b;</alert>'), "unsafe"),
         "namespace": (spec.read_bytes().replace(b"cap:1.2", b"cap:1.1"), "namespace"),
         "expired (the spec's own example)": (spec.read_bytes(), "expired"),
     }
@@ -645,3 +645,41 @@ def test_an_item_set_to_restart_starts_over_after_an_emergency(prov: Province) -
     own = get(prov.commune, f"/api/v1/contents/{local}")["duration_s"]
     emerg = get(prov.province, f"/api/v1/contents/{warning}")["duration_s"]
     assert span >= own + emerg + 1.2  # the 1.5 s heard before the emergency, heard again
+
+
+def test_reports_sent_before_an_emergency_is_recorded_are_kept(
+        prov: Province, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An immediate emergency's command goes on the wire before its rows are written. Here
+    the writing is held up until every cluster has started playing and reported it: those
+    early reports must still land on their deliveries, none dropped as unknown."""
+    rt = prov.admin.app.state.runtime  # type: ignore[attr-defined]
+    content = rt.dispatcher.content
+    push_to_areas = content.push_to_areas
+    early: list[set[str]] = []
+
+    def slow_push(sha: str, areas: tuple[str, ...]) -> int:
+        n = push_to_areas(sha, areas)
+        # (between publishing and writing the rows) wait until every cluster plays it
+        deadline, playing = time.monotonic() + 10, set()
+        while time.monotonic() < deadline and len(playing) < len(prov.sim.clusters):
+            playing |= {c.id for c in prov.sim.clusters
+                        if c.player.current is not None and c.player.current.body.priority
+                        .value == "emergency"}
+            time.sleep(0.01)
+        time.sleep(0.3)  # and their reports are in the controller's inbox
+        early.append(playing)
+        return n
+
+    monkeypatch.setattr(content, "push_to_areas", slow_push)
+    unknown = rt.dispatcher.counters["delivery_unknown"]
+    warning = tts(prov.province, "Cảnh báo lũ quét.")
+    r = prov.province.post("/api/v1/broadcasts", json={
+        "content_id": warning, "targets": {"areas": [PROVINCE]}, "priority": "emergency"})
+    assert r.status_code == 201, r.text
+    assert early and len(early[0]) == 15  # all of them played before the rows existed
+    ds = wait_for(lambda: (d := get(prov.province, f"/api/v1/broadcasts/{r.json()['id']}")
+                           ["deliveries"]) and all(x["started_at"] for x in d) and d, 10,
+                  "every early report recorded")
+    assert len(ds) == 15 and {d["state"] for d in ds} <= {"playing", "played"}
+    assert rt.dispatcher.counters["delivery_unknown"] == unknown
+    played(prov.province, r.json()["id"], 15)

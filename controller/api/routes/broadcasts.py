@@ -213,15 +213,23 @@ def schedule(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: Current
     Raises HTTPException (403/422) before anything is stored."""
     plan = _validate(req, db, rt, user)
     req = plan.req
-    cmap = commune_map(db, plan.resolved.cluster_areas)
-    communes = {c for c in cmap.values() if c}
     bc = Broadcast(id=uuid.uuid4().hex, title=req.title, content_id=plan.content.id,
                    priority=req.priority, targets=req.targets.model_dump(), start_at=req.start_at,
                    recurrence=plan.recurrence, expires_at=req.expires_at, status="scheduled",
                    created_by=user.username, origin_area_id=user.area_id, cap_ref=cap_ref,
                    volume_pct=req.volume_pct, position=req.position,
-                   after_preempt=req.after_preempt,
-                   commune_id=communes.pop() if len(communes) == 1 else None)
+                   after_preempt=req.after_preempt)
+    if plan.immediate:
+        # nothing between the checks and the wire: the broadcast, its occurrence and its
+        # deliveries are written straight after the command is published
+        bc.content = plan.content  # (a pending object does not load its relationships)
+        db.add(bc)
+        rt.dispatcher.dispatch_immediate(db, bc, plan.resolved)
+        bc.commune_id = _single_commune(db, plan)
+        db.commit()
+        db.refresh(bc)
+        return bc
+    bc.commune_id = _single_commune(db, plan)
     if needs_approval(db, user, plan):
         bc.status = "pending_approval"  # airs once a leader approves it
     elif req.priority != "emergency":
@@ -236,8 +244,6 @@ def schedule(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: Current
     db.commit()
     if bc.status == "pending_approval":
         pass
-    elif plan.immediate:  # no scheduler hop: sign and publish now (the occurrence is unique)
-        rt.dispatcher.dispatch(bc.id, bc.start_at, plan.resolved)  # type: ignore[arg-type]
     elif plan.handed_down:
         for child in children:
             if child.status == "scheduled":
@@ -246,6 +252,12 @@ def schedule(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: Current
         rt.scheduler.plan(bc)
     db.refresh(bc)
     return bc
+
+
+def _single_commune(db: SessionDep, plan: _Plan) -> str | None:
+    """The commune a broadcast plays in, when it plays in exactly one."""
+    communes = {c for c in commune_map(db, plan.resolved.cluster_areas).values() if c}
+    return communes.pop() if len(communes) == 1 else None
 
 
 def refuse_if(problems: list[str]) -> None:
