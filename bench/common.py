@@ -67,8 +67,7 @@ c.disconnect()
 
 def publish_file(port: int, lines: list[tuple[str, bytes]]) -> subprocess.Popen[bytes]:
     """Publish (topic, payload) pairs as fast as possible from another process."""
-    f = tempfile.NamedTemporaryFile("wb", delete=False, suffix=".msgs")
-    with f:
+    with tempfile.NamedTemporaryFile("wb", delete=False, suffix=".msgs") as f:
         for topic, payload in lines:
             assert b"\n" not in payload
             f.write(topic.encode() + b" " + payload + b"\n")

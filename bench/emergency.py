@@ -13,11 +13,15 @@ import asyncio
 import cProfile
 import logging
 import os
+import queue
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,43 +39,48 @@ from controller.settings import Settings
 from devices.areas import generate
 
 
-async def _bare(port: int, n: int, payloads: list[bytes]) -> float:
-    """n subscribers on one topic; time from the first publish to the last byte received."""
-    done = 0
-    finished = asyncio.Event()
+async def _bare(port: int, n: int, payloads: list[bytes], rounds: int) -> list[float]:
+    """n subscribers on one topic tree; per round, the time from the first publish to the
+    last byte received by the last subscriber."""
     total = len(payloads)
+    done = [0] * rounds
+    finished = [asyncio.Event() for _ in range(rounds)]
 
     async def sub(i: int, ready: asyncio.Event) -> None:
-        nonlocal done
         async with aiomqtt.Client("127.0.0.1", port, identifier=f"bare-{i}") as c:
             await c.subscribe("bench/fanout/#", qos=1)
             ready.set()
-            got = 0
-            async for _ in c.messages:
-                got += 1
-                if got == total:
-                    done += 1
-                    if done == n:
-                        finished.set()
-                    return
+            got = [0] * rounds
+            async for m in c.messages:
+                r = int(m.topic.value.split("/")[2])
+                got[r] += 1
+                if got[r] == total:
+                    done[r] += 1
+                    if done[r] == n:
+                        finished[r].set()
+                    if r == rounds - 1:
+                        return
 
     readies = [asyncio.Event() for _ in range(n)]
     tasks = [asyncio.create_task(sub(i, readies[i])) for i in range(n)]
-    for r in readies:
-        await r.wait()
+    for ev in readies:
+        await ev.wait()
+    times = []
     async with aiomqtt.Client("127.0.0.1", port, identifier="bare-pub") as pub:
-        t0 = time.perf_counter()
-        for k, p in enumerate(payloads):
-            await pub.publish(f"bench/fanout/{k}", p, qos=1)
-        await asyncio.wait_for(finished.wait(), 120)
-        elapsed = time.perf_counter() - t0
+        for r in range(rounds):
+            await asyncio.sleep(0.5)
+            t0 = time.perf_counter()
+            for k, p in enumerate(payloads):
+                await pub.publish(f"bench/fanout/{r}/{k}", p, qos=1)
+            await asyncio.wait_for(finished[r].wait(), 120)
+            times.append(time.perf_counter() - t0)
     await asyncio.gather(*tasks, return_exceptions=True)
-    return elapsed
+    return times
 
 
 #: Runs in its own process (so it takes no CPU from the controller's process): prints
-#: "ready" once subscribed, then the wall-clock time at which the n-th cluster's first
-#: ``playing`` report for one occurrence reached the broker's subscribers.
+#: "ready" once subscribed, then for each occurrence the wall-clock time at which the n-th
+#: cluster's first ``playing`` report for it reached the broker's subscribers.
 REPORT_WATCHER = r"""
 import json, sys, time
 import paho.mqtt.client as mqtt
@@ -87,10 +96,10 @@ def on_message(c, u, m):
     if ev.get("kind") != "delivery" or ev.get("state") != "playing":
         return
     got = seen.setdefault(ev.get("occurrence_id"), set())
-    got.add(ev.get("cluster_id"))
-    if len(got) == n:
-        print(f"{now:.6f}", flush=True)
-        c.disconnect()
+    if len(got) < n:
+        got.add(ev.get("cluster_id"))
+        if len(got) == n:
+            print(f"{ev.get('occurrence_id')} {now:.6f}", flush=True)
 def on_subscribe(c, u, mid, rc, p):
     print("ready", flush=True)
 c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-report-watch")
@@ -107,7 +116,25 @@ def _profiler() -> list[str]:
     return ["-m", "cProfile", "-o", out] if out else []
 
 
-def run(communes: int, per: int, sim_processes: int = 1) -> tuple[float, float, float, int]:
+@dataclass
+class Round:
+    wire: float  # API call -> the command seen on the broker (by a watcher in this process)
+    returned: float  # API call -> its response
+    reported: float  # API call -> the last cluster's playing report on the broker
+    ours: float  # API call -> the controller has every cluster's start recorded
+    started: int  # clusters whose start the controller recorded
+    lag: list[float]  # the clusters' own start times after the call, sorted
+
+
+TEXTS = ["Cảnh báo bão khẩn cấp. Người dân ở trong nhà.",
+         "Cảnh báo lũ quét. Người dân ven suối di chuyển lên cao.",
+         "Cảnh báo sạt lở đất. Không đi qua vùng đồi núi.",
+         "Cảnh báo mưa đá. Che chắn mái nhà và chuồng trại.",
+         "Cảnh báo rét đậu. Giữ ấm cho người già và trẻ nhỏ."]
+
+
+def run(communes: int, per: int, sim_processes: int, rounds: int) -> tuple[list[Round],
+                                                                          list[float]]:
     broker = Mosquitto()
     work = Path(tempfile.mkdtemp(prefix="loa-bench-em-"))
     sim = None
@@ -121,6 +148,7 @@ def run(communes: int, per: int, sim_processes: int = 1) -> tuple[float, float, 
         with make_sessionmaker(engine)() as db:
             register_network(db, net)
         engine.dispose()
+        results: list[Round] = []
         with TestClient(create_app(settings)) as api:
             r = api.post("/api/v1/auth/token", data={"username": "admin", "password": "bench-pass"})
             api.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
@@ -140,9 +168,12 @@ def run(communes: int, per: int, sim_processes: int = 1) -> tuple[float, float, 
                 if up == n:
                     break
                 time.sleep(0.5)
-            content = api.post("/api/v1/contents/tts", json={
-                "text": "Cảnh báo bão khẩn cấp. Người dân ở trong nhà."}).json()
-            blob_size = content["size"]
+            # a new text each round: the clusters fetch new content each time, as the bare
+            # subscribers receive the bytes each time
+            contents = [api.post("/api/v1/contents/tts", json={
+                "text": TEXTS[i % len(TEXTS)] + " Lần " + str(i + 1) + "."}).json()
+                for i in range(rounds)]
+            blob_size = max(c["size"] for c in contents)
             on_wire: list[float] = []
             watch = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-watch")
             watch.on_message = lambda *_: on_wire.append(time.perf_counter())
@@ -152,68 +183,94 @@ def run(communes: int, per: int, sim_processes: int = 1) -> tuple[float, float, 
             reports = subprocess.Popen([sys.executable, "-c", REPORT_WATCHER, str(broker.port),
                                         str(n)], stdout=subprocess.PIPE, text=True)
             assert reports.stdout is not None and reports.stdout.readline().strip() == "ready"
-            time.sleep(0.5)
-            t0 = time.perf_counter()
-            t0_wall = datetime.now(UTC)
-            prof = cProfile.Profile() if os.environ.get("LOA_BENCH_PROFILE_API") else None
-            if prof:
-                prof.enable()
-            r = api.post("/api/v1/broadcasts", json={
-                "content_id": content["id"], "targets": {"areas": [province]},
-                "priority": "emergency"})
-            if prof:
-                prof.disable()
-                prof.dump_stats(os.environ["LOA_BENCH_PROFILE_API"])
-            assert r.status_code == 201, r.text
-            print(f"  the API call returned after {time.perf_counter() - t0:.2f} s; the signed "
-                  f"command was on the wire after "
-                  f"{(on_wire[0] - t0) if on_wire else float('nan'):.2f} s")
-            bid = r.json()["id"]
-            ours = float("nan")
-            # poll a count (one row, computed inside SQLite), not the rows themselves: the
-            # poll runs in the controller's process and must not slow what it measures
-            started_q = select(func.count()).select_from(Delivery).join(Occurrence).where(
-                Occurrence.broadcast_id == bid, Delivery.started_at.is_not(None))
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                with rt.sessions() as db:
-                    if db.scalar(started_q) >= n:
-                        ours = time.perf_counter() - t0
-                        break
-                time.sleep(0.01)
-            try:
-                reported = float(reports.communicate(timeout=30)[0].strip()) - \
-                    t0_wall.timestamp()
-            except (subprocess.TimeoutExpired, ValueError):
-                reports.kill()
-                reported = float("nan")
-            # only now: paho's loop_stop waits out its select (up to 1 s), which the poll
-            # above must not include
+            lines: queue.Queue[str] = queue.Queue()
+            threading.Thread(target=lambda: [lines.put(x) for x in reports.stdout or []],
+                             daemon=True).start()
+            for content in contents:
+                results.append(_one_round(api, rt, content["id"], province, n, on_wire, lines))
+            reports.kill()
+            # only now: paho's loop_stop waits out its select (up to 1 s)
             watch.loop_stop()
             watch.disconnect()
-            with rt.sessions() as db:
-                started = db.scalars(select(Delivery.started_at).join(Occurrence).where(
-                    Occurrence.broadcast_id == bid)).all()
-            played_on = sum(s is not None for s in started)
-            if started and all(started):
-                lag = sorted((s - t0_wall).total_seconds() for s in started)
-                print(f"  clusters' own start times after the call: first {lag[0]:.2f} s, "
-                      f"median {lag[len(lag) // 2]:.2f} s, last {lag[-1]:.2f} s")
+        _stop(sim)  # nothing else runs while the bare path is measured
+        sim = None
         # the same bytes through the bare broker path: one command + the content chunks
         chunk = 16 * 1024
         payloads = [b"x" * 700] + [b"\0" * min(chunk, blob_size - i)
                                    for i in range(0, blob_size, chunk)]
-        bare = asyncio.run(_bare(broker.port, n, payloads))
-        return reported, ours, bare, played_on
+        bares = asyncio.run(_bare(broker.port, n, payloads, rounds))
+        return results, bares
     finally:
         if sim is not None:
-            sim.terminate()
-            try:
-                sim.wait(30)
-            except subprocess.TimeoutExpired:  # thousands of clusters may not all stop in
-                os.killpg(sim.pid, signal.SIGKILL)  # time: the figures are taken already
-                sim.wait(10)
+            _stop(sim)
         broker.stop()
+
+
+def _one_round(api: TestClient, rt: object, content_id: str, province: str, n: int,
+               on_wire: list[float], lines: queue.Queue[str]) -> Round:
+    sessions = rt.sessions  # type: ignore[attr-defined]
+    time.sleep(1.0)  # the previous round's reports and writes have settled
+    on_wire.clear()
+    t0 = time.perf_counter()
+    t0_wall = datetime.now(UTC)
+    prof = cProfile.Profile() if os.environ.get("LOA_BENCH_PROFILE_API") else None
+    if prof:
+        prof.enable()
+    r = api.post("/api/v1/broadcasts", json={
+        "content_id": content_id, "targets": {"areas": [province]}, "priority": "emergency"})
+    returned = time.perf_counter() - t0
+    if prof:
+        prof.disable()
+        prof.dump_stats(os.environ["LOA_BENCH_PROFILE_API"])
+    assert r.status_code == 201, r.text
+    bid = r.json()["id"]
+    ours = float("nan")
+    # poll a count (one row, computed inside SQLite), not the rows themselves: the poll
+    # runs in the controller's process and must not slow what it measures
+    started_q = select(func.count()).select_from(Delivery).join(Occurrence).where(
+        Occurrence.broadcast_id == bid, Delivery.started_at.is_not(None))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with sessions() as db:
+            if db.scalar(started_q) >= n:
+                ours = time.perf_counter() - t0
+                break
+        time.sleep(0.01)
+    wire = (on_wire[0] - t0) if on_wire else float("nan")
+    occ_id = r.json()["occurrence"]["id"] if r.json().get("occurrence") else None
+    reported = float("nan")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            occ, at = lines.get(timeout=max(0.0, deadline - time.monotonic())).split()
+        except queue.Empty:
+            break
+        if occ_id is None or occ == occ_id:
+            reported = float(at) - t0_wall.timestamp()
+            break
+    with sessions() as db:
+        started = db.scalars(select(Delivery.started_at).join(Occurrence).where(
+            Occurrence.broadcast_id == bid)).all()
+    lag = sorted((s - t0_wall).total_seconds() for s in started if s is not None)
+    # the next round starts once this one has played everywhere (not preempting it)
+    played_q = select(func.count()).select_from(Delivery).join(Occurrence).where(
+        Occurrence.broadcast_id == bid, Delivery.state == "played")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with sessions() as db:
+            if db.scalar(played_q) >= n:
+                break
+        time.sleep(0.2)
+    return Round(wire, returned, reported, ours, len(lag), lag)
+
+
+def _stop(sim: subprocess.Popen[bytes]) -> None:
+    sim.terminate()
+    try:
+        sim.wait(30)
+    except subprocess.TimeoutExpired:  # thousands of clusters may not all stop in time: the
+        os.killpg(sim.pid, signal.SIGKILL)  # figures are taken already
+        sim.wait(10)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -221,19 +278,32 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--clusters", type=int, nargs="+", default=[600])
     p.add_argument("--sim-processes", type=int, default=os.cpu_count() or 1,
                    help="simulator processes (default: one per core)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="emergencies (and bare fan-outs) per size; medians are compared (a "
+                        "2-core machine shared with other work varies by 30%% run to run)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     for total in args.clusters:
         communes = max(1, total // 15)
-        reported, ours, bare, played = run(communes, 15, args.sim_processes)
-        print(f"emergency to {communes * 15} clusters ({communes} communes x 15, "
-              f"simulator in {args.sim_processes} process(es)):")
-        print(f"  API call -> last cluster reports playing  {reported:7.2f} s   (its report "
-              "on the broker)")
-        print(f"  API call -> controller has every report   {ours:7.2f} s   ({played} clusters "
-              "started; what the officer's report shows)")
-        print(f"  bare publisher -> last subscriber         {bare:7.2f} s   (same bytes, same "
-              "broker)")
+        n = communes * 15
+        print(f"emergency to {n} clusters ({communes} communes x 15, simulator in "
+              f"{args.sim_processes} process(es)), {args.rounds} round(s):")
+        rounds, bares = run(communes, 15, args.sim_processes, args.rounds)
+        for i, (r, bare) in enumerate(zip(rounds, bares, strict=True)):
+            lag = r.lag or [float("nan")]
+            print(f"  round {i + 1}: command on the wire {r.wire:5.2f} s, API returned "
+                  f"{r.returned:5.2f} s; clusters' own starts {lag[0]:5.2f}-{lag[-1]:5.2f} s; "
+                  f"last report on the broker {r.reported:5.2f} s, recorded {r.ours:5.2f} s "
+                  f"({r.started}/{n}); bare {bare:5.2f} s")
+        reported = statistics.median(r.reported for r in rounds)
+        ours = statistics.median(r.ours for r in rounds)
+        bare = statistics.median(bares)
+        print(f"  API call -> last cluster reports playing  {reported:7.2f} s   (median; its "
+              "report on the broker)")
+        print(f"  API call -> controller has every report   {ours:7.2f} s   (median; what the "
+              "officer's report shows)")
+        print(f"  bare publisher -> last subscriber         {bare:7.2f} s   (median; same bytes, "
+              "same broker)")
         print(f"  ratio, reports on the broker / bare       {reported / bare:7.2f}   "
               "(target <= 1.5)")
         print(f"  ratio, recorded by the controller / bare  {ours / bare:7.2f}")
