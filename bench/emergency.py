@@ -124,6 +124,7 @@ class Round:
     ours: float  # API call -> the controller has every cluster's start recorded
     started: int  # clusters whose start the controller recorded
     lag: list[float]  # the clusters' own start times after the call, sorted
+    chunks: int  # content chunks the controller published (pushed, or asked for again)
 
 
 TEXTS = ["Cảnh báo bão khẩn cấp. Người dân ở trong nhà.",
@@ -210,6 +211,7 @@ def _one_round(api: TestClient, rt: object, content_id: str, province: str, n: i
                on_wire: list[float], lines: queue.Queue[str]) -> Round:
     sessions = rt.sessions  # type: ignore[attr-defined]
     time.sleep(1.0)  # the previous round's reports and writes have settled
+    chunks_before = rt.content.chunks_sent  # type: ignore[attr-defined]
     on_wire.clear()
     t0 = time.perf_counter()
     t0_wall = datetime.now(UTC)
@@ -261,7 +263,8 @@ def _one_round(api: TestClient, rt: object, content_id: str, province: str, n: i
             if db.scalar(played_q) >= n:
                 break
         time.sleep(0.2)
-    return Round(wire, returned, reported, ours, len(lag), lag)
+    chunks = rt.content.chunks_sent - chunks_before  # type: ignore[attr-defined]
+    return Round(wire, returned, reported, ours, len(lag), lag, chunks)
 
 
 def _stop(sim: subprocess.Popen[bytes]) -> None:
@@ -294,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  round {i + 1}: command on the wire {r.wire:5.2f} s, API returned "
                   f"{r.returned:5.2f} s; clusters' own starts {lag[0]:5.2f}-{lag[-1]:5.2f} s; "
                   f"last report on the broker {r.reported:5.2f} s, recorded {r.ours:5.2f} s "
-                  f"({r.started}/{n}); bare {bare:5.2f} s")
+                  f"({r.started}/{n}); {r.chunks} chunks sent; bare {bare:5.2f} s")
         reported = statistics.median(r.reported for r in rounds)
         ours = statistics.median(r.ours for r in rounds)
         bare = statistics.median(bares)
