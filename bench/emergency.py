@@ -39,10 +39,11 @@ from controller.settings import Settings
 from devices.areas import generate
 
 
-async def _bare(port: int, n: int, payloads: list[bytes], rounds: int) -> list[float]:
-    """n subscribers on one topic tree; per round, the time from the first publish to the
-    last byte received by the last subscriber."""
-    total = len(payloads)
+async def _bare(port: int, n: int, per_round: list[list[bytes]]) -> list[float]:
+    """n subscribers on one topic tree; per round, the time from the first publish of that
+    round's payloads to the last byte received by the last subscriber."""
+    rounds = len(per_round)
+    totals = [len(p) for p in per_round]
     done = [0] * rounds
     finished = [asyncio.Event() for _ in range(rounds)]
 
@@ -54,7 +55,7 @@ async def _bare(port: int, n: int, payloads: list[bytes], rounds: int) -> list[f
             async for m in c.messages:
                 r = int(m.topic.value.split("/")[2])
                 got[r] += 1
-                if got[r] == total:
+                if got[r] == totals[r]:
                     done[r] += 1
                     if done[r] == n:
                         finished[r].set()
@@ -70,7 +71,7 @@ async def _bare(port: int, n: int, payloads: list[bytes], rounds: int) -> list[f
         for r in range(rounds):
             await asyncio.sleep(0.5)
             t0 = time.perf_counter()
-            for k, p in enumerate(payloads):
+            for k, p in enumerate(per_round[r]):
                 await pub.publish(f"bench/fanout/{r}/{k}", p, qos=1)
             await asyncio.wait_for(finished[r].wait(), 120)
             times.append(time.perf_counter() - t0)
@@ -174,7 +175,6 @@ def run(communes: int, per: int, sim_processes: int, rounds: int) -> tuple[list[
             contents = [api.post("/api/v1/contents/tts", json={
                 "text": TEXTS[i % len(TEXTS)] + " Lần " + str(i + 1) + "."}).json()
                 for i in range(rounds)]
-            blob_size = max(c["size"] for c in contents)
             on_wire: list[float] = []
             watch = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-watch")
             watch.on_message = lambda *_: on_wire.append(time.perf_counter())
@@ -195,11 +195,12 @@ def run(communes: int, per: int, sim_processes: int, rounds: int) -> tuple[list[
             watch.disconnect()
         _stop(sim)  # nothing else runs while the bare path is measured
         sim = None
-        # the same bytes through the bare broker path: one command + the content chunks
+        # the same bytes through the bare broker path, round by round: one command and the
+        # content's chunks
         chunk = 16 * 1024
-        payloads = [b"x" * 700] + [b"\0" * min(chunk, blob_size - i)
-                                   for i in range(0, blob_size, chunk)]
-        bares = asyncio.run(_bare(broker.port, n, payloads, rounds))
+        per_round = [[b"x" * 700] + [b"\0" * min(chunk, c["size"] - i)
+                                     for i in range(0, c["size"], chunk)] for c in contents]
+        bares = asyncio.run(_bare(broker.port, n, per_round))
         return results, bares
     finally:
         if sim is not None:

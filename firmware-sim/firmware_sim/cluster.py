@@ -601,6 +601,7 @@ class SimCluster:
         subscribed_bd = -1
         if pushed:
             await asyncio.sleep(PUSH_GRACE_S)
+            await self._read_backlog(sha)
             if sha not in self.assemblies:
                 return  # it all came with the push
         try:
@@ -616,6 +617,7 @@ class SimCluster:
                     if pushed:  # retained chunks come with the subscription: let them
                         pushed = False
                         await asyncio.sleep(PUSH_GRACE_S)
+                        await self._read_backlog(sha)
                         if sha not in self.assemblies:
                             return
                 if asm.requests >= self.cfg.content_max_requests:
@@ -635,6 +637,23 @@ class SimCluster:
                     asm.requests = max(1, asm.requests - 1)  # progress: not a failed attempt
         except aiomqtt.MqttError:
             pass
+
+    async def _read_backlog(self, sha: str) -> None:
+        """Wait until this board has read what its link has delivered (at most 10 s).
+
+        A real board reads its own messages within milliseconds, so a grace period measured
+        on its clock is a grace period for the network. Hundreds of simulated boards share
+        one event loop, which may be seconds behind in reading during a province-wide
+        fan-out: chunks already received but not yet read are not missing, and asking for
+        them again would only add a storm of requests to that backlog."""
+        deadline = time.monotonic() + 10.0
+        while sha in self.assemblies and time.monotonic() < deadline:
+            client = self._client
+            if client is None or len(client.messages) == 0:
+                await asyncio.sleep(0)  # one more turn: what the socket holds is read
+                if client is None or len(client.messages) == 0:
+                    return
+            await asyncio.sleep(0.05)
 
     def _on_chunk(self, sha: str, index: int, data: bytes) -> None:
         asm = self.assemblies.get(sha)
