@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass, field
 
@@ -97,6 +98,11 @@ class Runtime:
         recovered = self.dispatcher.recover()
         log.info("controller started: %d slot(s) planned, %d occurrence(s) recovered",
                  planned, recovered)
+        # what exists now (modules, mappers, schemas, every cluster's view) lives as long as
+        # the process: out of the cyclic collector's reach, its full collections (seen at
+        # 0.2-0.5 s with 5,000 clusters) walk only what is newer
+        gc.collect()
+        gc.freeze()
         self.started = True
 
     def stop(self) -> None:
