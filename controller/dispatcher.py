@@ -160,9 +160,11 @@ class Dispatcher:
                 ok &= self._publish_command("play", topic, body, expires, occ.id)
             self.content.push_to_areas(sha, resolved.areas)
             sent_at = utcnow()
+            # (by area: one short IN list for a province; by id only if some target has none)
+            where = (Cluster.id.in_(resolved.cluster_ids) if None in resolved.cluster_areas
+                     else Cluster.area_id.in_(resolved.cluster_areas))
             up = set(db.scalars(select(Cluster.id).where(
-                Cluster.area_id.in_(set(resolved.cluster_areas) - {None}),
-                Cluster.state.in_(("online", "degraded"))))) if ok else set()
+                where, Cluster.state.in_(("online", "degraded"))))) if ok else set()
             bc.status = "active"
             if ok:
                 occ.status, occ.sent_at = "sent", sent_at
