@@ -246,8 +246,7 @@ def _fold(s: str) -> str:
     s = unicodedata.normalize("NFD", s.lower().replace("đ", "d"))
     s = "".join(ch for ch in s if unicodedata.category(ch) != "Mn")
     for prefix in ("tinh ", "huyen ", "xa ", "thon ", "phuong ", "thi tran "):
-        if s.startswith(prefix):
-            s = s[len(prefix):]
+        s = s.removeprefix(prefix)
     return " ".join(s.split())
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from nacl.signing import SigningKey
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.content_server import ContentServer
@@ -168,13 +169,26 @@ class Dispatcher:
             bc.status = "active"
             if ok:
                 occ.status, occ.sent_at = "sent", sent_at
-            db.add(occ)
-            db.flush()  # the broadcast and occurrence rows before their deliveries
-            db.execute(insert(Delivery), [
-                {"occurrence_id": occ.id, "cluster_id": c, "state": "sent" if ok else "pending",
-                 "error": None if not ok or c in up else "cluster offline when sent",
-                 "updated_at": sent_at} for c in resolved.cluster_ids])
-            db.commit()
+            rows = [{"occurrence_id": occ.id, "cluster_id": c,
+                     "state": "sent" if ok else "pending",
+                     "error": None if not ok or c in up else "cluster offline when sent",
+                     "updated_at": sent_at} for c in resolved.cluster_ids]
+            # it is on the air already: a write that fails (a lock held too long, a lost
+            # connection) is tried again before the request gives up, reports held meanwhile
+            for attempt in range(3):
+                try:
+                    db.add_all([bc, occ])
+                    db.flush()  # the broadcast and occurrence rows before their deliveries
+                    db.execute(insert(Delivery), rows)
+                    db.commit()
+                    break
+                except OperationalError as exc:
+                    db.rollback()
+                    log.error("emergency %s is on the air but not yet recorded (attempt %d): %s",
+                              occ.id, attempt + 1, str(exc).splitlines()[0][:200])
+                    if attempt == 2:
+                        raise
+                    time.sleep(0.2 * (attempt + 1))
         return occ
 
     def _create_occurrence(self, db: Session, bc: Broadcast, scheduled_at: datetime,

@@ -683,3 +683,32 @@ def test_reports_sent_before_an_emergency_is_recorded_are_kept(
     assert len(ds) == 15 and {d["state"] for d in ds} <= {"playing", "played"}
     assert rt.dispatcher.counters["delivery_unknown"] == unknown
     played(prov.province, r.json()["id"], 15)
+
+
+def test_an_emergency_on_the_air_is_recorded_even_if_the_first_write_fails(
+        prov: Province, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command is out before the rows are written; a write that fails once (a lock
+    held too long) is tried again, and the clusters' reports still find their rows."""
+    import sqlalchemy.exc
+
+    import controller.dispatcher as dispatcher_module
+
+    real_insert = dispatcher_module.insert
+    calls: list[int] = []
+
+    def flaky_insert(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.OperationalError("INSERT INTO deliveries", {},
+                                                  Exception("database is locked"))
+        return real_insert(*args, **kwargs)
+
+    monkeypatch.setattr(dispatcher_module, "insert", flaky_insert)
+    warning = tts(prov.province, "Cảnh báo giông lốc.")
+    r = prov.province.post("/api/v1/broadcasts", json={
+        "content_id": warning, "targets": {"areas": ["hd-v03"]}, "priority": "emergency"})
+    assert r.status_code == 201, r.text
+    assert len(calls) == 2
+    n = len([c for c in prov.net.clusters.values() if c.area_id == "hd-v03"])
+    final = played(prov.province, r.json()["id"], n)
+    assert all(d["started_at"] for d in final["deliveries"])
