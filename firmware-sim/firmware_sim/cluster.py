@@ -197,25 +197,35 @@ class SimCluster:
             except OSError:
                 pass
 
+    def physics_fast(self) -> bool:
+        """A quiet board (no fault, link up, idle) changes slowly: it is ticked once a
+        second, not four times, so thousands of simulated clusters cost little CPU."""
+        p = self.physics
+        return bool(p.faults or self.player.current is not None or p.link_down_for > 0)
+
+    def physics_step(self, dt: float) -> None:
+        """Advance the board's physics by ``dt`` seconds and act on what happened."""
+        events = self.physics.tick(dt, self.player.current is not None)
+        if "reboot" in events:
+            self.boot = time.monotonic()
+            self._drop_link()
+        elif "drop" in events:
+            self._drop_link()
+
     async def _physics_loop(self) -> None:
+        """This board's own ticker (``run(own_physics=True)``); a process simulating many
+        boards ticks them all from one task instead (``runner.tick_physics``)."""
         while True:
-            p, playing = self.physics, self.player.current is not None
-            # a quiet board (no fault, link up, idle) changes slowly: tick it less often,
-            # so thousands of simulated clusters cost little CPU between broadcasts
-            dt = TICK_S if (p.faults or playing or p.link_down_for > 0) else IDLE_TICK_S
+            dt = TICK_S if self.physics_fast() else IDLE_TICK_S
             await asyncio.sleep(dt)
-            events = p.tick(dt, self.player.current is not None)
-            if "reboot" in events:
-                self.boot = time.monotonic()
-                self._drop_link()
-            elif "drop" in events:
-                self._drop_link()
+            self.physics_step(dt)
 
     # --- connection -----------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Stay connected until cancelled, reconnecting with jittered exponential back-off."""
-        physics = asyncio.create_task(self._physics_loop())
+    async def run(self, stop: asyncio.Event | None = None, own_physics: bool = True) -> None:
+        """Stay connected until cancelled, reconnecting with jittered exponential back-off.
+        ``own_physics=False``: the caller ticks this board's physics (``physics_step``)."""
+        physics = asyncio.create_task(self._physics_loop()) if own_physics else None
         backoff = self.cfg.reconnect_min_s
         try:
             while True:
@@ -234,7 +244,8 @@ class SimCluster:
                 await asyncio.sleep(backoff * (0.5 + self.rng.random()))
                 backoff = min(backoff * 2, self.cfg.reconnect_max_s)
         finally:
-            physics.cancel()
+            if physics is not None:
+                physics.cancel()
 
     async def _session(self) -> None:
         self.bd_seq += 1  # seq keeps counting: events queued offline keep their numbers

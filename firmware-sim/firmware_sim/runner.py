@@ -14,7 +14,7 @@ from typing import Any
 from nacl.signing import VerifyKey
 
 from devices.areas import Network
-from firmware_sim.cluster import SimCluster, SimConfig
+from firmware_sim.cluster import IDLE_TICK_S, TICK_S, SimCluster, SimConfig
 from firmware_sim.content import SharedStore
 
 log = logging.getLogger(__name__)
@@ -61,16 +61,36 @@ async def run_clusters(clusters: list[SimCluster], stop: asyncio.Event,
     async def one(sim: SimCluster) -> None:
         if connect_spread_s:
             await asyncio.sleep(rng.random() * connect_spread_s)
-        await sim.run(stop)
+        await sim.run(stop, own_physics=False)
 
     tasks = [asyncio.create_task(one(c), name=f"cluster-{c.id}") for c in clusters]
-    settle = asyncio.create_task(_freeze_heap_once_connected(clusters, connect_spread_s + 60))
+    helpers = [asyncio.create_task(_freeze_heap_once_connected(clusters, connect_spread_s + 60)),
+               asyncio.create_task(tick_physics(clusters))]
     await stop.wait()
-    settle.cancel()
+    for h in helpers:
+        h.cancel()
     await asyncio.gather(*(c.stop() for c in clusters), return_exceptions=True)
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def tick_physics(clusters: list[SimCluster]) -> None:
+    """Every board's physics from one task: every TICK_S for a board with something going
+    on, once IDLE_TICK_S has gone by for a quiet one, each with the time that has passed
+    for it. One timer for the process instead of one per board: with thousands of boards
+    the timers alone were thousands of event-loop wake-ups a second."""
+    since = dict.fromkeys(range(len(clusters)), 0.0)
+    while True:
+        await asyncio.sleep(TICK_S)
+        for i, c in enumerate(clusters):
+            since[i] += TICK_S
+            if c.physics_fast() or since[i] >= IDLE_TICK_S - 1e-9:
+                dt, since[i] = since[i], 0.0
+                try:
+                    c.physics_step(dt)
+                except Exception:  # one board's bug must not stop the others' physics
+                    log.exception("%s: physics step failed", c.id)
 
 
 #: how often the simulator moves what has survived since into the permanent generation
