@@ -153,13 +153,8 @@ class Dispatcher:
             return occ
         body = self._play_body(occ, bc)
         expires = self._expiry(occ, bc)
-        sha = bc.content.sha256
         with self.gate:
-            self.content.push(sha, keep_s=(expires - now).total_seconds())
-            ok = True
-            for topic in resolved.topics:
-                ok &= self._publish_command("play", topic, body, expires, occ.id)
-            self.content.push_to_areas(sha, resolved.areas)
+            ok = self._publish_play(occ, bc, resolved, body, expires)
             sent_at = utcnow()
             # (by area: one short IN list for a province; by id only if some target has none)
             where = (Cluster.id.in_(resolved.cluster_ids) if None in resolved.cluster_areas
@@ -312,14 +307,7 @@ class Dispatcher:
         db.refresh(bc)  # last moment: a cancel may have been committed meanwhile
         if bc.status not in ("scheduled", "active"):
             return
-        if bc.priority == "emergency":  # no request round trip: the chunks wait retained
-            self.content.push((occ.content or bc.content).sha256,
-                              keep_s=(expires - utcnow()).total_seconds())
-        ok = True
-        for topic in resolved.topics:
-            ok &= self._publish_command("play", topic, body, expires, occ.id)
-        if bc.priority == "emergency":  # and straight after it, to the areas' clusters
-            self.content.push_to_areas((occ.content or bc.content).sha256, resolved.areas)
+        ok = self._publish_play(occ, bc, resolved, body, expires)
         now = utcnow()
         if ok:
             # conditional updates: reports may already have moved a delivery past "sent"
@@ -332,6 +320,22 @@ class Dispatcher:
                                       error="cluster offline when sent"))
             occ.status, occ.sent_at = "sent", now
         db.commit()
+
+    def _publish_play(self, occ: Occurrence, bc: Broadcast, resolved: Resolved,
+                      body: dict[str, object], expires: datetime) -> bool:
+        """One signed ``play`` per covering topic. An emergency's chunks go out retained
+        just before it (no request round trip) and to its areas straight after it
+        (protocol §6). False when a publish failed."""
+        sha = (occ.content or bc.content).sha256
+        emergency = bc.priority == "emergency"
+        if emergency:
+            self.content.push(sha, keep_s=(expires - utcnow()).total_seconds())
+        ok = True
+        for topic in resolved.topics:
+            ok &= self._publish_command("play", topic, body, expires, occ.id)
+        if emergency:
+            self.content.push_to_areas(sha, resolved.areas)
+        return ok
 
     def _volume_cap(self, db: Session, bc: Broadcast, occ: Occurrence,
                     cluster_ids: list[str]) -> int | None:

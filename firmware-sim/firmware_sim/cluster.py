@@ -212,40 +212,28 @@ class SimCluster:
         elif "drop" in events:
             self._drop_link()
 
-    async def _physics_loop(self) -> None:
-        """This board's own ticker (``run(own_physics=True)``); a process simulating many
-        boards ticks them all from one task instead (``runner.tick_physics``)."""
-        while True:
-            dt = TICK_S if self.physics_fast() else IDLE_TICK_S
-            await asyncio.sleep(dt)
-            self.physics_step(dt)
-
     # --- connection -----------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event | None = None, own_physics: bool = True) -> None:
+    async def run(self, stop: asyncio.Event | None = None) -> None:
         """Stay connected until cancelled, reconnecting with jittered exponential back-off.
-        ``own_physics=False``: the caller ticks this board's physics (``physics_step``)."""
-        physics = asyncio.create_task(self._physics_loop()) if own_physics else None
+        The board's physics is ticked by the runner (``runner.tick_physics``), one task for
+        every board in the process."""
         backoff = self.cfg.reconnect_min_s
-        try:
-            while True:
-                while not self.physics.link_up:
-                    await asyncio.sleep(0.1)
-                try:
-                    await self._session()
-                    backoff = self.cfg.reconnect_min_s
-                except aiomqtt.MqttError as exc:
-                    log.debug("%s: link down: %s", self.id, exc)
-                finally:
-                    self.connected.clear()
-                    self._client = None
-                if stop is not None and stop.is_set():
-                    return
-                await asyncio.sleep(backoff * (0.5 + self.rng.random()))
-                backoff = min(backoff * 2, self.cfg.reconnect_max_s)
-        finally:
-            if physics is not None:
-                physics.cancel()
+        while True:
+            while not self.physics.link_up:
+                await asyncio.sleep(0.1)
+            try:
+                await self._session()
+                backoff = self.cfg.reconnect_min_s
+            except aiomqtt.MqttError as exc:
+                log.debug("%s: link down: %s", self.id, exc)
+            finally:
+                self.connected.clear()
+                self._client = None
+            if stop is not None and stop.is_set():
+                return
+            await asyncio.sleep(backoff * (0.5 + self.rng.random()))
+            backoff = min(backoff * 2, self.cfg.reconnect_max_s)
 
     async def _session(self) -> None:
         self.bd_seq += 1  # seq keeps counting: events queued offline keep their numbers

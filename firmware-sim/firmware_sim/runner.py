@@ -61,7 +61,7 @@ async def run_clusters(clusters: list[SimCluster], stop: asyncio.Event,
     async def one(sim: SimCluster) -> None:
         if connect_spread_s:
             await asyncio.sleep(rng.random() * connect_spread_s)
-        await sim.run(stop, own_physics=False)
+        await sim.run(stop)
 
     tasks = [asyncio.create_task(one(c), name=f"cluster-{c.id}") for c in clusters]
     helpers = [asyncio.create_task(_freeze_heap_once_connected(clusters, connect_spread_s + 60)),
