@@ -5,8 +5,9 @@ during an emergency fan-out (one command and its chunks to every cluster at once
 tables are the same for every instance and paho only reads them, so they are built once
 and shared; ``clear`` visits only the attributes an instance has. Behaviour is paho's own.
 
-Imported for its effect by ``firmware_sim.cluster``. Only the simulator does this (the
-controller speaks MQTT 3.1.1, which has no properties). Relies on paho 2.x (pinned <3).
+``firmware_sim.cluster`` calls :func:`install` when it is imported. Only the simulator
+does this (the controller speaks MQTT 3.1.1, which has no properties). Relies on paho 2.x
+(pinned <3).
 """
 
 from __future__ import annotations
@@ -37,6 +38,3 @@ def install() -> None:
     Properties.__init__ = __init__  # type: ignore[method-assign]
     Properties.clear = clear  # type: ignore[method-assign]
     Properties._loa_shared_tables = True  # type: ignore[attr-defined]
-
-
-install()

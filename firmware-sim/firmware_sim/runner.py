@@ -64,7 +64,7 @@ async def run_clusters(clusters: list[SimCluster], stop: asyncio.Event,
         await sim.run(stop)
 
     tasks = [asyncio.create_task(one(c), name=f"cluster-{c.id}") for c in clusters]
-    helpers = [asyncio.create_task(_freeze_heap_once_connected(clusters, connect_spread_s + 60)),
+    helpers = [asyncio.create_task(_keep_heap_frozen(clusters, connect_spread_s + 60)),
                asyncio.create_task(tick_physics(clusters))]
     await stop.wait()
     for h in helpers:
@@ -97,7 +97,7 @@ async def tick_physics(clusters: list[SimCluster]) -> None:
 FREEZE_EVERY_S = 60.0
 
 
-async def _freeze_heap_once_connected(clusters: list[SimCluster], timeout_s: float) -> None:
+async def _keep_heap_frozen(clusters: list[SimCluster], timeout_s: float) -> None:
     """Keep the garbage collector's full collections short. Thousands of simulated clusters
     are millions of long-lived objects, and each full collection walked them all: pauses of
     0.5-1 s, seen at 5,000 clusters, during which every simulated board stood still at once
