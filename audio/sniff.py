@@ -34,7 +34,7 @@ def describe_non_audio(head: bytes) -> str:
     """A human hint of what the bytes are instead."""
     if head.startswith(b"%PDF"):
         return "a PDF document"
-    if head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8\xff") or head[:4] == b"GIF8":
+    if head.startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8")):
         return "an image"
     if head.startswith(b"PK\x03\x04"):
         return "a ZIP/Office document"

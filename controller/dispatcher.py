@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.content_server import ContentServer
 from controller.db.models import Broadcast, Cluster, Content, Delivery, Occurrence, utcnow
+from controller.health import UP_STATES
 from controller.programme import (
     LOOKAHEAD,
     MOVABLE_AFTER,
@@ -84,21 +85,30 @@ class _Report:
                 "_error": self.error, "_revision": self.revision}
 
 
+#: how long an immediate emergency waits for its command to be in the broker's socket
+#: before it writes its rows anyway
+WRITE_WAIT_S = 0.05
+
+
 class Dispatcher:
     def __init__(self, settings: Settings, sessions: sessionmaker[Session], key: SigningKey,
-                 publish: Callable[[str, bytes, int], bool], content: ContentServer):
+                 publish: Callable[[str, bytes, int], bool], content: ContentServer,
+                 wait_written: Callable[[float], bool] | None = None):
         self.settings = settings
         self.sessions = sessions
         self.key = key
         self.publish = publish
+        #: blocks until what was published is in the broker's socket (MqttLink.wait_written)
+        self.wait_written = wait_written
         self.content = content
         self.counters: Counter[str] = Counter()
         self.plan_next: Callable[[Broadcast, datetime], None] | None = None
         self._command_occurrence: dict[str, str] = {}
         #: occurrence id -> (clusters that have not confirmed the cancel, until when to retry)
         self._unconfirmed_cancels: dict[str, tuple[set[str], datetime]] = {}
-        #: deliveries loaded during the current ingest batch (None outside one)
-        self._batch: dict[str, dict[str, _Report]] | None = None
+        #: deliveries loaded during the current ingest batch (None outside one): occurrence
+        #: id -> (its revision, cluster id -> its delivery, None if it has none)
+        self._batch: dict[str, tuple[int, dict[str, _Report | None]]] | None = None
         #: held from an immediate emergency's publish until its rows are committed; the
         #: ingest thread takes it around a batch of events, so that no report is applied
         #: (and lost as unknown) before the delivery it reports on exists
@@ -155,18 +165,19 @@ class Dispatcher:
         expires = self._expiry(occ, bc)
         with self.gate:
             ok = self._publish_play(occ, bc, resolved, body, expires)
+            if ok and self.wait_written is not None:
+                # on the wire before this thread writes the rows (bounded: a link that is
+                # down or slow must not hold the request)
+                self.wait_written(WRITE_WAIT_S)
             sent_at = utcnow()
-            # (by area: one short IN list for a province; by id only if some target has none)
-            where = (Cluster.id.in_(resolved.cluster_ids) if None in resolved.cluster_areas
-                     else Cluster.area_id.in_(resolved.cluster_areas))
-            up = set(db.scalars(select(Cluster.id).where(
-                where, Cluster.state.in_(("online", "degraded"))))) if ok else set()
             bc.status = "active"
             if ok:
                 occ.status, occ.sent_at = "sent", sent_at
+            # (who was offline: as the request resolved its targets, milliseconds ago)
+            offline = resolved.offline if ok else frozenset()
             rows = [{"occurrence_id": occ.id, "cluster_id": c,
                      "state": "sent" if ok else "pending",
-                     "error": None if not ok or c in up else "cluster offline when sent",
+                     "error": "cluster offline when sent" if c in offline else None,
                      "updated_at": sent_at} for c in resolved.cluster_ids]
             # it is on the air already: a write that fails (a lock held too long, a lost
             # connection) is tried again before the request gives up, reports held meanwhile
@@ -174,7 +185,8 @@ class Dispatcher:
                 try:
                     db.add_all([bc, occ])
                     db.flush()  # the broadcast and occurrence rows before their deliveries
-                    db.execute(insert(Delivery), rows)
+                    # (Core, not the ORM's bulk path: no per-row bookkeeping)
+                    db.execute(insert(Delivery.__table__), rows)
                     db.commit()
                     break
                 except OperationalError as exc:
@@ -313,7 +325,7 @@ class Dispatcher:
             # conditional updates: reports may already have moved a delivery past "sent"
             pending = update(Delivery).where(Delivery.occurrence_id == occ.id,
                                              Delivery.state == "pending")
-            up = select(Cluster.id).where(Cluster.state.in_(("online", "degraded")))
+            up = select(Cluster.id).where(Cluster.state.in_(UP_STATES))
             db.execute(pending.where(Delivery.cluster_id.in_(up))
                        .values(state="sent", updated_at=now, error=None))
             db.execute(pending.values(state="sent", updated_at=now,
@@ -459,8 +471,9 @@ class Dispatcher:
         """Write the deliveries this batch's reports changed: one executemany in id order
         (the order every writer uses, so PostgreSQL transactions cannot deadlock on them)
         instead of the ORM's unit of work, which cost ~0.3 ms a report. Returns rows."""
-        rows = sorted((r for by_cluster in (self._batch or {}).values()
-                       for r in by_cluster.values() if r.dirty), key=lambda r: r.id)
+        rows = sorted((r for _, by_cluster in (self._batch or {}).values()
+                       for r in by_cluster.values() if r is not None and r.dirty),
+                      key=lambda r: r.id)
         if rows:
             db.execute(_REPORT_UPDATE, [r.params() for r in rows])
             for r in rows:
@@ -470,21 +483,38 @@ class Dispatcher:
     def end_batch(self) -> None:
         self._batch = None
 
-    def _delivery(self, db: Session, occurrence_id: str, cluster_id: str) -> _Report | None:
-        """One query per occurrence per batch, not one per report: a province-wide
-        emergency brings thousands of reports for the same occurrence at once."""
+    def load_deliveries(self, db: Session, wanted: dict[str, set[str]]) -> None:
+        """Load, for this batch, the deliveries that its reports are about (occurrence id
+        -> cluster ids): one query per occurrence for all its clusters in the batch. Only
+        those rows, read fresh in this transaction: loading all of an emergency's thousands
+        of deliveries for every small batch of its reports was most of the ingest's work."""
         batch = self._batch
         if batch is None:
             raise RuntimeError("delivery reports are applied between begin_batch and "
                                "write_batch")
-        by_cluster = batch.get(occurrence_id)
-        if by_cluster is None:
-            revision = db.scalar(select(Occurrence.revision).where(
-                Occurrence.id == occurrence_id)) or 0
-            by_cluster = batch[occurrence_id] = {
-                r.cluster_id: _Report(*r, occ_revision=revision)
-                for r in db.execute(_REPORTS.where(Delivery.occurrence_id == occurrence_id))}
-        return by_cluster.get(cluster_id)
+        for occurrence_id, cluster_ids in wanted.items():
+            entry = batch.get(occurrence_id)
+            if entry is None:
+                revision = db.scalar(select(Occurrence.revision).where(
+                    Occurrence.id == occurrence_id)) or 0
+                entry = batch[occurrence_id] = (revision, {})
+            revision, by_cluster = entry
+            missing = sorted(c for c in cluster_ids if c not in by_cluster)
+            for i in range(0, len(missing), 500):  # (bounded IN lists)
+                part = missing[i:i + 500]
+                got = {r.cluster_id: _Report(*r, occ_revision=revision)
+                       for r in db.execute(_REPORTS.where(Delivery.occurrence_id == occurrence_id,
+                                                          Delivery.cluster_id.in_(part)))}
+                by_cluster.update((c, got.get(c)) for c in part)  # None: no such delivery
+
+    def _delivery(self, db: Session, occurrence_id: str, cluster_id: str) -> _Report | None:
+        """The delivery a report is about, as loaded for this batch (loaded now if the
+        batch did not ask for it up front)."""
+        entry = (self._batch or {}).get(occurrence_id)
+        if entry is None or cluster_id not in entry[1]:
+            self.load_deliveries(db, {occurrence_id: {cluster_id}})
+            entry = self._batch[occurrence_id]  # type: ignore[index]
+        return entry[1][cluster_id]
 
     def on_delivery(self, db: Session, ev: DeliveryEvent) -> None:
         d = self._delivery(db, ev.occurrence_id, ev.cluster_id)

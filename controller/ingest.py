@@ -38,6 +38,9 @@ from devices.messages import (
 )
 from devices.signing import sign_command
 
+#: an event as parse_event returns it
+AnyEvent = DeliveryEvent | RefusedEvent | ContentRequest | AckEvent
+
 log = logging.getLogger(__name__)
 
 __all__ = ["Ingest"]
@@ -185,9 +188,10 @@ class Ingest:
             # one flush at commit: rows are then updated in primary-key order, the same
             # order every other writer uses, so transactions cannot deadlock on them
             db.autoflush = False
-            for m in msgs:
+            events = self._parse_events(db, msgs)
+            for i, m in enumerate(msgs):
                 try:
-                    self._one(db, m, now, online, rebirth)
+                    self._one(db, m, now, online, rebirth, events.get(i))
                 except MessageError as exc:
                     self._reject("invalid", m.topic, str(exc))
             self.dispatcher.write_batch(db)  # before resend_to reads deliveries
@@ -199,8 +203,27 @@ class Ingest:
         for cid in rebirth:
             self._request_rebirth(cid)
 
+    def _parse_events(self, db: Session, msgs: list[Inbound]) -> dict[int, AnyEvent]:
+        """The batch's events parsed up front (index in the batch -> event), and the
+        deliveries they report on loaded in one query per occurrence. What does not parse
+        is left to ``_one``, which rejects it."""
+        events: dict[int, AnyEvent] = {}
+        wanted: dict[str, set[str]] = {}
+        for i, m in enumerate(msgs):
+            if not m.topic.endswith("/event"):
+                continue
+            try:
+                ev = events[i] = parse_event(m.payload)
+            except MessageError:
+                continue
+            if isinstance(ev, DeliveryEvent):
+                wanted.setdefault(ev.occurrence_id, set()).add(ev.cluster_id)
+        if wanted:
+            self.dispatcher.load_deliveries(db, wanted)
+        return events
+
     def _one(self, db: Session, m: Inbound, now: datetime, online: list[str],
-             rebirth: set[str]) -> None:
+             rebirth: set[str], event: AnyEvent | None = None) -> None:
         t = topics.parse_cluster_topic(m.topic)
         if t is None or t.kind == "cmd":
             self._reject("bad_topic", m.topic)
@@ -231,7 +254,7 @@ class Ingest:
             if needs_rebirth:
                 rebirth.add(tm.cluster_id)
         else:
-            ev = parse_event(m.payload)
+            ev = event if event is not None else parse_event(m.payload)
             if ev.cluster_id != t.cluster_id:
                 self._reject("id_mismatch", m.topic)
                 return

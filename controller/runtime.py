@@ -67,7 +67,8 @@ class Runtime:
                 return blob.data if blob else None
 
         content = ContentServer(link.publish, load_blob, settings.chunk_size)
-        dispatcher = Dispatcher(settings, sessions, key, link.publish, content)
+        dispatcher = Dispatcher(settings, sessions, key, link.publish, content,
+                                link.wait_written)
         webhooks = WebhookSender(settings.alert_webhooks)
         alerts = AlertManager(webhooks)
         health = HealthTracker(settings.heartbeat_timeout_factor, settings.default_heartbeat_s,

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.db.models import Area, Cluster
+from controller.health import UP_STATES
 from devices import topics
 
 __all__ = ["Resolved", "TargetError", "ancestor_ids", "descendant_area_ids", "resolve"]
@@ -29,6 +30,8 @@ class Resolved:
     areas: tuple[str, ...] = ()
     #: the areas the clusters are registered in
     cluster_areas: frozenset[str | None] = frozenset()
+    #: the clusters that were neither online nor degraded when resolved
+    offline: frozenset[str] = frozenset()
 
 
 def descendant_area_ids(db: Session, roots: Iterable[str]) -> set[str]:
@@ -56,7 +59,7 @@ def resolve(db: Session, area_ids: list[str], cluster_ids: list[str]) -> Resolve
     unknown = [a for a in area_ids if a not in known_areas]
     if unknown:
         raise TargetError(f"unknown area(s): {', '.join(unknown)}")
-    rows = db.execute(select(Cluster.id, Cluster.area_id, Cluster.provisioned)
+    rows = db.execute(select(Cluster.id, Cluster.area_id, Cluster.provisioned, Cluster.state)
                       .where(Cluster.id.in_(cluster_ids))).all() if cluster_ids else []
     by_id = {r.id: r for r in rows}
     unknown = [c for c in cluster_ids if c not in by_id or not by_id[c].provisioned]
@@ -66,13 +69,15 @@ def resolve(db: Session, area_ids: list[str], cluster_ids: list[str]) -> Resolve
     # drop areas beneath another targeted area: the ancestor's one publish reaches them
     top_areas = [a for a in area_ids
                  if not any(p in known_areas for p in ancestor_ids(db, a)[1:])]
-    area_of = dict(db.execute(select(Cluster.id, Cluster.area_id).where(
-        Cluster.area_id.in_(covered_areas), Cluster.provisioned.is_(True))).all()) \
-        if covered_areas else {}
-    extra = [c for c in cluster_ids if by_id[c].area_id not in covered_areas]
-    area_of.update((c, by_id[c].area_id) for c in extra)
+    covered = db.execute(select(Cluster.id, Cluster.area_id, Cluster.state).where(
+        Cluster.area_id.in_(covered_areas), Cluster.provisioned.is_(True))).all() \
+        if covered_areas else []
+    extra = [by_id[c] for c in cluster_ids if by_id[c].area_id not in covered_areas]
+    area_of = {r.id: r.area_id for r in covered} | {r.id: r.area_id for r in extra}
     if not area_of:
         raise TargetError("the targets contain no clusters")
+    offline = frozenset(r.id for r in (*covered, *extra) if r.state not in UP_STATES)
     return Resolved(sorted(area_of),
-                    [topics.area_cmd(a) for a in top_areas] + [topics.cluster_cmd(c) for c in extra],
-                    tuple(top_areas), frozenset(area_of.values()))
+                    [topics.area_cmd(a) for a in top_areas]
+                    + [topics.cluster_cmd(r.id) for r in extra],
+                    tuple(top_areas), frozenset(area_of.values()), offline)

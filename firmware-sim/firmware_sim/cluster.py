@@ -54,7 +54,7 @@ from devices.messages import (
     dumps,
 )
 from devices.signing import CommandVerifier, Refused
-from firmware_sim import paho_tables
+from firmware_sim import paho_io, paho_tables
 from firmware_sim.content import Assembly, SharedStore
 from firmware_sim.faults import Physics
 from firmware_sim.player import Occurrence, Player
@@ -247,11 +247,11 @@ class SimCluster:
             "protocol": aiomqtt.ProtocolVersion.V311, "clean_session": True}
         entered = False
         try:
-            async with aiomqtt.Client(
+            async with paho_io.adopt(aiomqtt.Client(
                 self.cfg.host, self.cfg.port, identifier=f"cluster-{self.id}", will=will,
                 keepalive=keepalive, username=self.id, password=self.cfg.password,
                 max_inflight_messages=100, **version,  # type: ignore[arg-type]
-            ) as client:
+            )) as client:
                 entered = True
                 await self._run_session(client)
         except aiomqtt.MqttError:

@@ -153,7 +153,8 @@ class Player:
         body = occ.body
         try:
             timeout = (occ.expires_at - self._clock()).total_seconds()
-            await asyncio.wait_for(occ.content_ready.wait(), timeout=max(timeout, 0))
+            async with asyncio.timeout(max(timeout, 0)):  # (no task per wait, as wait_for)
+                await occ.content_ready.wait()
         except TimeoutError:
             await self._set(occ, DeliveryState.FAILED, occ.failure or "content not received")
             return
@@ -183,7 +184,8 @@ class Player:
             await self._set(occ, DeliveryState.PLAYING, note, at=started)
             remaining = (duration - occ.position_ms) / 1000
             try:
-                await asyncio.wait_for(occ.preempt.wait(), timeout=max(remaining, 0))
+                async with asyncio.timeout(max(remaining, 0)):
+                    await occ.preempt.wait()
             except TimeoutError:
                 break  # played to the end
             played = int((self._clock() - started).total_seconds() * 1000)

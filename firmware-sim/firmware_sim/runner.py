@@ -95,6 +95,8 @@ async def tick_physics(clusters: list[SimCluster]) -> None:
 
 #: how often the simulator moves what has survived since into the permanent generation
 FREEZE_EVERY_S = 60.0
+#: allocations between young-generation collections once every board has connected
+GC_YOUNG_THRESHOLD = 50_000
 
 
 async def _keep_heap_frozen(clusters: list[SimCluster], timeout_s: float) -> None:
@@ -111,6 +113,11 @@ async def _keep_heap_frozen(clusters: list[SimCluster], timeout_s: float) -> Non
                                timeout_s)
     except TimeoutError:
         pass
+    # a young generation far larger than the default 700: a fan-out's burst (a command,
+    # its chunks and a report for each of hundreds of boards) is mostly freed by reference
+    # counting before a collection would have walked it, and what does survive is not
+    # walked again and again by the older generations' collections
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
     while True:
         gc.collect()
         gc.freeze()

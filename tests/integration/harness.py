@@ -165,10 +165,10 @@ class SimThread:
 
 
 def make_settings(tmp: Path, broker: Broker, db_url: str | None = None, **kw: Any) -> Settings:
-    base: dict[str, Any] = dict(
-        data_dir=tmp, mqtt_url=broker.url, admin_password=ADMIN_PASSWORD, database_url=db_url,
-        min_start_lead_s=1.0, report_grace_s=5.0, chime=False,
-    )
+    base: dict[str, Any] = {
+        "data_dir": tmp, "mqtt_url": broker.url, "admin_password": ADMIN_PASSWORD,
+        "database_url": db_url, "min_start_lead_s": 1.0, "report_grace_s": 5.0, "chime": False,
+    }
     base.update(kw)
     return Settings(**base)
 

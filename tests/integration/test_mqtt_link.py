@@ -6,6 +6,8 @@ connection may leak into the next one."""
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -108,5 +110,40 @@ def test_a_new_connection_starts_clean_after_the_broker_restarts(tmp_path: Path)
         pub.loop_stop()
         pub.disconnect()
     finally:
+        link.stop()
+        broker.kill()
+
+
+def test_wait_written_returns_once_a_publish_is_on_the_wire_and_never_hangs(
+        tmp_path: Path) -> None:
+    """An emergency waits (briefly) for its command to leave before it writes its rows:
+    the wait must end when the bytes are out, and must not hang on a dead link."""
+    broker = Broker(tmp_path).start()
+    link = MqttLink("127.0.0.1", broker.port)
+    link.start()
+    seen: list[bytes] = []
+    subscribed = threading.Event()
+    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="link-test-watch")
+    watcher.on_message = lambda _c, _u, m: seen.append(m.payload)
+    watcher.on_subscribe = lambda *_: subscribed.set()
+    watcher.connect("127.0.0.1", broker.port)
+    watcher.subscribe("loa/v1/area/hd/cmd", qos=1)
+    watcher.loop_start()
+    try:
+        assert subscribed.wait(5)
+        wait_for(link.connected.is_set, 10, "the link")
+        for i in range(50):
+            assert link.publish("loa/v1/area/hd/cmd", b"x" * 20_000 + str(i).encode(), 1)
+        assert link.wait_written(5)
+        assert not link._client._out_packet  # everything handed to the kernel
+        wait_for(lambda: len(seen) == 50, 5, "every command at the subscriber")
+        broker.kill()
+        wait_for(lambda: not link.connected.is_set(), 10, "the link to notice")
+        link.publish("loa/v1/area/hd/cmd", b"lost", 1)
+        t0 = time.monotonic()
+        link.wait_written(0.2)
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        watcher.loop_stop()
         link.stop()
         broker.kill()

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -10,8 +9,9 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, HTTPException
 from fastapi.encoders import jsonable_encoder
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, object_session
 
 from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
 from controller.api.schemas import (
@@ -23,7 +23,7 @@ from controller.api.schemas import (
     OccurrenceOut,
     PositionSet,
 )
-from controller.db.models import Area, Broadcast, Content, Occurrence, utcnow
+from controller.db.models import Area, Broadcast, Content, Delivery, Occurrence, utcnow
 from controller.jurisdiction import (
     APPROVERS,
     SCHEDULERS,
@@ -46,15 +46,42 @@ router = APIRouter(prefix="/broadcasts", tags=["broadcasts"])
 FINAL = ("cancelled", "completed", "declined", "expired", "rejected")
 
 
-def _occ_out(o: Occurrence) -> OccurrenceOut:
-    starts = [d.started_at for d in o.deliveries if d.started_at is not None]
-    spread = (max(starts) - min(starts)).total_seconds() * 1000 if len(starts) > 1 else None
+#: per occurrence: deliveries by state, how many reported a start, earliest and latest start
+_Stats = tuple[dict[str, int], int, datetime | None, datetime | None]
+
+
+def _occ_stats(db: Session, occurrence_ids: list[str]) -> dict[str, _Stats]:
+    """One grouped query for every occurrence shown, not their deliveries as objects
+    (a province emergency has thousands; a list shows fifty broadcasts)."""
+    out: dict[str, _Stats] = {}
+    if not occurrence_ids:
+        return out
+    q = (select(Delivery.occurrence_id, Delivery.state, func.count(),
+                func.count(Delivery.started_at), func.min(Delivery.started_at),
+                func.max(Delivery.started_at))
+         .where(Delivery.occurrence_id.in_(occurrence_ids))
+         .group_by(Delivery.occurrence_id, Delivery.state))
+    for occ_id, state, n, started, lo, hi in db.execute(q):
+        summary, n_started, first, last = out.get(occ_id, ({}, 0, None, None))
+        summary[state] = n
+        if lo is not None:
+            first = lo if first is None else min(first, lo)
+            last = hi if last is None else max(last, hi)
+        out[occ_id] = (summary, n_started + started, first, last)
+    return out
+
+
+def _occ_out(o: Occurrence, stats: dict[str, _Stats]) -> OccurrenceOut:
+    summary, n_started, first, last = stats.get(o.id, ({}, 0, None, None))
+    spread = (last - first).total_seconds() * 1000 if n_started > 1 and first and last \
+        else None
     return OccurrenceOut(id=o.id, scheduled_at=o.scheduled_at, start_at=o.start_at,
-                         status=o.status, summary=dict(Counter(d.state for d in o.deliveries)),
-                         start_spread_ms=spread)
+                         status=o.status, summary=summary, start_spread_ms=spread)
 
 
 def _out(bc: Broadcast, rt: RuntimeDep, full: bool = True) -> BroadcastOut:
+    db = object_session(bc)
+    assert db is not None
     latest = bc.occurrences[-1] if bc.occurrences else None
     slots = []
     if bc.status in ("scheduled", "active"):
@@ -73,7 +100,15 @@ def _out(bc: Broadcast, rt: RuntimeDep, full: bool = True) -> BroadcastOut:
     deliveries = [DeliveryOut(cluster_id=d.cluster_id, state=d.state, started_at=d.started_at,
                               finished_at=d.finished_at, error=d.error, updated_at=d.updated_at,
                               revision=d.revision)
-                  for o in latests for d in o.deliveries] if full else []
+                  for d in db.execute(
+                      select(Delivery.cluster_id, Delivery.state, Delivery.started_at,
+                             Delivery.finished_at, Delivery.error, Delivery.updated_at,
+                             Delivery.revision)
+                      .where(Delivery.occurrence_id.in_([o.id for o in latests]))
+                      .order_by(Delivery.cluster_id))] \
+        if full and latests else []
+    shown = bc.occurrences[-50:] if full else [latest] if latest else []
+    stats = _occ_stats(db, [o.id for o in shown])
     return BroadcastOut(
         id=bc.id, title=bc.title, status=bc.status, priority=bc.priority,
         content_id=bc.content_id, targets=bc.targets, start_at=bc.start_at,
@@ -84,9 +119,9 @@ def _out(bc: Broadcast, rt: RuntimeDep, full: bool = True) -> BroadcastOut:
         revision=bc.revision or 0, approved_by=bc.approved_by, approved_at=bc.approved_at,
         decided_by=bc.decided_by, decided_at=bc.decided_at,
         decision_note=bc.decision_note, children=children, next_slots=slots,
-        occurrence=_occ_out(latest) if latest else None,
+        occurrence=_occ_out(latest, stats) if latest else None,
         deliveries=deliveries,
-        occurrences=[_occ_out(o) for o in bc.occurrences[-50:]] if full else [],
+        occurrences=[_occ_out(o, stats) for o in shown] if full else [],
     )
 
 
