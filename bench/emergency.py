@@ -2,14 +2,17 @@
 ``playing``, beside the raw broker time for the same bytes (the signed command and the
 content chunks) from a bare publisher to as many bare subscribers, in the same run.
 
-The simulator runs in its own process (one asyncio task per cluster); the emergency lead
-is set to its minimum so the figure measures delivery, not a configured delay.
+The simulator runs in its own processes (one asyncio task per cluster); the emergency lead
+is set to its minimum so the figure measures delivery, not a configured delay. The bare
+path (``bench.bare``: its own process, connected for the whole run) is measured right
+after each round, with the simulator's processes stopped, so that each round is compared
+with the bare path on the machine as it was then: a shared 2-core machine drifts by tens
+of per cent within a minute.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import cProfile
 import logging
 import os
@@ -25,8 +28,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiomqtt
-import paho.mqtt.client as paho
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -38,58 +39,21 @@ from controller.seed import register_network
 from controller.settings import Settings
 from devices.areas import generate
 
-
-async def _bare(port: int, n: int, per_round: list[list[bytes]]) -> list[float]:
-    """n subscribers on one topic tree; per round, the time from the first publish of that
-    round's payloads to the last byte received by the last subscriber."""
-    rounds = len(per_round)
-    totals = [len(p) for p in per_round]
-    done = [0] * rounds
-    finished = [asyncio.Event() for _ in range(rounds)]
-
-    async def sub(i: int, ready: asyncio.Event) -> None:
-        async with aiomqtt.Client("127.0.0.1", port, identifier=f"bare-{i}") as c:
-            await c.subscribe("bench/fanout/#", qos=1)
-            ready.set()
-            got = [0] * rounds
-            async for m in c.messages:
-                r = int(m.topic.value.split("/")[2])
-                got[r] += 1
-                if got[r] == totals[r]:
-                    done[r] += 1
-                    if done[r] == n:
-                        finished[r].set()
-                    if r == rounds - 1:
-                        return
-
-    readies = [asyncio.Event() for _ in range(n)]
-    tasks = [asyncio.create_task(sub(i, readies[i])) for i in range(n)]
-    for ev in readies:
-        await ev.wait()
-    times = []
-    async with aiomqtt.Client("127.0.0.1", port, identifier="bare-pub") as pub:
-        for r in range(rounds):
-            await asyncio.sleep(0.5)
-            t0 = time.perf_counter()
-            for k, p in enumerate(per_round[r]):
-                await pub.publish(f"bench/fanout/{r}/{k}", p, qos=1)
-            await asyncio.wait_for(finished[r].wait(), 120)
-            times.append(time.perf_counter() - t0)
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return times
-
-
 #: Runs in its own process (so it takes no CPU from the controller's process): prints
-#: "ready" once subscribed, then for each occurrence the wall-clock time at which the n-th
-#: cluster's first ``playing`` report for it reached the broker's subscribers.
+#: "ready" once subscribed, then "cmd SIZE TIME" for each command on the area topic (argv 3)
+#: and "OCCURRENCE TIME" when the n-th cluster's first ``playing`` report for an occurrence
+#: reached the broker's subscribers (wall-clock times).
 REPORT_WATCHER = r"""
 import json, sys, time
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-port, n = int(sys.argv[1]), int(sys.argv[2])
+port, n, cmd_topic = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 seen = {}
 def on_message(c, u, m):
     now = time.time()
+    if m.topic == cmd_topic:
+        print(f"cmd {len(m.payload)} {now:.6f}", flush=True)
+        return
     if b'"playing"' not in m.payload:  # (cheap: most events are not the one counted)
         return
     try:
@@ -103,12 +67,16 @@ def on_message(c, u, m):
         got.add(ev.get("cluster_id"))
         if len(got) == n:
             print(f"{ev.get('occurrence_id')} {now:.6f}", flush=True)
+subscribed = []
 def on_subscribe(c, u, mid, rc, p):
-    print("ready", flush=True)
+    subscribed.append(mid)
+    if len(subscribed) == 2:
+        print("ready", flush=True)
 c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-report-watch")
 c.on_message, c.on_subscribe = on_message, on_subscribe
 c.connect("127.0.0.1", port)
-c.subscribe("loa/v1/cluster/+/event", qos=1)
+c.subscribe("loa/v1/cluster/+/event", qos=0)  # (a measuring instrument: no acks to send)
+c.subscribe(cmd_topic, qos=0)
 c.loop_forever()
 """
 
@@ -121,7 +89,7 @@ def _profiler() -> list[str]:
 
 @dataclass
 class Round:
-    wire: float  # API call -> the command seen on the broker (by a watcher in this process)
+    wire: float  # API call -> the command at a subscriber (the watcher process)
     returned: float  # API call -> its response
     reported: float  # API call -> the last cluster's playing report on the broker
     ours: float  # API call -> the controller has every cluster's start recorded (polled
@@ -129,6 +97,7 @@ class Round:
     started: int  # clusters whose start the controller recorded
     lag: list[float]  # the clusters' own start times after the call, sorted
     chunks: int  # content chunks the controller published (pushed, or asked for again)
+    command_size: int  # bytes of the signed command as it went out
 
 
 #: bare fan-outs per round; the round is compared with their median
@@ -181,36 +150,29 @@ def run(communes: int, per: int, sim_processes: int, rounds: int) -> tuple[list[
             contents = [api.post("/api/v1/contents/tts", json={
                 "text": TEXTS[i % len(TEXTS)] + " Lần " + str(i + 1) + "."}).json()
                 for i in range(rounds)]
-            on_wire: list[float] = []
-            watch = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-watch")
-            watch.on_message = lambda *_: on_wire.append(time.perf_counter())
-            watch.connect("127.0.0.1", broker.port)
-            watch.subscribe(f"loa/v1/area/{province}/cmd", qos=0)
-            watch.loop_start()
             reports = subprocess.Popen([sys.executable, "-c", REPORT_WATCHER, str(broker.port),
-                                        str(n)], stdout=subprocess.PIPE, text=True)
+                                        str(n), f"loa/v1/area/{province}/cmd"],
+                                       stdout=subprocess.PIPE, text=True)
+            bare = subprocess.Popen([sys.executable, "-m", "bench.bare", str(broker.port), str(n)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             assert reports.stdout is not None and reports.stdout.readline().strip() == "ready"
+            assert bare.stdout is not None and bare.stdout.readline().strip() == "ready"
             lines: queue.Queue[str] = queue.Queue()
             threading.Thread(target=lambda: [lines.put(x) for x in reports.stdout or []],
                              daemon=True).start()
-            for content in contents:
-                results.append(_one_round(api, rt, content["id"], province, n, on_wire, lines))
-            reports.kill()
-            # only now: paho's loop_stop waits out its select (up to 1 s)
-            watch.loop_stop()
-            watch.disconnect()
-        _stop(sim)  # nothing else runs while the bare path is measured
-        sim = None
-        # the same bytes through the bare broker path, round by round: one command and the
-        # content's chunks
-        chunk = 16 * 1024
-        per_round = [[b"x" * 700] + [b"\0" * min(chunk, c["size"] - i)
-                                     for i in range(0, c["size"], chunk)] for c in contents]
-        # each round's fan-out, BARE_REPEATS times (one fan-out varies by 2x here): its median
-        times = asyncio.run(_bare(broker.port, n, [p for p in per_round
-                                                   for _ in range(BARE_REPEATS)]))
-        bares = [statistics.median(times[i * BARE_REPEATS:(i + 1) * BARE_REPEATS])
-                 for i in range(len(per_round))]
+            bares: list[float] = []
+            try:
+                for content in contents:
+                    results.append(_one_round(api, rt, content["id"], province, n, lines))
+                    # the same bytes through the bare path, right after (the machine as it
+                    # is now): the command and the content's chunks
+                    chunk = rt.content.chunk_size
+                    sizes = [results[-1].command_size] + [
+                        min(chunk, content["size"] - i) for i in range(0, content["size"], chunk)]
+                    bares.append(_bare_round(bare, sizes, sim))
+            finally:
+                reports.kill()
+                bare.kill()
         return results, bares
     finally:
         if sim is not None:
@@ -218,12 +180,30 @@ def run(communes: int, per: int, sim_processes: int, rounds: int) -> tuple[list[
         broker.stop()
 
 
+def _bare_round(bare: subprocess.Popen[str], sizes: list[int],
+                sim: subprocess.Popen[bytes]) -> float:
+    """BARE_REPEATS fan-outs of these sizes by the bare worker (``bench.bare``), with the
+    simulator's processes stopped meanwhile (SIGSTOP) and the controller idle: nothing else
+    runs while the bare path is measured. Their median."""
+    assert bare.stdin is not None and bare.stdout is not None
+    os.killpg(sim.pid, signal.SIGSTOP)
+    try:
+        times = []
+        for _ in range(BARE_REPEATS):
+            time.sleep(0.3)  # what came before has settled
+            bare.stdin.write(" ".join(map(str, sizes)) + "\n")
+            bare.stdin.flush()
+            times.append(float(bare.stdout.readline()))
+    finally:
+        os.killpg(sim.pid, signal.SIGCONT)
+    return statistics.median(times)
+
+
 def _one_round(api: TestClient, rt: object, content_id: str, province: str, n: int,
-               on_wire: list[float], lines: queue.Queue[str]) -> Round:
+               lines: queue.Queue[str]) -> Round:
     sessions = rt.sessions  # type: ignore[attr-defined]
     time.sleep(1.0)  # the previous round's reports and writes have settled
     chunks_before = rt.content.chunks_sent  # type: ignore[attr-defined]
-    on_wire.clear()
     t0 = time.perf_counter()
     t0_wall = datetime.now(UTC)
     prof = cProfile.Profile() if os.environ.get("LOA_BENCH_PROFILE_API") else None
@@ -241,17 +221,20 @@ def _one_round(api: TestClient, rt: object, content_id: str, province: str, n: i
     # first the last report on the broker (seen by the watcher process), then what the
     # controller has recorded: polling its database meanwhile would take CPU in the very
     # process being measured
-    reported = float("nan")
+    reported = wire = float("nan")
+    command_size = 0
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            occ, at = lines.get(timeout=max(0.0, deadline - time.monotonic())).split()
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic())).split()
         except queue.Empty:
             break
-        if occ_id is None or occ == occ_id:
-            reported = float(at) - t0_wall.timestamp()
+        if line[0] == "cmd":
+            command_size, wire = int(line[1]), float(line[2]) - t0_wall.timestamp()
+        elif occ_id is None or line[0] == occ_id:
+            reported = float(line[1]) - t0_wall.timestamp()
             break
-    wire = (on_wire[0] - t0) if on_wire else float("nan")
+    assert command_size, "the watcher saw no command"
     ours = float("nan")
     # a count (one row, computed inside SQLite), not the rows themselves
     started_q = select(func.count()).select_from(Delivery).join(Occurrence).where(
@@ -277,7 +260,7 @@ def _one_round(api: TestClient, rt: object, content_id: str, province: str, n: i
                 break
         time.sleep(0.2)
     chunks = rt.content.chunks_sent - chunks_before  # type: ignore[attr-defined]
-    return Round(wire, returned, reported, ours, len(lag), lag, chunks)
+    return Round(wire, returned, reported, ours, len(lag), lag, chunks, command_size)
 
 
 def _stop(sim: subprocess.Popen[bytes]) -> None:
@@ -294,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--clusters", type=int, nargs="+", default=[600])
     p.add_argument("--sim-processes", type=int, default=os.cpu_count() or 1,
                    help="simulator processes (default: one per core)")
-    p.add_argument("--rounds", type=int, default=3,
+    p.add_argument("--rounds", type=int, default=5,
                    help="emergencies (and bare fan-outs) per size; medians are compared (a "
                         "2-core machine shared with other work varies by 30%% run to run)")
     args = p.parse_args(argv)

@@ -36,6 +36,16 @@ class Inbound(NamedTuple):
 RawPublishes = list[tuple[bytes, bytes]]
 
 
+#: at most this many acknowledgements merged into one send
+MAX_MERGED_ACKS = 1024
+_PUBACK = 0x40
+
+
+def _mergeable(packet: dict[str, Any]) -> bool:
+    """A PUBACK not yet partly written."""
+    return bool(packet["command"] & 0xF0 == _PUBACK and packet["pos"] == 0)
+
+
 class BufferedClient(mqtt.Client):
     """paho's client, reading the socket 64 KiB at a time, with a fast lane for QoS 0
     PUBLISH packets.
@@ -66,6 +76,22 @@ class BufferedClient(mqtt.Client):
         super().__init__(*args, **kwargs)
         #: notified whenever the network thread has written out everything queued
         self._drained = threading.Condition()
+
+    def _packet_write(self) -> mqtt.MQTTErrorCode:
+        """Acknowledgements queued one after another go out in one ``send``: a burst of
+        reports (an emergency's ``playing`` from every cluster) is read 64 KiB at a time
+        and each QoS 1 report queues a 4-byte PUBACK; one system call per PUBACK was most
+        of this thread's time during the burst. Only the network thread writes, so the
+        run at the head of the queue is its own to merge (other threads only append)."""
+        out = self._out_packet
+        if len(out) > 1 and _mergeable(out[0]) and _mergeable(out[1]):
+            run = [out.popleft()]
+            while out and _mergeable(out[0]) and len(run) < MAX_MERGED_ACKS:
+                run.append(out.popleft())
+            data = b"".join(p["packet"] for p in run)
+            # (paho does nothing on a written PUBACK beyond counting its bytes)
+            out.appendleft({**run[0], "packet": data, "to_process": len(data), "pos": 0})
+        return super()._packet_write()
 
     def loop_write(self) -> mqtt.MQTTErrorCode:
         rc = super().loop_write()
