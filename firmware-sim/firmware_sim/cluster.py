@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 from nacl.signing import VerifyKey
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
@@ -94,6 +95,28 @@ class SimConfig:
     #: in one process; real boards each check it in parallel). Per-cluster checks (topic,
     #: clock, replay) are not shared.
     verify_memo: dict[bytes, Any] = field(default_factory=dict, repr=False)
+
+
+async def _publish(client: aiomqtt.Client, topic: str, payload: bytes, qos: int) -> None:
+    """``client.publish``, and like it waits until the broker has it (QoS 1: its PUBACK;
+    QoS 0: written), by aiomqtt's own pending publishes and time-out, without the task that
+    aiomqtt's ``asyncio.wait_for`` creates for every publish (a fifth of the outbox's time
+    with hundreds of boards in one process)."""
+    info = client._client.publish(topic, payload, qos)
+    if info.rc != mqtt.MQTT_ERR_SUCCESS:
+        raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+    if info.is_published():
+        return
+    done = asyncio.Event()
+    pending = client._pending_publishes
+    pending[info.mid] = done  # (on the event loop's thread: no PUBACK slips in between)
+    try:
+        async with asyncio.timeout(client.timeout):
+            await done.wait()
+    except TimeoutError:
+        raise aiomqtt.MqttError("Operation timed out") from None
+    finally:
+        pending.pop(info.mid, None)
 
 
 class SimCluster:
@@ -322,7 +345,7 @@ class SimCluster:
             if client is None:
                 return
             topic, payload, qos = self._outbox[0]
-            await client.publish(topic, payload, qos=qos)
+            await _publish(client, topic, payload, qos)
             self._outbox.popleft()
 
     async def _heartbeats(self) -> None:
