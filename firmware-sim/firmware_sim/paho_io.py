@@ -17,7 +17,10 @@ paho under aiomqtt spends most of that burst in system calls, not in the firmwar
   ``on_message`` when there are none.
 
 What goes on the wire is unchanged, byte for byte. :func:`adopt` is applied to each
-``aiomqtt.Client`` before it connects. Relies on paho 2.x internals (pinned <3).
+``aiomqtt.Client`` before it connects. Relies on paho 2.x internals (pinned <3). The
+buffered read is the same technique as the controller's ``BufferedClient``, written again
+here on purpose: the simulator stands in for third-party firmware and imports nothing of
+the controller's, and ``devices`` (the contract) does no I/O.
 """
 
 from __future__ import annotations
