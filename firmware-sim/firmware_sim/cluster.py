@@ -269,18 +269,27 @@ class SimCluster:
         version = {"protocol": aiomqtt.ProtocolVersion.V5} if self._v5 else {
             "protocol": aiomqtt.ProtocolVersion.V311, "clean_session": True}
         entered = False
+        client = paho_io.adopt(aiomqtt.Client(
+            self.cfg.host, self.cfg.port, identifier=f"cluster-{self.id}", will=will,
+            keepalive=keepalive, username=self.id, password=self.cfg.password,
+            max_inflight_messages=100, **version,  # type: ignore[arg-type]
+        ))
         try:
-            async with paho_io.adopt(aiomqtt.Client(
-                self.cfg.host, self.cfg.port, identifier=f"cluster-{self.id}", will=will,
-                keepalive=keepalive, username=self.id, password=self.cfg.password,
-                max_inflight_messages=100, **version,  # type: ignore[arg-type]
-            )) as client:
+            async with client:
                 entered = True
                 await self._run_session(client)
         except aiomqtt.MqttError:
             if not entered and self._v5 and self.cfg.protocol == "auto":
                 self._v5 = False  # a 3.1.1-only broker (amqtt): next attempt speaks 3.1.1
             raise
+        finally:
+            # a link lost while the session was not reading messages (e.g. waiting for
+            # its SUBACK) leaves aiomqtt's disconnect future holding an exception that
+            # nobody asked for, and asyncio logs it as an error when it is collected;
+            # the session's own error (raised above) already says what happened
+            lost = client._disconnected
+            if lost.done() and not lost.cancelled():
+                lost.exception()
 
     async def _run_session(self, client: aiomqtt.Client) -> None:
         self._client = client
