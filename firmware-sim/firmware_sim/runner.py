@@ -117,12 +117,16 @@ async def _keep_heap_frozen(clusters: list[SimCluster], timeout_s: float) -> Non
     # its chunks and a report for each of hundreds of boards) is mostly freed by reference
     # counting before a collection would have walked it, and what does survive is not
     # walked again and again by the older generations' collections
+    before = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
-    while True:
-        gc.collect()
-        gc.freeze()
-        log.debug("heap frozen: %d objects", gc.get_freeze_count())
-        await asyncio.sleep(FREEZE_EVERY_S)
+    try:
+        while True:
+            gc.collect()
+            gc.freeze()
+            log.debug("heap frozen: %d objects", gc.get_freeze_count())
+            await asyncio.sleep(FREEZE_EVERY_S)
+    finally:  # (the simulator embedded in another program, e.g. the tests, hands it back)
+        gc.set_threshold(*before)
 
 
 async def run_network(network: Network, cfg: SimConfig, stop: asyncio.Event,
