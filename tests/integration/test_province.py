@@ -186,6 +186,10 @@ def test_province_emergency_preempts_local_programme_which_then_resumes(prov: Pr
     assert any(b["id"] == eb["id"] for b in prov.commune.get("/api/v1/broadcasts").json())
     r = prov.commune.post(f"/api/v1/broadcasts/{eb['id']}/cancel")
     assert r.status_code == 403 and "cannot cancel" in r.json()["detail"]
+    # the list counts every broadcast's latest airing (the emergency: 15 deliveries)
+    listed = {b["id"]: b for b in prov.province.get("/api/v1/broadcasts").json()}
+    assert sum(listed[eb["id"]]["occurrence"]["summary"].values()) == 15
+    assert listed[eb["id"]]["deliveries"] == []  # (the list carries no per-cluster rows)
     # the local programme was preempted, resumes where it stopped, and finishes
     mid = prov.commune.get(f"/api/v1/broadcasts/{lb['id']}").json()["deliveries"]
     assert {d["state"] for d in mid} <= {"preempted", "playing"}

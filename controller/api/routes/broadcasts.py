@@ -79,7 +79,10 @@ def _occ_out(o: Occurrence, stats: dict[str, _Stats]) -> OccurrenceOut:
                          status=o.status, summary=summary, start_spread_ms=spread)
 
 
-def _out(bc: Broadcast, rt: RuntimeDep, full: bool = True) -> BroadcastOut:
+def _out(bc: Broadcast, rt: RuntimeDep, full: bool = True,
+         stats: dict[str, _Stats] | None = None) -> BroadcastOut:
+    """``stats``: the occurrences' counts when the caller has them already (a list counts
+    every broadcast's latest occurrence in one query)."""
     db = object_session(bc)
     assert db is not None
     latest = bc.occurrences[-1] if bc.occurrences else None
@@ -108,7 +111,8 @@ def _out(bc: Broadcast, rt: RuntimeDep, full: bool = True) -> BroadcastOut:
                       .order_by(Delivery.cluster_id))] \
         if full and latests else []
     shown = bc.occurrences[-50:] if full else [latest] if latest else []
-    stats = _occ_stats(db, [o.id for o in shown])
+    if stats is None:
+        stats = _occ_stats(db, [o.id for o in shown])
     return BroadcastOut(
         id=bc.id, title=bc.title, status=bc.status, priority=bc.priority,
         content_id=bc.content_id, targets=bc.targets, start_at=bc.start_at,
@@ -396,14 +400,15 @@ def preview_broadcast(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep,
 def list_broadcasts(db: SessionDep, rt: RuntimeDep, user: CurrentUser,
                     limit: int = 50) -> list[BroadcastOut]:
     """Broadcasts the caller may see: its own area's, and those from above that reach it."""
-    out: list[BroadcastOut] = []
+    shown: list[Broadcast] = []
     q = select(Broadcast).order_by(Broadcast.created_at.desc())
     for bc in db.scalars(q.limit(2000)):
         if can_see(db, user, bc):
-            out.append(_out(bc, rt, full=False))
-            if len(out) >= min(limit, 500):
+            shown.append(bc)
+            if len(shown) >= min(limit, 500):
                 break
-    return out
+    stats = _occ_stats(db, [bc.occurrences[-1].id for bc in shown if bc.occurrences])
+    return [_out(bc, rt, full=False, stats=stats) for bc in shown]
 
 
 @router.get("/{broadcast_id}", response_model=BroadcastOut)
