@@ -1,14 +1,15 @@
 """Locating and running ffmpeg.
 
-Order: ``LOA_FFMPEG`` (a path), ``ffmpeg`` on PATH, then the binary shipped in the
-``imageio-ffmpeg`` wheel, which the project's install brings, so no system package is needed.
+One ffmpeg everywhere: the binary shipped in the ``imageio-ffmpeg`` wheel, which the
+project's install brings, so the same upload is decoded and encoded the same way on every
+machine (a system ffmpeg's build may lack encoders, e.g. Debian's has no AMR-NB).
+``LOA_FFMPEG`` (a path) overrides it on purpose; an ``ffmpeg`` on PATH is never picked up.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import shutil
 import subprocess
 
 from audio.errors import AudioError
@@ -21,9 +22,6 @@ def ffmpeg_path() -> str:
     explicit = os.environ.get("LOA_FFMPEG")
     if explicit:
         return explicit
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
     try:
         import imageio_ffmpeg
 

@@ -39,6 +39,10 @@ __all__ = [
 
 WORK_RATE = 48_000
 
+#: leading and trailing audio this far below the recording's peak counts as silence (never
+#: above ``AudioSettings.silence_dbfs``): a quiet upload's trailing speech is not cut
+TRIM_BELOW_PEAK_DB = 40.0
+
 #: codec name -> (ffmpeg encoder args, container, mime type)
 CODECS: dict[str, tuple[list[str], str, str]] = {
     "opus": (["-c:a", "libopus", "-application", "audio", "-f", "ogg"], "ogg", "audio/ogg"),
@@ -134,7 +138,7 @@ def prepare_segment(seg: AudioSegment, settings: AudioSettings = AudioSettings()
         raise AudioError("silent", "The audio is silent (no sound above "
                                    f"{settings.silence_dbfs:.0f} dBFS).")
     if settings.trim_silence:
-        seg = _trim(seg, settings.silence_dbfs)
+        seg = _trim(seg, min(settings.silence_dbfs, seg.max_dBFS - TRIM_BELOW_PEAK_DB))
     if len(seg) / 1000 < settings.min_duration_s:
         raise AudioError("empty", "The audio is too short to broadcast.")
     speech = _loudnorm(seg, settings)
@@ -167,6 +171,9 @@ def prepare_segment(seg: AudioSegment, settings: AudioSettings = AudioSettings()
 
 
 def _trim(seg: AudioSegment, silence_dbfs: float) -> AudioSegment:
+    """Cut leading and trailing silence, keeping 150 ms at each end. The threshold is
+    relative to the recording's own peak (see ``TRIM_BELOW_PEAK_DB``), so the soft end of a
+    quiet recording's last word is kept: it is brought up with the rest by normalisation."""
     keep = 150  # ms of silence kept at each end
     lead = detect_leading_silence(seg, silence_threshold=silence_dbfs, chunk_size=10)
     tail = detect_leading_silence(seg.reverse(), silence_threshold=silence_dbfs, chunk_size=10)

@@ -84,3 +84,24 @@ def test_too_long() -> None:
 def test_too_large() -> None:
     e = err(encoded("wav"), AudioSettings(max_input_bytes=1000))
     assert e.code == "too_large"
+
+
+def test_a_very_quiet_upload_keeps_its_soft_last_word() -> None:
+    """Speech recorded far from the phone (about -56 LUFS): its fading last syllable lies
+    below -50 dBFS, but it is speech, and normalisation brings it up with the rest."""
+    from pydub import AudioSegment
+    from pydub.generators import Sine
+
+    tone = Sine(300, sample_rate=48_000)
+    word = sum((tone.to_audio_segment(duration=30, volume=-42.0)
+                + tone.to_audio_segment(duration=70, volume=-62.0) for _ in range(10)),
+               AudioSegment.empty())  # syllables: short peaks, quiet between
+    fading = tone.to_audio_segment(duration=600, volume=-64.0)
+    silence = AudioSegment.silent(1000, 48_000)
+    seg = (silence + word + fading + silence).set_channels(1)
+    loudness = measure_loudness(seg.raw_data)["input_i"]
+    assert -60 < loudness < -52, loudness
+    with seg.export(format="wav") as wav:
+        p = prepare_file(wav.read(), NO_CHIME)
+    assert p.duration_ms >= 1600 + 2 * 140  # the word, its fading end, 150 ms either side
+    assert p.duration_ms <= 1600 + 2 * 160 + 50  # the silence around it is still cut
