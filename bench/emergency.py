@@ -35,7 +35,7 @@ from bench.common import Mosquitto
 from controller.app import create_app
 from controller.db.models import Cluster, Delivery, Occurrence
 from controller.db.session import make_engine, make_sessionmaker, upgrade
-from controller.seed import register_network
+from controller.db.seed import register_network
 from controller.settings import Settings
 from devices.areas import generate
 

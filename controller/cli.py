@@ -57,7 +57,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 def cmd_seed(args: argparse.Namespace) -> int:
     from controller.db.session import make_engine, make_sessionmaker, upgrade
-    from controller.seed import register_network
+    from controller.db.seed import register_network
 
     settings = Settings()
     upgrade(settings.db_url)
@@ -90,7 +90,7 @@ async def _broker_if_needed() -> AsyncIterator[tuple[str, bool]]:
     if url:
         yield url, False
         return
-    from controller.broker import EmbeddedBroker, free_port, port_free
+    from controller.transport.broker import EmbeddedBroker, free_port, port_free
 
     broker = EmbeddedBroker(port=1883 if port_free(1883) else free_port())
     await broker.start()
@@ -102,9 +102,9 @@ async def _broker_if_needed() -> AsyncIterator[tuple[str, bool]]:
 
 async def _demo(args: argparse.Namespace) -> None:
     from controller.app import create_app
-    from controller.keys import public_key_path
+    from controller.access.keys import public_key_path
     from controller.runtime import Runtime
-    from controller.seed import register_network
+    from controller.db.seed import register_network
     from devices.areas import load_fixture
 
     async with _broker_if_needed() as (mqtt_url, embedded):

@@ -16,14 +16,14 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.actions import ActionService
-from controller.content_server import ContentServer
+from controller.fleet.actions import ActionService
+from controller.broadcasting.content_server import ContentServer
 from controller.db.models import utcnow
-from controller.dispatcher import Dispatcher
-from controller.health import HealthTracker
-from controller.history import TelemetryHistory
-from controller.mqtt_link import Inbound, MqttLink
-from controller.reports import check_upcoming_slots
+from controller.broadcasting.dispatcher import Dispatcher
+from controller.fleet.health import HealthTracker
+from controller.fleet.history import TelemetryHistory
+from controller.transport.mqtt import Inbound, MqttLink
+from controller.broadcasting.reports import check_upcoming_slots
 from devices import topics
 from devices.messages import (
     AckEvent,

@@ -11,19 +11,19 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from audio import AudioSettings, EspeakNg, TTSEngine
-from controller.actions import ActionService
-from controller.alerts import AlertManager, WebhookSender
-from controller.content_server import ContentServer
+from controller.fleet.actions import ActionService
+from controller.fleet.alerts import AlertManager, WebhookSender
+from controller.broadcasting.content_server import ContentServer
 from controller.db.models import ContentBlob
 from controller.db.session import make_engine, make_sessionmaker, upgrade
-from controller.dispatcher import Dispatcher
-from controller.health import HealthTracker
-from controller.history import TelemetryHistory
+from controller.broadcasting.dispatcher import Dispatcher
+from controller.fleet.health import HealthTracker
+from controller.fleet.history import TelemetryHistory
 from controller.ingest import Ingest
-from controller.keys import load_or_create_signing_key
-from controller.mqtt_link import MqttLink
-from controller.scheduling import Scheduler
-from controller.security import ensure_admin
+from controller.access.keys import load_or_create_signing_key
+from controller.transport.mqtt import MqttLink
+from controller.broadcasting.scheduling import Scheduler
+from controller.access.security import ensure_admin
 from controller.settings import Settings
 
 log = logging.getLogger(__name__)

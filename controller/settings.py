@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     cap_priority_rules: list[dict[str, Any]] | None = Field(
         None, description="CAP urgency/severity/certainty -> priority table (JSON list of "
                           "{urgency, severity, certainty, priority}; '*' matches any); "
-                          "default: controller.cap.DEFAULT_PRIORITY_RULES")
+                          "default: controller.cap.alert.DEFAULT_PRIORITY_RULES")
 
     cap_trusted_certs: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="PEM certificates of CAP issuers whose XML-DSig "

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from controller.db.models import User
 from controller.runtime import Runtime
-from controller.security import user_for_token
+from controller.access.security import user_for_token
 
 __all__ = ["CurrentUser", "RuntimeDep", "SessionDep"]
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from controller.recurrence import Recurrence
+from controller.broadcasting.recurrence import Recurrence
 
 
 class Token(BaseModel):

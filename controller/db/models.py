@@ -58,9 +58,9 @@ class Area(Base):
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"), index=True)
     lat: Mapped[float | None] = mapped_column(Float)
     lon: Mapped[float | None] = mapped_column(Float)
-    #: health thresholds overriding the parent's (see controller.thresholds)
+    #: health thresholds overriding the parent's (see controller.fleet.thresholds)
     thresholds: Mapped[dict[str, Any] | None]
-    #: broadcast policy overriding the parent's: quiet hours, programme length (controller.policy)
+    #: broadcast policy overriding the parent's: quiet hours, programme length (controller.access.policy)
     policy: Mapped[dict[str, Any] | None]
 
 
@@ -147,7 +147,7 @@ class Broadcast(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     cancelled_at: Mapped[datetime | None]
     #: a bulletin from a province or district is handed to each target commune as a child
-    #: (see controller.referral); the parent then only rolls up its children
+    #: (see controller.broadcasting.referral); the parent then only rolls up its children
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("broadcasts.id"), index=True)
     #: the commune a child belongs to (whose inbox or programme it is in)
     commune_id: Mapped[str | None] = mapped_column(String(64), index=True)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.cap import CapArea, CapError, map_priority, match_area, parse_cap
+from controller.cap.alert import CapArea, CapError, map_priority, match_area, parse_cap
 from tests.capsig import make_issuer, sign_xml
 
 SPEC = sorted((Path(__file__).parents[1] / "fixtures" / "cap").glob("a*.xml"))
@@ -80,7 +80,7 @@ def test_areas_match_by_geocode_or_by_name_without_accents() -> None:
 # --- XML-DSig (CAP 1.2 §3.3.2.1): enveloped signatures by a trusted issuer -------------------
 
 def test_a_signed_alert_verifies_only_against_a_trusted_issuer_and_unaltered() -> None:
-    from controller.cap import SignatureError, verify_signature
+    from controller.cap.alert import SignatureError, verify_signature
 
     key, cert = make_issuer("Đài KTTV tỉnh Vĩnh Phúc")
     _, stranger = make_issuer("someone else")

@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from controller.mqtt_link import MqttLink
+from controller.transport.mqtt import MqttLink
 
 
 def remaining_length(n: int) -> bytes:

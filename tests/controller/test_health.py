@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from controller.health import HealthTracker, View
+from controller.fleet.health import HealthTracker, View
 
 
 def test_sequence_gaps_are_found_and_reordering_is_not_a_gap() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from controller.history import TelemetryHistory
+from controller.fleet.history import TelemetryHistory
 from devices.messages import Telemetry
 
 T0 = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from controller.mqtt_link import Inbound, Inbox
+from controller.transport.mqtt import Inbound, Inbox
 
 
 def msg(i: int) -> Inbound:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from controller.policy import Policy, ProgrammeSlot, VolumeCap, violations
-from controller.programme import Item, layout
+from controller.access.policy import Policy, ProgrammeSlot, VolumeCap, violations
+from controller.broadcasting.programme import Item, layout
 
 T = datetime(2026, 11, 23, 22, 30, tzinfo=UTC)  # 05:30 in Hanoi
 GAP = timedelta(seconds=2)

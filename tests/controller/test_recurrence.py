@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from controller.recurrence import Recurrence, RecurrenceError
+from controller.broadcasting.recurrence import Recurrence, RecurrenceError
 
 SLOTS = ["FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR,SA;BYHOUR=5;BYMINUTE=30",
          "FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR,SA;BYHOUR=17;BYMINUTE=0"]

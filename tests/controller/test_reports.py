@@ -11,11 +11,11 @@ from pathlib import Path
 from nacl.signing import SigningKey
 from sqlalchemy import select
 
-from controller.content_server import ContentServer
+from controller.broadcasting.content_server import ContentServer
 from controller.db.models import Broadcast, Content, ContentBlob, Delivery, Occurrence
 from controller.db.session import make_engine, make_sessionmaker, upgrade
-from controller.dispatcher import Dispatcher
-from controller.seed import register_network
+from controller.broadcasting.dispatcher import Dispatcher
+from controller.db.seed import register_network
 from controller.settings import Settings
 from devices.areas import generate
 from devices.messages import DeliveryEvent, DeliveryState

@@ -22,9 +22,9 @@ from firmware_sim.cluster import SimCluster, SimConfig
 from firmware_sim.runner import build_clusters, run_clusters
 
 from controller.app import create_app
-from controller.broker import EmbeddedBroker, free_port
+from controller.transport.broker import EmbeddedBroker, free_port
 from controller.db.session import make_engine, make_sessionmaker, upgrade
-from controller.seed import register_network
+from controller.db.seed import register_network
 from controller.settings import Settings
 from devices.areas import Network
 

@@ -9,9 +9,9 @@ import pytest
 
 from controller.db.models import Broadcast, Content, ContentBlob, Delivery, Occurrence
 from controller.db.session import make_engine, make_sessionmaker, upgrade
-from controller.health import HealthTracker
-from controller.reports import availability_report
-from controller.seed import register_network
+from controller.fleet.health import HealthTracker
+from controller.broadcasting.reports import availability_report
+from controller.db.seed import register_network
 from devices.areas import load_fixture
 from devices.messages import Birth, Death, SpeakerReport
 

@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.mqtt_link import Inbound, MqttLink
+from controller.transport.mqtt import Inbound, MqttLink
 from devices import topics
 from tests.integration.harness import Broker, wait_for
 

@@ -695,7 +695,7 @@ def test_an_emergency_on_the_air_is_recorded_even_if_the_first_write_fails(
     held too long) is tried again, and the clusters' reports still find their rows."""
     import sqlalchemy.exc
 
-    import controller.dispatcher as dispatcher_module
+    import controller.broadcasting.dispatcher as dispatcher_module
 
     real_insert = dispatcher_module.insert
     calls: list[int] = []

@@ -7,8 +7,8 @@ from sqlalchemy.orm import selectinload
 from controller.api.deps import CurrentUser, SessionDep
 from controller.api.schemas import AreaOut, ClusterOut, SpeakerOut
 from controller.db.models import Area, Cluster
-from controller.jurisdiction import scope, visible_cluster
-from controller.targeting import ancestor_ids
+from controller.access.jurisdiction import scope, visible_cluster
+from controller.broadcasting.targeting import ancestor_ids
 
 router = APIRouter(tags=["areas"])
 

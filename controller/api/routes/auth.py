@@ -8,7 +8,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 from controller.api.deps import RuntimeDep, SessionDep
 from controller.api.schemas import Token
 from controller.db.models import User
-from controller.security import issue_token, verify_password
+from controller.access.security import issue_token, verify_password
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 

@@ -24,7 +24,7 @@ from controller.api.schemas import (
     PositionSet,
 )
 from controller.db.models import Area, Broadcast, Content, Delivery, Occurrence, utcnow
-from controller.jurisdiction import (
+from controller.access.jurisdiction import (
     APPROVERS,
     SCHEDULERS,
     can_see,
@@ -34,11 +34,11 @@ from controller.jurisdiction import (
     require_targets,
     scope,
 )
-from controller.policy import violations
-from controller.programme import area_policies, area_policy, commune_map, preview
-from controller.recurrence import Recurrence, RecurrenceError
-from controller.referral import from_above, make_children, split_by_commune
-from controller.targeting import Resolved, TargetError, resolve
+from controller.access.policy import violations
+from controller.broadcasting.programme import area_policies, area_policy, commune_map, preview
+from controller.broadcasting.recurrence import Recurrence, RecurrenceError
+from controller.broadcasting.referral import from_above, make_children, split_by_commune
+from controller.broadcasting.targeting import Resolved, TargetError, resolve
 
 router = APIRouter(prefix="/broadcasts", tags=["broadcasts"])
 

@@ -19,7 +19,7 @@ from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
 from controller.api.routes.broadcasts import schedule
 from controller.api.routes.contents import _store
 from controller.api.schemas import BroadcastCreate, Targets
-from controller.cap import (
+from controller.cap.alert import (
     MAX_CAP_BYTES,
     CapAlert,
     CapError,
@@ -30,8 +30,8 @@ from controller.cap import (
     verify_signature,
 )
 from controller.db.models import Area, Broadcast, Cluster, utcnow
-from controller.jurisdiction import can_see, require_cancel, require_targets, scope
-from controller.targeting import ancestor_ids, resolve
+from controller.access.jurisdiction import can_see, require_cancel, require_targets, scope
+from controller.broadcasting.targeting import ancestor_ids, resolve
 from devices.messages import iso
 
 router = APIRouter(tags=["cap", "reports"])

@@ -11,12 +11,12 @@ from fastapi import Path as FPath
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from controller.actions import ActionError
-from controller.alerts import alert_dict
+from controller.fleet.actions import ActionError
+from controller.fleet.alerts import alert_dict
 from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
 from controller.db.models import Action, Alert, Area, Broadcast, Cluster, utcnow
-from controller.history import RESOLUTIONS, RETENTION, TelemetryHistory
-from controller.jurisdiction import (
+from controller.fleet.history import RESOLUTIONS, RETENTION, TelemetryHistory
+from controller.access.jurisdiction import (
     OPERATORS,
     can_see,
     require_role,
@@ -25,10 +25,10 @@ from controller.jurisdiction import (
     visible_cluster,
     within,
 )
-from controller.policy import PolicyPatch, effective_policy
-from controller.reports import availability_report, readiness
-from controller.targeting import TargetError, ancestor_ids, resolve
-from controller.thresholds import Thresholds, ThresholdsPatch
+from controller.access.policy import PolicyPatch, effective_policy
+from controller.broadcasting.reports import availability_report, readiness
+from controller.broadcasting.targeting import TargetError, ancestor_ids, resolve
+from controller.fleet.thresholds import Thresholds, ThresholdsPatch
 
 router = APIRouter(tags=["health"])
 

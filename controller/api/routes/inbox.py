@@ -19,10 +19,10 @@ from controller.api.routes.broadcasts import (
 )
 from controller.api.schemas import BroadcastOut, Decline, InboxDecision
 from controller.db.models import Area, Broadcast, Cluster, utcnow
-from controller.jurisdiction import SCHEDULERS, describe, require_role, scope
-from controller.programme import commune_map, gather, layout
-from controller.recurrence import Recurrence
-from controller.targeting import descendant_area_ids
+from controller.access.jurisdiction import SCHEDULERS, describe, require_role, scope
+from controller.broadcasting.programme import commune_map, gather, layout
+from controller.broadcasting.recurrence import Recurrence
+from controller.broadcasting.targeting import descendant_area_ids
 
 router = APIRouter(tags=["inbox"])
 

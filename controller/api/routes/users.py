@@ -7,8 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from controller.api.deps import CurrentUser, SessionDep
 from controller.db.models import Area, User
-from controller.jurisdiction import describe, require_role, scope
-from controller.security import hash_password
+from controller.access.jurisdiction import describe, require_role, scope
+from controller.access.security import hash_password
 
 router = APIRouter(prefix="/users", tags=["users"])
 

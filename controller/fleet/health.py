@@ -3,7 +3,7 @@
 Connection state and liveness are kept apart: a cluster is up only while its heartbeats
 arrive; the broker's keep-alive is not counted. A Will whose bd_seq is not the current
 birth's is late and ignored (Sparkplug B rule), so it cannot mark a live cluster offline.
-Degraded comes from telemetry against the area's thresholds (``controller.causes``). Every
+Degraded comes from telemetry against the area's thresholds (``controller.fleet.causes``). Every
 state change is recorded (availability reports) and mirrored into alerts.
 """
 
@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from controller.alerts import AlertManager, WebhookSender
-from controller.causes import Cause, causes_of
+from controller.fleet.alerts import AlertManager, WebhookSender
+from controller.fleet.causes import Cause, causes_of
 from controller.db.models import Area, Cluster, Speaker, StateTransition
-from controller.thresholds import Thresholds, effective
+from controller.fleet.thresholds import Thresholds, effective
 from devices.messages import Birth, Death, Telemetry
 
 log = logging.getLogger(__name__)

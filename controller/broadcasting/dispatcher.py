@@ -24,10 +24,10 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.content_server import ContentServer
+from controller.broadcasting.content_server import ContentServer
 from controller.db.models import Broadcast, Cluster, Content, Delivery, Occurrence, utcnow
-from controller.health import UP_STATES
-from controller.programme import (
+from controller.fleet.health import UP_STATES
+from controller.broadcasting.programme import (
     LOOKAHEAD,
     MOVABLE_AFTER,
     area_policies,
@@ -36,9 +36,9 @@ from controller.programme import (
     moved,
     place,
 )
-from controller.recurrence import Recurrence
+from controller.broadcasting.recurrence import Recurrence
 from controller.settings import Settings
-from controller.targeting import Resolved, TargetError, resolve
+from controller.broadcasting.targeting import Resolved, TargetError, resolve
 from devices import topics
 from devices.messages import DeliveryEvent, DeliveryState, RefusedEvent, iso
 from devices.signing import sign_command

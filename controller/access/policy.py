@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from controller.thresholds import overlay
+from controller.fleet.thresholds import overlay
 
 __all__ = ["Policy", "PolicyPatch", "ProgrammeSlot", "QuietWindow", "VolumeCap",
            "effective_policy", "violations"]

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.causes import SEVERITY
+from controller.fleet.causes import SEVERITY
 from controller.db.models import Alert
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.db.models import Area, Cluster
-from controller.health import UP_STATES
+from controller.fleet.health import UP_STATES
 from devices import topics
 
 __all__ = ["Resolved", "TargetError", "ancestor_ids", "descendant_area_ids", "resolve"]

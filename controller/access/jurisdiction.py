@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.db.models import Area, Broadcast, Cluster, User
-from controller.targeting import ancestor_ids, descendant_area_ids
+from controller.broadcasting.targeting import ancestor_ids, descendant_area_ids
 
 __all__ = [
     "ROLES",

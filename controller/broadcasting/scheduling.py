@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from controller.db.models import Broadcast, Occurrence, utcnow
 from controller.db.session import make_engine
-from controller.dispatcher import Dispatcher
+from controller.broadcasting.dispatcher import Dispatcher
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.thresholds import Thresholds
+from controller.fleet.thresholds import Thresholds
 from devices.messages import SpeakerState, Telemetry
 
 __all__ = ["SEVERITY", "Cause", "causes_of"]

@@ -4,7 +4,7 @@ target commune its own copy.
 * *normal*: the copy lands in the commune's inbox; the commune schedules it (at the
   suggested time or its own, to all or some of its villages) or declines it with a reason.
 * *priority*: the copy is scheduled at once, at the given time or else in the commune's
-  next programme slot, where it plays ahead of local items (see :mod:`controller.programme`);
+  next programme slot, where it plays ahead of local items (see :mod:`controller.broadcasting.programme`);
   the commune may reorder it among priority items but not drop it.
 * *emergency* is not handed down: it plays at once everywhere (one publish per area).
 
@@ -20,8 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.db.models import Area, Broadcast, Cluster, User
-from controller.programme import commune_map
-from controller.targeting import ancestor_ids
+from controller.broadcasting.programme import commune_map
+from controller.broadcasting.targeting import ancestor_ids
 
 __all__ = ["from_above", "make_children", "split_by_commune"]
 

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.db.models import Action, ActionResult, Cluster, utcnow
-from controller.targeting import descendant_area_ids, resolve
+from controller.broadcasting.targeting import descendant_area_ids, resolve
 from devices import topics
 from devices.messages import ACTION_KINDS, COMMAND_BODIES, AckEvent
 from devices.signing import sign_command

@@ -23,9 +23,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from controller.db.models import Area, Broadcast, Cluster, Delivery, Occurrence
-from controller.policy import Policy, effective_policy
-from controller.recurrence import Recurrence
-from controller.targeting import TargetError, descendant_area_ids, resolve
+from controller.access.policy import Policy, effective_policy
+from controller.broadcasting.recurrence import Recurrence
+from controller.broadcasting.targeting import TargetError, descendant_area_ids, resolve
 
 __all__ = [
     "LOOKAHEAD",
