@@ -22,7 +22,7 @@ from controller.db.models import utcnow
 from controller.broadcasting.dispatcher import Dispatcher
 from controller.fleet.health import HealthTracker
 from controller.fleet.history import TelemetryHistory
-from controller.transport.mqtt import Inbound, MqttLink
+from controller.transport.link import Inbound, Link
 from controller.broadcasting.reports import check_upcoming_slots
 from devices import topics
 from devices.messages import (
@@ -57,7 +57,7 @@ IDLE_FLUSH_S = 0.1
 
 
 class Ingest:
-    def __init__(self, link: MqttLink, sessions: sessionmaker[Session], health: HealthTracker,
+    def __init__(self, link: Link, sessions: sessionmaker[Session], health: HealthTracker,
                  dispatcher: Dispatcher, content: ContentServer, actions: ActionService,
                  history: TelemetryHistory, batch: int = 2000):
         self.link = link

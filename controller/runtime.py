@@ -20,13 +20,26 @@ from controller.broadcasting.dispatcher import Dispatcher
 from controller.fleet.health import HealthTracker
 from controller.fleet.history import TelemetryHistory
 from controller.ingest import Ingest
+from devices import topics
+from devices.messages import ControllerStatus, dumps, now_utc
 from controller.access.keys import load_or_create_signing_key
-from controller.transport.mqtt import MqttLink
+from controller.transport.link import Link, Outbound
+from controller.transport.mqtt import make_link
 from controller.broadcasting.scheduling import Scheduler
 from controller.access.security import ensure_admin
 from controller.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: what the controller hears: every cluster's status (births, deaths), telemetry, events
+SUBSCRIPTIONS = [(topics.CLUSTER_STATUS_ALL, 1), (topics.CLUSTER_TELEMETRY_ALL, 0),
+                 (topics.CLUSTER_EVENT_ALL, 1)]
+
+
+def _announce() -> Outbound:
+    """Said (retained) on every connection: a fresh ``ts`` tells clusters to re-send births."""
+    return Outbound(topics.CONTROLLER_STATUS,
+                    dumps(ControllerStatus(v=1, state="online", ts=now_utc())), 1, True)
 
 __all__ = ["Runtime"]
 
@@ -37,7 +50,7 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     key: SigningKey
-    link: MqttLink
+    link: Link
     health: HealthTracker
     content: ContentServer
     dispatcher: Dispatcher
@@ -59,7 +72,11 @@ class Runtime:
         sessions = make_sessionmaker(engine)
         key = load_or_create_signing_key(settings.data_dir)
         host, port, user, password = settings.mqtt
-        link = MqttLink(host, port, user, password)
+        link = make_link(host, port, user, password, protocol=settings.mqtt_protocol,
+                         will=Outbound(topics.CONTROLLER_STATUS,
+                                       dumps(ControllerStatus(v=1, state="offline")), 1, True),
+                         announce=_announce)
+        link.subscribe(SUBSCRIPTIONS)
 
         def load_blob(sha: str) -> bytes | None:
             with sessions() as db:

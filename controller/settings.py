@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".loa"), description="signing key, SQLite database, logs")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in data_dir")
     mqtt_url: str | None = Field(None, description="mqtt://[user:pass@]host:port")
+    mqtt_protocol: Literal["auto", "5", "3.1.1"] = Field(
+        "auto", description="MQTT version to the broker: auto tries MQTT 5 first and falls "
+                            "back to 3.1.1 for a broker that speaks only that (amqtt)")
     admin_password: str | None = Field(None, description="password of the bootstrap admin")
     timezone: str = Field("Asia/Ho_Chi_Minh", description="local time of schedules")
     dispatch_lead_s: float = Field(60.0, ge=1, description="send commands this long before start")

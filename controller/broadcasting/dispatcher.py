@@ -98,7 +98,7 @@ class Dispatcher:
         self.sessions = sessions
         self.key = key
         self.publish = publish
-        #: blocks until what was published is in the broker's socket (MqttLink.wait_written)
+        #: blocks until what was published is in the broker's socket (Link.wait_written)
         self.wait_written = wait_written
         self.content = content
         self.counters: Counter[str] = Counter()

@@ -1,358 +1,435 @@
-"""The controller's MQTT link (paho-mqtt 2, callback API v2).
+"""The controller's MQTT 5 link: our own socket, packets encoded and decoded by ``mqtt5``
+(a sans-IO MQTT 5 codec written in Rust).
 
-paho runs every callback on its one network thread, so ``on_message`` only enqueues; the
-ingest thread does the work. The controller announces itself with a retained
-``loa/v1/controller/status`` (online, with a fresh ``ts``) and a Last Will saying offline;
-clusters re-send their births when they see a new ``ts``.
+One network thread reads the socket 64 KiB at a time and decodes every packet in the
+block; a province's heartbeats arrive at tens of thousands a second, and a general-purpose
+client's per-packet system calls and Python parsing were most of the controller's CPU.
+Messages go to the :class:`~controller.transport.link.Inbox` a read at a time; the QoS 1
+acknowledgements of one read leave in one ``send``. Publishing writes from the caller's
+thread (under a lock), so a publish that returned True is in the kernel's socket buffer.
+
+Session: clean start, QoS 1 subscriptions; the controller announces itself with a
+retained ``loa/v1/controller/status`` (online, with a fresh ``ts``) after each connection
+and leaves a Last Will saying offline, so clusters re-send their births when they see a
+new ``ts``. A QoS 1 publish not yet acknowledged when the link drops is sent again (DUP)
+on the next connection; commands are idempotent by id. While the link is down
+``publish`` returns False: the caller decides what a message that was never sent means.
+
+Brokers that speak only MQTT 3.1.1 (amqtt, embedded by ``loa demo``) are served by
+:class:`controller.transport.mqtt311.Mqtt311Link`; :func:`make_link` picks one.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import select
+import socket
 import threading
+import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable
-from typing import Any, NamedTuple
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+import mqtt5
 
-from devices import topics
-from devices.messages import ControllerStatus, dumps, now_utc
+from controller.transport.link import Inbound, Inbox, Link, Outbound
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BufferedClient", "Inbound", "Inbox", "MqttLink"]
+__all__ = ["BrokerRefused", "Mqtt5Link", "ProtocolUnsupported", "make_link", "probe_mqtt5"]
+
+READ_SIZE = 65536
+#: a write that cannot go on for this long means the broker has stopped reading
+WRITE_TIMEOUT_S = 10.0
+#: QoS 1 publishes kept back while the broker's receive maximum is reached
+MAX_HELD = 100_000
 
 
-class Inbound(NamedTuple):
-    topic: str
-    payload: bytes
+class BrokerRefused(ConnectionError):
+    """The broker answered CONNECT with a failure reason (bad credentials, not allowed)."""
 
 
-#: what the fast lane hands on: the QoS 0 PUBLISH packets (topic bytes, payload) parsed
-#: from one buffered read, in order
-RawPublishes = list[tuple[bytes, bytes]]
+class ProtocolUnsupported(ConnectionError):
+    """The broker does not speak MQTT 5 (it answered as an MQTT 3.1.1 broker, or hung up)."""
 
 
-#: at most this many acknowledgements merged into one send
-MAX_MERGED_ACKS = 1024
-_PUBACK = 0x40
+def _connack_or_refusal(sock: socket.socket, deadline: float) -> mqtt5.ConnAckPacket:
+    buf = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no CONNACK from the broker")
+        sock.settimeout(left)
+        data = sock.recv(READ_SIZE)
+        if not data:
+            raise ProtocolUnsupported("the broker closed the connection on an MQTT 5 CONNECT")
+        buf += data
+        if buf[:1] == b"\x20" and len(buf) >= 4 and buf[1] == 2:
+            # a 3.1.1 CONNACK (two bytes, return code 1: unacceptable protocol version)
+            raise ProtocolUnsupported(f"MQTT 3.1.1 broker (CONNACK return code {buf[3]})")
+        try:
+            packet, _ = mqtt5.read(memoryview(buf))
+        except IndexError:
+            continue
+        if not isinstance(packet, mqtt5.ConnAckPacket):
+            raise ConnectionError(f"expected CONNACK, got {type(packet).__name__}")
+        return packet
 
 
-def _mergeable(packet: dict[str, Any]) -> bool:
-    """A PUBACK not yet partly written."""
-    return bool(packet["command"] & 0xF0 == _PUBACK and packet["pos"] == 0)
-
-
-class BufferedClient(mqtt.Client):
-    """paho's client, reading the socket 64 KiB at a time, with a fast lane for QoS 0
-    PUBLISH packets.
-
-    Stock paho reads each packet with three or four ``recv`` calls (command byte, length
-    bytes one by one, then the rest) and one ``select`` per packet. Each call releases the
-    GIL, and the ingest thread is waiting for it: at thousands of heartbeats a second the
-    two threads spend more time handing the GIL back and forth than working (the heartbeat
-    benchmark runs ~1.5x faster with this). Here ``recv`` fills a buffer that paho's own
-    parser consumes, and ``loop_read`` keeps parsing while buffered bytes remain (the socket
-    would not select readable for them). Relies on paho 2.x's ``_sock_recv`` (pinned <3).
-
-    Fast lane: with ``on_raw_publishes`` set (MQTT 3.1.1, no per-topic callbacks), the
-    complete QoS 0 PUBLISH packets at the head of the buffer (heartbeats: nearly all the
-    traffic) are cut out of it here and handed on in one call, without paho building a
-    packet dict, an ``MQTTMessage`` and a log line for each. A QoS 0 PUBLISH needs no
-    reply and changes no session state, so nothing else in paho is bypassed. Everything
-    else (QoS 1/2, acks, a packet cut by the end of the buffer, anything malformed) goes
-    through paho's parser as before; paho itself refuses what is malformed.
-    """
-
-    _rbuf: bytes = b""
-    _rpos: int = 0
-    _rsock: object = None
-    on_raw_publishes: Callable[[RawPublishes], None] | None = None
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        #: notified whenever the network thread has written out everything queued
-        self._drained = threading.Condition()
-
-    def _packet_write(self) -> mqtt.MQTTErrorCode:
-        """Acknowledgements queued one after another go out in one ``send``: a burst of
-        reports (an emergency's ``playing`` from every cluster) is read 64 KiB at a time
-        and each QoS 1 report queues a 4-byte PUBACK; one system call per PUBACK was most
-        of this thread's time during the burst. Only the network thread writes, so the
-        run at the head of the queue is its own to merge (other threads only append)."""
-        out = self._out_packet
-        if len(out) > 1 and _mergeable(out[0]) and _mergeable(out[1]):
-            run = [out.popleft()]
-            while out and _mergeable(out[0]) and len(run) < MAX_MERGED_ACKS:
-                run.append(out.popleft())
-            data = b"".join(p["packet"] for p in run)
-            # (paho does nothing on a written PUBACK beyond counting its bytes)
-            out.appendleft({**run[0], "packet": data, "to_process": len(data), "pos": 0})
-        return super()._packet_write()
-
-    def loop_write(self) -> mqtt.MQTTErrorCode:
-        rc = super().loop_write()
-        if not self._out_packet:
-            with self._drained:
-                self._drained.notify_all()
-        return rc
-
-    def wait_written(self, timeout: float) -> bool:
-        """Block until every packet queued so far is in the socket (or ``timeout``): True
-        when it is. The caller sleeps meanwhile, so the network thread is not kept waiting
-        for the GIL between its system calls."""
-        with self._drained:
-            return self._drained.wait_for(lambda: not self._out_packet, timeout)
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        if self._sock is not self._rsock:  # a new connection: nothing carries over
-            self._rsock, self._rbuf, self._rpos = self._sock, b"", 0
-        if self._rpos >= len(self._rbuf):
-            data = super()._sock_recv(65536)  # b"" (closed) and exceptions go to paho as is
-            if len(data) <= bufsize:
-                self._rbuf, self._rpos = b"", 0
-                return data
-            self._rbuf, self._rpos = data, 0
-        pos = self._rpos
-        out = self._rbuf[pos:pos + bufsize]
-        self._rpos = pos + len(out)
-        return out
-
-    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
-        rc = super().loop_read(max_packets)
-        while rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None and \
-                self._sock is self._rsock and self._rpos < len(self._rbuf):
-            if self.on_raw_publishes is not None and self._in_packet["command"] == 0 and \
-                    self._fast_lane_open() and self._take_publishes():
-                continue  # the buffer may now be empty, or start with another kind
-            rc = super().loop_read(max_packets)
-        return rc
-
-    def _fast_lane_open(self) -> bool:
-        return self._protocol != mqtt.MQTTv5 and not self._on_message_filtered._root._children
-
-    def _take_publishes(self) -> bool:
-        """Cut the complete QoS 0 PUBLISH packets at the head of the buffer and hand them on.
-        False when the head is anything else (paho's parser takes it)."""
-        buf, pos, end = self._rbuf, self._rpos, len(self._rbuf)
-        out: RawPublishes = []
-        while pos < end:
-            # fixed header: PUBLISH (3), DUP 0, QoS 0; RETAIN either (a retained heartbeat
-            # is still a heartbeat)
-            if buf[pos] & 0xFE != 0x30:
-                break
-            i, length, shift = pos + 1, 0, 0
-            while i < end and shift <= 21:
-                byte = buf[i]
-                length |= (byte & 0x7F) << shift
-                i += 1
-                if not byte & 0x80:
-                    break
-                shift += 7
-            else:
-                break  # length cut by the end of the buffer (or over 4 bytes: paho refuses)
-            if i + length > end or length < 2:
-                break  # the packet is not all here yet (or malformed): paho's parser
-            topic_len = (buf[i] << 8) | buf[i + 1]
-            if topic_len == 0 or 2 + topic_len > length:
-                break  # malformed: paho refuses it
-            out.append((buf[i + 2:i + 2 + topic_len], buf[i + 2 + topic_len:i + length]))
-            pos = i + length
-        if not out:
-            return False
-        self._rpos = pos
-        with self._msgtime_mutex:
-            self._last_bytes_received = mqtt.time_func()
-        hand_on = self.on_raw_publishes
-        if hand_on is not None:
-            try:
-                hand_on(out)
-            except Exception as err:
-                self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_raw_publishes: %s",
-                               err)
-                if not self.suppress_exceptions:
-                    raise
+def probe_mqtt5(host: str, port: int, username: str | None = None,
+                password: str | None = None, timeout: float = 5.0) -> bool | None:
+    """Does the broker at ``host:port`` speak MQTT 5? None when it cannot be reached."""
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError:
+        return None
+    try:
+        sock.sendall(mqtt5.ConnectPacket(
+            f"loa-probe-{uuid.uuid4().hex[:8]}", username=username,
+            password=password.encode() if password else None, clean_start=True).write())
+        _connack_or_refusal(sock, time.monotonic() + timeout)
+        sock.sendall(mqtt5.DisconnectPacket().write())
         return True
-
-    def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
-        """paho matches every message against the per-topic callbacks
-        (``message_callback_add``) under a lock, even when there are none. The link
-        registers none, so a message goes straight to ``on_message``; with any registered,
-        paho's own dispatch runs."""
-        on_message = self.on_message
-        if self._on_message_filtered._root._children or on_message is None:
-            super()._handle_on_message(message)
-            return
-        with self._in_callback_mutex:
-            try:
-                on_message(self, self._userdata, message)
-            except Exception as err:
-                self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
-                if not self.suppress_exceptions:
-                    raise
+    except ProtocolUnsupported:
+        return False
+    except (OSError, ValueError):
+        return None
+    finally:
+        sock.close()
 
 
-class Inbox:
-    """What the paho thread hands the ingest thread: a bounded FIFO that the ingest thread
-    takes in batches. ``queue.Queue`` takes a lock and signals a condition per message on
-    both sides; here a put is a deque append (atomic under the GIL) and the waiting side is
-    woken only when it may be asleep."""
+class Mqtt5Link:
+    """An MQTT 5 connection that stays up: it reconnects (jittered back-off, 0.5 s to
+    10 s), subscribes again and re-sends what was not acknowledged."""
 
-    def __init__(self, maxsize: int):
-        self.maxsize = maxsize
-        self._q: deque[Inbound] = deque()
-        self._ready = threading.Event()
-
-    def put(self, item: Inbound) -> bool:
-        """False when full (the caller counts the drop)."""
-        if len(self._q) >= self.maxsize:
-            return False
-        self._q.append(item)
-        if not self._ready.is_set():
-            self._ready.set()
-        return True
-
-    def put_many(self, items: list[Inbound]) -> int:
-        """Appends what fits; returns how many did not (the caller counts the drops)."""
-        room = self.maxsize - len(self._q)
-        if room < len(items):
-            self._q.extend(items[:max(room, 0)])
-            dropped = len(items) - max(room, 0)
-        else:
-            self._q.extend(items)
-            dropped = 0
-        if not self._ready.is_set():
-            self._ready.set()
-        return dropped
-
-    def take(self, max_items: int, timeout: float) -> list[Inbound]:
-        """Up to ``max_items`` in arrival order; waits up to ``timeout`` for the first."""
-        if not self._q:
-            self._ready.clear()
-            if not self._q:  # re-checked after clear: a put in between is not missed
-                self._ready.wait(timeout)
-        q, out = self._q, []
-        for _ in range(min(max_items, len(q))):
-            out.append(q.popleft())
-        return out
-
-    def qsize(self) -> int:
-        return len(self._q)
-
-
-class MqttLink:
     def __init__(self, host: str, port: int, username: str | None = None,
-                 password: str | None = None, client_id: str | None = None,
-                 inbox_max: int = 200_000):
+                 password: str | None = None, client_id: str | None = None, *,
+                 inbox_max: int = 200_000, keepalive: int = 15,
+                 will: Outbound | None = None,
+                 announce: Callable[[], Outbound] | None = None):
         self.host, self.port = host, port
+        self.username, self.password = username, password
+        self.client_id = client_id or f"loa-controller-{uuid.uuid4().hex[:8]}"
+        self.keepalive = keepalive
+        self.will, self.announce = will, announce
         self.inbox = Inbox(inbox_max)
         self.counters: Counter[str] = Counter()
         self.connected = threading.Event()
-        self._on_connect_hooks: list[Callable[[], None]] = []
-        self._client = BufferedClient(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"loa-controller-{uuid.uuid4().hex[:8]}",
-            protocol=mqtt.MQTTv311, clean_session=True,
-        )
-        if username:
-            self._client.username_pw_set(username, password)
-        self._client.max_inflight_messages_set(1000)
-        self._client.max_queued_messages_set(0)
-        self._client.reconnect_delay_set(0.5, 10)
-        self._client.will_set(topics.CONTROLLER_STATUS,
-                              dumps(ControllerStatus(v=1, state="offline")), qos=1, retain=True)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
-        self._client.on_raw_publishes = self._on_raw_publishes
+        self._subscriptions: list[tuple[str, int]] = []
+        self._hooks: list[Callable[[], None]] = []
+        self._wlock = threading.Lock()
+        self._drained = threading.Condition(self._wlock)
+        self._sock: socket.socket | None = None  # set while publishing is possible
+        self._next_id = 0
+        self._inflight: dict[int, bytes] = {}  # QoS 1 written, not yet acknowledged
+        self._held: deque[tuple[int, bytes]] = deque()  # over the broker's receive maximum
+        self._receive_max = 65535
+        self._last_write = time.monotonic()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_control_id = 0
+        #: the SUBSCRIBE whose SUBACK makes this connection count as up
+        self._ready_on: int | None = None
+
+    # --- Link -------------------------------------------------------------------------
+
+    def subscribe(self, filters: list[tuple[str, int]]) -> None:
+        """Filters kept for every connection; sent at once when connected."""
+        self._subscriptions.extend(filters)
+        with self._wlock:
+            if self._sock is not None:
+                self._write_locked(self._subscribe_packet(filters))
 
     def on_connect(self, hook: Callable[[], None]) -> None:
-        self._on_connect_hooks.append(hook)
+        self._hooks.append(hook)
 
     def start(self, wait_s: float = 10.0) -> None:
-        self._client.connect_async(self.host, self.port, keepalive=15)
-        self._client.loop_start()
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="mqtt-link", daemon=True)
+        self._thread.start()
         if not self.connected.wait(wait_s):
             log.warning("MQTT broker %s:%s not reachable yet; retrying in the background",
                         self.host, self.port)
 
     def stop(self) -> None:
-        if self.connected.is_set():
-            info = self._client.publish(
-                topics.CONTROLLER_STATUS,
-                dumps(ControllerStatus(v=1, state="offline", ts=now_utc())), qos=1, retain=True)
-            try:
-                info.wait_for_publish(2)
-            except (RuntimeError, ValueError):
-                pass
-        self._client.disconnect()
-        self._client.loop_stop()
-
-    def wait_written(self, timeout: float) -> bool:
-        """Block until what was published so far is written to the broker's socket (or
-        ``timeout``); True when it is. For a caller that has just put something urgent on
-        the wire and has CPU-heavy work next (an emergency's rows): without the wait the
-        network thread gets the GIL back only between that work's switch intervals (5 ms),
-        once per system call of its write, and the command left 20-35 ms late."""
-        return self._client.wait_written(timeout)
+        if self.connected.is_set() and self.announce is not None and self.will is not None:
+            # say offline ourselves (retained), and give it two seconds to be acknowledged
+            w = self.will
+            self.publish(w.topic, w.payload, w.qos, w.retain)
+            deadline = time.monotonic() + 2.0
+            while self._inflight and self.connected.is_set() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        self._stopping.set()
+        with self._wlock:
+            sock, self._sock = self._sock, None
+            if sock is not None:
+                try:
+                    sock.sendall(mqtt5.DisconnectPacket().write())
+                except OSError:
+                    pass
+        if self._thread is not None:
+            self._thread.join(5)
+        self.connected.clear()
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            self.counters["out_failed"] += 1
-            log.warning("publish to %s failed: %s", topic, mqtt.error_string(info.rc))
+        with self._wlock:
+            if self._sock is None:
+                self.counters["out_failed"] += 1
+                return False
+            if qos == 0:
+                packet = mqtt5.PublishPacket(topic, payload, retain=retain).write()
+                ok = self._write_locked(packet)
+            else:
+                pid = self._packet_id()
+                packet = mqtt5.PublishPacket(topic, payload, qos=mqtt5.QoS.AT_LEAST_ONCE,
+                                             retain=retain, packet_id=pid).write()
+                if len(self._inflight) >= self._receive_max:
+                    if len(self._held) >= MAX_HELD:
+                        self.counters["out_failed"] += 1
+                        return False
+                    self._held.append((pid, packet))
+                    ok = True
+                else:
+                    self._inflight[pid] = packet
+                    ok = self._write_locked(packet)
+                    # written or not, it is in flight: a dropped link re-sends it
+                    ok = True
+        self.counters["out" if ok else "out_failed"] += 1
+        return ok
+
+    def wait_written(self, timeout: float) -> bool:
+        """True once nothing is held back (everything published is in the kernel's socket
+        buffer); False after ``timeout`` or while the link is down."""
+        with self._drained:
+            return self._drained.wait_for(
+                lambda: not self._held or self._sock is None, timeout) and \
+                self._sock is not None
+
+    # --- writing (under _wlock) --------------------------------------------------------
+
+    def _packet_id(self) -> int:
+        for _ in range(65535):
+            self._next_id = self._next_id % 65535 + 1
+            if self._next_id not in self._inflight:
+                return self._next_id
+        raise RuntimeError("every MQTT packet id is in flight")
+
+    def _write_locked(self, data: bytes) -> bool:
+        sock = self._sock
+        if sock is None:
             return False
-        self.counters["out"] += 1
+        try:
+            sock.sendall(data)
+        except OSError as exc:
+            log.warning("MQTT write failed (%s); dropping the connection", exc)
+            self._drop_locked()
+            return False
+        self._last_write = time.monotonic()
         return True
 
-    # paho thread ----------------------------------------------------------------------------
+    def _drop_locked(self) -> None:
+        sock, self._sock = self._sock, None
+        self.connected.clear()
+        self._drained.notify_all()
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
-    def _on_connect(self, client: mqtt.Client, _ud: object, _flags: object,
-                    reason: mqtt.ReasonCode, _props: object) -> None:
-        if reason.is_failure:
-            log.error("MQTT connect refused: %s", reason)
-            return
-        client.subscribe([(topics.CLUSTER_STATUS_ALL, 1), (topics.CLUSTER_TELEMETRY_ALL, 0),
-                          (topics.CLUSTER_EVENT_ALL, 1)])
-        client.publish(topics.CONTROLLER_STATUS,
-                       dumps(ControllerStatus(v=1, state="online", ts=now_utc())), qos=1,
-                       retain=True)
+    def _subscribe_packet(self, filters: list[tuple[str, int]]) -> bytes:
+        # SUBSCRIBE ids share the space with publishes but are never tracked as in flight
+        self._last_control_id = self._packet_id()
+        return mqtt5.SubscribePacket(self._last_control_id, [
+            mqtt5.TopicFilter(f, max_qos=mqtt5.QoS(q)) for f, q in filters]).write()
+
+    # --- the network thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stopping.is_set():
+            sock = None
+            try:
+                sock = self._connect()
+                backoff = 0.5
+                self._read_loop(sock)
+            except BrokerRefused as exc:
+                log.error("MQTT connect refused: %s", exc)
+            except (OSError, ValueError) as exc:  # ValueError: a malformed packet
+                if not self._stopping.is_set():
+                    log.warning("MQTT link to %s:%s lost (%s); reconnecting", self.host,
+                                self.port, exc)
+            except Exception:
+                log.exception("MQTT link failed; reconnecting")
+            finally:
+                with self._wlock:
+                    if self._sock is sock:
+                        self._drop_locked()
+                if sock is not None:
+                    sock.close()
+            if self._stopping.wait(backoff * (0.5 + random.random())):
+                return
+            backoff = min(backoff * 2, 10.0)
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection((self.host, self.port), timeout=5)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            will = None
+            if self.will is not None:
+                w = self.will
+                will = mqtt5.Will(w.topic, payload=w.payload, qos=mqtt5.QoS(w.qos),
+                                  retain=w.retain)
+            sock.sendall(mqtt5.ConnectPacket(
+                self.client_id, username=self.username,
+                password=self.password.encode() if self.password else None,
+                clean_start=True, will=will, keep_alive=self.keepalive).write())
+            connack = _connack_or_refusal(sock, time.monotonic() + 10)
+            if connack.reason_code != mqtt5.ConnAckReasonCode.SUCCESS:
+                raise BrokerRefused(connack.reason_code.name.lower())
+            sock.settimeout(WRITE_TIMEOUT_S)
+            with self._wlock:
+                self._receive_max = max(1, connack.receive_max)
+                self._sock = sock
+                self._ready_on = None
+                if self._subscriptions:
+                    packet = self._subscribe_packet(self._subscriptions)
+                    self._ready_on = self._last_control_id
+                    self._write_locked(packet)
+                if self.announce is not None:
+                    a = self.announce()
+                    self._write_locked(mqtt5.PublishPacket(
+                        a.topic, a.payload, qos=mqtt5.QoS(a.qos), retain=a.retain,
+                        packet_id=self._packet_id() if a.qos else None).write())
+                # what was in flight on the last connection goes again, then what was held
+                for packet in self._inflight.values():
+                    self._write_locked(bytes([packet[0] | 0x08]) + packet[1:])  # DUP
+                self._release_held_locked()
+                if self._sock is None:
+                    raise ConnectionError("write failed while connecting")
+        except BaseException:
+            with self._wlock:
+                if self._sock is sock:
+                    self._drop_locked()
+            sock.close()
+            raise
+        if self._ready_on is None:
+            self._ready()
+        return sock
+
+    def _ready(self) -> None:
+        """Connected and subscribed (the SUBACK is in): now the link counts as up."""
         self.connected.set()
-        log.info("MQTT connected to %s:%s", self.host, self.port)
-        for hook in self._on_connect_hooks:
+        log.info("MQTT connected to %s:%s (MQTT 5, receive maximum %d)", self.host,
+                 self.port, self._receive_max)
+        for hook in self._hooks:
             try:
                 hook()
             except Exception:
                 log.exception("on_connect hook failed")
 
-    def _on_disconnect(self, _c: mqtt.Client, _ud: object, _flags: object,
-                       reason: mqtt.ReasonCode, _props: object) -> None:
-        self.connected.clear()
-        if reason.is_failure:
-            log.warning("MQTT link lost (%s); reconnecting", reason)
+    def _release_held_locked(self) -> None:
+        while self._held and len(self._inflight) < self._receive_max and self._sock is not None:
+            pid, packet = self._held.popleft()
+            self._inflight[pid] = packet
+            self._write_locked(packet)
+        if not self._held:
+            self._drained.notify_all()
 
-    def _on_message(self, _c: mqtt.Client, _ud: object, msg: mqtt.MQTTMessage) -> None:
-        self.counters["in"] += 1
-        try:
-            topic = msg.topic
-        except UnicodeDecodeError:  # a broker should refuse such a topic; drop and count
-            self.counters["dropped_bad_topic"] += 1
-            return
-        if not self.inbox.put(Inbound(topic, msg.payload)):
-            self.counters["dropped_overload"] += 1
+    def _read_loop(self, sock: socket.socket) -> None:
+        rest = b""
+        last_read = time.monotonic()
+        half_keepalive = self.keepalive / 2
+        counters, inbox = self.counters, self.inbox
+        publish_type, puback_type = mqtt5.PublishPacket, mqtt5.PubAckPacket
+        while not self._stopping.is_set():
+            readable, _, _ = select.select([sock], [], [], 1.0)
+            now = time.monotonic()
+            if not readable:
+                if now - last_read > self.keepalive * 1.5:
+                    raise TimeoutError("no packet from the broker for 1.5 x keep-alive")
+                if now - self._last_write > half_keepalive:
+                    with self._wlock:
+                        self._write_locked(mqtt5.PingReqPacket().write())
+                continue
+            data = sock.recv(READ_SIZE)
+            if not data:
+                raise ConnectionError("the broker closed the connection")
+            last_read = now
+            if rest:
+                data = rest + data
+            view, pos, end = memoryview(data), 0, len(data)
+            batch: list[Inbound] = []
+            acks: list[bytes] = []
+            acked: list[int] = []
+            while pos < end:
+                try:
+                    packet, n = mqtt5.read(view[pos:])
+                except IndexError:
+                    break  # the rest of this packet is still on its way
+                pos += n
+                kind = type(packet)
+                if kind is publish_type:
+                    batch.append(Inbound(packet.topic, packet.payload))
+                    pid = packet.packet_id  # None for QoS 0
+                    if pid is not None:
+                        acks.append(puback_type(pid).write())
+                elif kind is puback_type:
+                    acked.append(packet.packet_id)
+                else:
+                    self._control(packet)
+            rest = bytes(view[pos:])
+            if batch:
+                counters["in"] += len(batch)
+                dropped = inbox.put_many(batch)
+                if dropped:
+                    counters["dropped_overload"] += dropped
+            if acks or acked:
+                with self._wlock:
+                    if acks:
+                        self._write_locked(b"".join(acks))
+                    for pid in acked:
+                        self._inflight.pop(pid, None)
+                    if self._held:
+                        self._release_held_locked()
 
-    def _on_raw_publishes(self, batch: RawPublishes) -> None:
-        """The fast lane's QoS 0 messages (heartbeats), a buffered read's worth at a time."""
-        self.counters["in"] += len(batch)
-        items = []
-        for topic, payload in batch:
-            try:
-                items.append(Inbound(topic.decode(), payload))
-            except UnicodeDecodeError:
-                self.counters["dropped_bad_topic"] += 1
-        dropped = self.inbox.put_many(items)
-        if dropped:
-            self.counters["dropped_overload"] += dropped
+    def _control(self, packet: object) -> None:
+        if isinstance(packet, mqtt5.SubAckPacket):
+            failed = [c for c in packet.reason_codes if int(c) >= 0x80]
+            if failed:
+                log.error("the broker refused %d subscription(s): %s", len(failed),
+                          ", ".join(c.name for c in failed))
+            if packet.packet_id == self._ready_on:
+                self._ready_on = None
+                self._ready()
+        elif isinstance(packet, mqtt5.DisconnectPacket):
+            raise ConnectionError(f"the broker disconnected us: {packet.reason_code.name}")
+        elif isinstance(packet, (mqtt5.PingRespPacket, mqtt5.UnsubAckPacket)):
+            pass
+        else:
+            self.counters["dropped_unexpected"] += 1
+            log.warning("unexpected %s from the broker, ignored", type(packet).__name__)
+
+
+def make_link(host: str, port: int, username: str | None = None,
+              password: str | None = None, *, protocol: str = "auto",
+              will: Outbound | None = None, announce: Callable[[], Outbound] | None = None,
+              inbox_max: int = 200_000) -> Link:
+    """The link for this broker: MQTT 5 (:class:`Mqtt5Link`) unless ``protocol`` says
+    ``3.1.1`` or, with ``auto``, the broker answers an MQTT 5 CONNECT as a 3.1.1 broker.
+    An unreachable broker under ``auto`` gets MQTT 5."""
+    if protocol == "auto":
+        v5 = probe_mqtt5(host, port, username, password)
+        protocol = "3.1.1" if v5 is False else "5"
+        if v5 is False:
+            log.info("MQTT broker %s:%s speaks only MQTT 3.1.1", host, port)
+    if protocol == "3.1.1":
+        from controller.transport.mqtt311 import Mqtt311Link
+
+        return Mqtt311Link(host, port, username, password, will=will, announce=announce,
+                           inbox_max=inbox_max)
+    if protocol != "5":
+        raise ValueError(f"unknown MQTT protocol {protocol!r} (5, 3.1.1 or auto)")
+    return Mqtt5Link(host, port, username, password, will=will, announce=announce,
+                     inbox_max=inbox_max)

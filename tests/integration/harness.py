@@ -67,6 +67,8 @@ class Broker:
     proc: subprocess.Popen[bytes] | None = None
     _embedded: tuple[threading.Thread, asyncio.AbstractEventLoop, EmbeddedBroker] | None = None
     extra_conf: str = ""
+    #: embedded amqtt (MQTT 3.1.1 only) even where Mosquitto is installed
+    embedded: bool = False
 
     @property
     def url(self) -> str:
@@ -74,10 +76,10 @@ class Broker:
 
     @property
     def kind(self) -> str:
-        return "mosquitto" if mosquitto_binary() else "amqtt"
+        return "mosquitto" if mosquitto_binary() and not self.embedded else "amqtt"
 
     def start(self) -> Broker:
-        binary = mosquitto_binary()
+        binary = None if self.embedded else mosquitto_binary()
         if binary:
             conf = self.workdir / f"mosquitto-{self.port}.conf"
             conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"

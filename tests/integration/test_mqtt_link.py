@@ -1,7 +1,7 @@
-"""The controller's MQTT link reads the socket in 64 KiB blocks (BufferedClient) and cuts
-QoS 0 messages out of them itself (the fast lane): every packet must still arrive whole and
-in order, whatever its size and wherever the blocks cut it, and nothing from a dead
-connection may leak into the next one."""
+"""The controller's MQTT links (our own MQTT 5 link, and paho for 3.1.1-only brokers) read
+the socket in large blocks: every packet must arrive whole and in order, whatever its size
+and wherever the blocks cut it; nothing from a dead connection may leak into the next one;
+what was published and not acknowledged is sent again after a reconnect."""
 
 from __future__ import annotations
 
@@ -14,14 +14,24 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.transport.mqtt import Inbound, MqttLink
+from controller.transport.link import Inbound, Link, Outbound
+from controller.transport.mqtt import Mqtt5Link, make_link, probe_mqtt5
+from controller.transport.mqtt311 import Mqtt311Link
 from devices import topics
 from tests.integration.harness import Broker, wait_for
 
 pytestmark = pytest.mark.integration
 
+LINKS = {"5": Mqtt5Link, "3.1.1": Mqtt311Link}
 
-def drain(link: MqttLink, n: int, timeout: float = 30) -> list[Inbound]:
+
+def new_link(protocol: str, port: int, **kw: object) -> Link:
+    link: Link = LINKS[protocol]("127.0.0.1", port, **kw)  # type: ignore[arg-type]
+    link.subscribe([(topics.CLUSTER_EVENT_ALL, 1), (topics.CLUSTER_TELEMETRY_ALL, 0)])
+    return link
+
+
+def drain(link: Link, n: int, timeout: float = 30) -> list[Inbound]:
     got: list[Inbound] = []
 
     def enough() -> bool:
@@ -32,18 +42,20 @@ def drain(link: MqttLink, n: int, timeout: float = 30) -> list[Inbound]:
     return got
 
 
-def publisher(port: int) -> mqtt.Client:
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="link-test-pub")
+def publisher(port: int, name: str = "link-test-pub") -> mqtt.Client:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name)
     c.max_queued_messages_set(0)
     c.connect("127.0.0.1", port)
     c.loop_start()
     return c
 
 
-@pytest.mark.parametrize("qos", [0, 1])  # QoS 0: mostly the fast lane; QoS 1: paho's parser
-def test_small_and_large_packets_arrive_whole_and_in_order(tmp_path: Path, qos: int) -> None:
+@pytest.mark.parametrize("protocol", sorted(LINKS))
+@pytest.mark.parametrize("qos", [0, 1])
+def test_small_and_large_packets_arrive_whole_and_in_order(tmp_path: Path, qos: int,
+                                                           protocol: str) -> None:
     broker = Broker(tmp_path).start()
-    link = MqttLink("127.0.0.1", broker.port)
+    link = new_link(protocol, broker.port)
     link.start()
     pub = publisher(broker.port)
     try:
@@ -70,10 +82,9 @@ def test_small_and_large_packets_arrive_whole_and_in_order(tmp_path: Path, qos: 
 
 
 def test_a_burst_already_read_is_handed_on_at_once(tmp_path: Path) -> None:
-    """Packets that came in one read sit in the buffer, where select cannot see them: they
-    must be parsed straight away, not one per select timeout (1 s each)."""
+    """Packets that came in one read are all decoded at once, not one per select timeout."""
     broker = Broker(tmp_path).start()
-    link = MqttLink("127.0.0.1", broker.port)
+    link = new_link("5", broker.port)
     link.start()
     pub = publisher(broker.port)
     try:
@@ -88,9 +99,11 @@ def test_a_burst_already_read_is_handed_on_at_once(tmp_path: Path) -> None:
         broker.kill()
 
 
-def test_a_new_connection_starts_clean_after_the_broker_restarts(tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", sorted(LINKS))
+def test_a_new_connection_starts_clean_after_the_broker_restarts(tmp_path: Path,
+                                                                 protocol: str) -> None:
     broker = Broker(tmp_path).start()
-    link = MqttLink("127.0.0.1", broker.port)
+    link = new_link(protocol, broker.port)
     link.start()
     try:
         pub = publisher(broker.port)
@@ -100,6 +113,7 @@ def test_a_new_connection_starts_clean_after_the_broker_restarts(tmp_path: Path)
         pub.loop_stop()
         broker.kill()
         wait_for(lambda: not link.connected.is_set(), 10, "the link to notice")
+        assert not link.publish("loa/v1/area/hd/cmd", b"while down", 1)  # said, not hidden
         broker = Broker(tmp_path, port=broker.port).start()
         wait_for(link.connected.is_set, 20, "the link to reconnect")
         pub = publisher(broker.port)
@@ -114,12 +128,34 @@ def test_a_new_connection_starts_clean_after_the_broker_restarts(tmp_path: Path)
         broker.kill()
 
 
+def test_the_controller_status_is_announced_on_connect_and_its_will_says_offline(
+        tmp_path: Path) -> None:
+    broker = Broker(tmp_path).start()
+    seen: list[bytes] = []
+    watcher = publisher(broker.port, "link-test-watch")
+    watcher.on_message = lambda _c, _u, m: seen.append(m.payload)
+    watcher.subscribe(topics.CONTROLLER_STATUS, qos=1)
+    link = Mqtt5Link("127.0.0.1", broker.port, keepalive=5,
+                     will=Outbound(topics.CONTROLLER_STATUS, b"offline", 1, True),
+                     announce=lambda: Outbound(topics.CONTROLLER_STATUS, b"online", 1, True))
+    link.start()
+    try:
+        wait_for(lambda: seen == [b"online"], 5, "the announcement")
+        link.stop()  # a clean stop says offline itself
+        wait_for(lambda: seen == [b"online", b"offline"], 5, "offline on a clean stop")
+    finally:
+        watcher.loop_stop()
+        watcher.disconnect()
+        link.stop()
+        broker.kill()
+
+
 def test_wait_written_returns_once_a_publish_is_on_the_wire_and_never_hangs(
         tmp_path: Path) -> None:
     """An emergency waits (briefly) for its command to leave before it writes its rows:
     the wait must end when the bytes are out, and must not hang on a dead link."""
     broker = Broker(tmp_path).start()
-    link = MqttLink("127.0.0.1", broker.port)
+    link = new_link("5", broker.port)
     link.start()
     seen: list[bytes] = []
     subscribed = threading.Event()
@@ -132,18 +168,60 @@ def test_wait_written_returns_once_a_publish_is_on_the_wire_and_never_hangs(
     try:
         assert subscribed.wait(5)
         wait_for(link.connected.is_set, 10, "the link")
-        for i in range(50):
+        for i in range(200):  # more than Mosquitto's receive maximum (20) in flight
             assert link.publish("loa/v1/area/hd/cmd", b"x" * 20_000 + str(i).encode(), 1)
         assert link.wait_written(5)
-        assert not link._client._out_packet  # everything handed to the kernel
-        wait_for(lambda: len(seen) == 50, 5, "every command at the subscriber")
+        wait_for(lambda: len(seen) == 200, 5, "every command at the subscriber")
+        assert seen == [b"x" * 20_000 + str(i).encode() for i in range(200)]  # in order
         broker.kill()
         wait_for(lambda: not link.connected.is_set(), 10, "the link to notice")
-        link.publish("loa/v1/area/hd/cmd", b"lost", 1)
         t0 = time.monotonic()
-        link.wait_written(0.2)
+        assert not link.wait_written(0.2)
         assert time.monotonic() - t0 < 1.0
     finally:
         watcher.loop_stop()
+        link.stop()
+        broker.kill()
+
+
+def test_the_protocol_is_chosen_by_asking_the_broker(tmp_path: Path) -> None:
+    mosquitto = Broker(tmp_path).start()
+    embedded = Broker(tmp_path / "amqtt", embedded=True).start()
+    try:
+        assert probe_mqtt5("127.0.0.1", mosquitto.port) is True
+        assert probe_mqtt5("127.0.0.1", embedded.port) is False  # amqtt: 3.1.1 only
+        assert isinstance(make_link("127.0.0.1", mosquitto.port), Mqtt5Link)
+        link = make_link("127.0.0.1", embedded.port)
+        assert isinstance(link, Mqtt311Link)
+        link.subscribe([(topics.CLUSTER_EVENT_ALL, 1)])
+        link.start()
+        pub = publisher(embedded.port)
+        pub.publish(topics.cluster_event("hd-c01"), b"hello", qos=1)
+        assert drain(link, 1, timeout=10)[0].payload == b"hello"
+        pub.loop_stop()
+        pub.disconnect()
+        link.stop()
+    finally:
+        mosquitto.kill()
+        embedded.kill()
+
+
+@pytest.mark.parametrize("protocol", sorted(LINKS))
+def test_messages_past_a_full_inbox_are_dropped_and_counted(tmp_path: Path,
+                                                            protocol: str) -> None:
+    broker = Broker(tmp_path).start()
+    link = new_link(protocol, broker.port, inbox_max=100)
+    link.start()
+    pub = publisher(broker.port)
+    try:
+        for i in range(300):
+            pub.publish(topics.cluster_telemetry("hd-c04"), f"hb-{i}".encode(), qos=0)
+        wait_for(lambda: link.counters["in"] == 300, 10, "every heartbeat read")
+        assert link.counters["dropped_overload"] == 200
+        assert [m.payload for m in link.inbox.take(1000, 0)] == \
+            [f"hb-{i}".encode() for i in range(100)]  # the first ones, in order
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
         link.stop()
         broker.kill()

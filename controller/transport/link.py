@@ -1,0 +1,116 @@
+"""The one interface between the controller and its message broker.
+
+The controller publishes commands and content, and takes what clusters report from an
+:class:`Inbox`. Everything above this module sees only :class:`Link`; its implementations
+are the MQTT link (:mod:`controller.transport.mqtt`) and an in-memory one for tests
+(:mod:`controller.transport.memory`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import NamedTuple, Protocol
+
+__all__ = ["Inbound", "Inbox", "Link", "Outbound", "topic_matches"]
+
+
+class Inbound(NamedTuple):
+    """A message from the broker, as the ingest thread takes it."""
+
+    topic: str
+    payload: bytes
+
+
+class Outbound(NamedTuple):
+    """A message for the broker."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+
+
+class Link(Protocol):
+    """What the controller needs of a broker connection.
+
+    ``publish`` never blocks on the network for long and returns False only when the message
+    could not even be queued. ``subscribe`` adds topic filters that hold for every
+    connection, present and future. Hooks added with ``on_connect`` run after each
+    (re)connection, once the subscriptions and the announcement are on the wire."""
+
+    inbox: Inbox
+    counters: Counter[str]
+    connected: threading.Event
+
+    def subscribe(self, filters: list[tuple[str, int]]) -> None: ...
+
+    def on_connect(self, hook: Callable[[], None]) -> None: ...
+
+    def start(self, wait_s: float = 10.0) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool: ...
+
+    def wait_written(self, timeout: float) -> bool: ...
+
+
+class Inbox:
+    """What the network thread hands the ingest thread: a bounded FIFO that the ingest
+    thread takes in batches. ``queue.Queue`` takes a lock and signals a condition per
+    message on both sides; here a put is a deque append (atomic under the GIL) and the
+    waiting side is woken only when it may be asleep."""
+
+    def __init__(self, maxsize: int):
+        self.maxsize = maxsize
+        self._q: deque[Inbound] = deque()
+        self._ready = threading.Event()
+
+    def put(self, item: Inbound) -> bool:
+        """False when full (the caller counts the drop)."""
+        if len(self._q) >= self.maxsize:
+            return False
+        self._q.append(item)
+        if not self._ready.is_set():
+            self._ready.set()
+        return True
+
+    def put_many(self, items: list[Inbound]) -> int:
+        """Appends what fits; returns how many did not (the caller counts the drops)."""
+        room = max(self.maxsize - len(self._q), 0)
+        if room < len(items):
+            self._q.extend(items[:room])
+            dropped = len(items) - room
+        else:
+            self._q.extend(items)
+            dropped = 0
+        if not self._ready.is_set():
+            self._ready.set()
+        return dropped
+
+    def take(self, max_items: int, timeout: float) -> list[Inbound]:
+        """Up to ``max_items`` in arrival order; waits up to ``timeout`` for the first."""
+        if not self._q:
+            self._ready.clear()
+            if not self._q:  # re-checked after clear: a put in between is not missed
+                self._ready.wait(timeout)
+        q, out = self._q, []
+        for _ in range(min(max_items, len(q))):
+            out.append(q.popleft())
+        return out
+
+    def qsize(self) -> int:
+        return len(self._q)
+
+
+def topic_matches(pattern: str, topic: str) -> bool:
+    """MQTT topic-filter matching (``+`` one level, ``#`` the rest)."""
+    p, t = pattern.split("/"), topic.split("/")
+    for i, part in enumerate(p):
+        if part == "#":
+            return True
+        if i >= len(t) or (part != "+" and part != t[i]):
+            return False
+    return len(p) == len(t)
