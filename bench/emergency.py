@@ -34,8 +34,8 @@ from sqlalchemy import func, select
 from bench.common import Mosquitto
 from controller.app import create_app
 from controller.db.models import Cluster, Delivery, Occurrence
-from controller.db.session import make_engine, make_sessionmaker, upgrade
 from controller.db.seed import register_network
+from controller.db.session import make_engine, make_sessionmaker, upgrade
 from controller.settings import Settings
 from devices.areas import generate
 

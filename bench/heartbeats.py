@@ -22,9 +22,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.common import Mosquitto, publish_file
+from controller.db.seed import register_network
 from controller.db.session import make_engine, make_sessionmaker, upgrade
 from controller.runtime import Runtime
-from controller.db.seed import register_network
 from controller.settings import Settings
 from devices.areas import generate
 from devices.messages import Birth, SpeakerReport, Telemetry, dumps

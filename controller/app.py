@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from importlib import resources
 
 from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi import routing as fastapi_routing
 from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 from starlette.routing import NoMatchFound
 
+from controller.api import errors
 from controller.api.deps import current_user
 from controller.api.routes import areas, auth, broadcasts, cap, contents, health, inbox, users
 from controller.metrics import render
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app = FastAPI(title="Loa controller", version="0.1.0", lifespan=lifespan,
                   description="Schedules announcements to a commune's smart loudspeaker "
                               "clusters and tracks their health.")
+    errors.install(app)
     api = APIRouter(prefix="/api/v1")
     for r in (auth.router, areas.router, contents.router, broadcasts.router, health.router,
               users.router, cap.router, inbox.router):
@@ -75,19 +77,19 @@ def _build_routes(app: FastAPI) -> None:
     reaches it, and on that request also reads the endpoint's source file (for error
     messages): together ~25 ms, which the first emergency after a start would pay before
     its command is signed. Walking every route once, for a name no route has, builds them
-    all now; the source lookups are cached here too, where this FastAPI caches them."""
+    all now, and reading each endpoint's source here puts those files in ``linecache``."""
     try:
         app.url_path_for("loa-build-every-route")
     except NoMatchFound:
         pass
-    extract = getattr(fastapi_routing, "_extract_endpoint_context", None)
-    if extract is None:  # another FastAPI: at worst the first request pays for it
-        return
 
     def walk(routes: Iterable[object]) -> None:
         for route in routes:
             if isinstance(route, APIRoute):
-                extract(route.endpoint)
+                try:
+                    inspect.getsourcelines(route.endpoint)
+                except (OSError, TypeError):
+                    pass
             inner = getattr(route, "original_router", None)
             if inner is not None:
                 walk(inner.routes)

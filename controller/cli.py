@@ -56,8 +56,8 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
-    from controller.db.session import make_engine, make_sessionmaker, upgrade
     from controller.db.seed import register_network
+    from controller.db.session import make_engine, make_sessionmaker, upgrade
 
     settings = Settings()
     upgrade(settings.db_url)
@@ -101,10 +101,10 @@ async def _broker_if_needed() -> AsyncIterator[tuple[str, bool]]:
 
 
 async def _demo(args: argparse.Namespace) -> None:
-    from controller.app import create_app
     from controller.access.keys import public_key_path
-    from controller.runtime import Runtime
+    from controller.app import create_app
     from controller.db.seed import register_network
+    from controller.runtime import Runtime
     from devices.areas import load_fixture
 
     async with _broker_if_needed() as (mqtt_url, embedded):

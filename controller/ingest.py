@@ -16,14 +16,14 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.fleet.actions import ActionService
 from controller.broadcasting.content_server import ContentServer
-from controller.db.models import utcnow
 from controller.broadcasting.dispatcher import Dispatcher
+from controller.broadcasting.reports import check_upcoming_slots
+from controller.db.models import utcnow
+from controller.fleet.actions import ActionService
 from controller.fleet.health import HealthTracker
 from controller.fleet.history import TelemetryHistory
 from controller.transport.link import Inbound, Link
-from controller.broadcasting.reports import check_upcoming_slots
 from devices import topics
 from devices.messages import (
     AckEvent,

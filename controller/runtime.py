@@ -11,23 +11,23 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from audio import AudioSettings, EspeakNg, TTSEngine
-from controller.fleet.actions import ActionService
-from controller.fleet.alerts import AlertManager, WebhookSender
+from controller.access.keys import load_or_create_signing_key
+from controller.access.security import ensure_admin
 from controller.broadcasting.content_server import ContentServer
+from controller.broadcasting.dispatcher import Dispatcher
+from controller.broadcasting.scheduling import Scheduler
 from controller.db.models import ContentBlob
 from controller.db.session import make_engine, make_sessionmaker, upgrade
-from controller.broadcasting.dispatcher import Dispatcher
+from controller.fleet.actions import ActionService
+from controller.fleet.alerts import AlertManager, WebhookSender
 from controller.fleet.health import HealthTracker
 from controller.fleet.history import TelemetryHistory
 from controller.ingest import Ingest
-from devices import topics
-from devices.messages import ControllerStatus, dumps, now_utc
-from controller.access.keys import load_or_create_signing_key
+from controller.settings import Settings
 from controller.transport.link import Link, Outbound
 from controller.transport.mqtt import make_link
-from controller.broadcasting.scheduling import Scheduler
-from controller.access.security import ensure_admin
-from controller.settings import Settings
+from devices import topics
+from devices.messages import ControllerStatus, dumps, now_utc
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,9 @@ class Runtime:
     started: bool = field(default=False)
 
     @classmethod
-    def build(cls, settings: Settings, migrate: bool = True) -> Runtime:
+    def build(cls, settings: Settings, migrate: bool = True, link: Link | None = None) -> Runtime:
+        """Every part, wired; ``link`` replaces the broker connection (tests: a
+        :class:`~controller.transport.memory.MemoryLink`)."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         if migrate:
             upgrade(settings.db_url)
@@ -72,10 +74,12 @@ class Runtime:
         sessions = make_sessionmaker(engine)
         key = load_or_create_signing_key(settings.data_dir)
         host, port, user, password = settings.mqtt
-        link = make_link(host, port, user, password, protocol=settings.mqtt_protocol,
-                         will=Outbound(topics.CONTROLLER_STATUS,
-                                       dumps(ControllerStatus(v=1, state="offline")), 1, True),
-                         announce=_announce)
+        if link is None:
+            link = make_link(host, port, user, password, protocol=settings.mqtt_protocol,
+                             will=Outbound(topics.CONTROLLER_STATUS,
+                                           dumps(ControllerStatus(v=1, state="offline")), 1,
+                                           True),
+                             announce=_announce)
         link.subscribe(SUBSCRIPTIONS)
 
         def load_blob(sha: str) -> bytes | None:

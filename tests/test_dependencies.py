@@ -13,6 +13,7 @@ FORBIDDEN = {
     "devices": ["controller", "firmware_sim", "audio", "fastapi", "sqlalchemy", "paho", "aiomqtt"],
     "audio": ["controller", "devices", "firmware_sim", "fastapi", "sqlalchemy", "paho"],
     "firmware_sim": ["controller", "audio", "fastapi", "sqlalchemy", "apscheduler"],
+    "firmware_sim.cluster": ["controller", "audio", "fastapi", "sqlalchemy", "apscheduler"],
     "controller.app": ["firmware_sim"],
 }
 

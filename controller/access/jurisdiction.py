@@ -7,12 +7,12 @@ that say why.
 
 from __future__ import annotations
 
-from fastapi import HTTPException
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.db.models import Area, Broadcast, Cluster, User
 from controller.broadcasting.targeting import ancestor_ids, descendant_area_ids
+from controller.db.models import Area, Broadcast, Cluster, User
+from controller.errors import Forbidden, NotFound
 
 __all__ = [
     "ROLES",
@@ -53,8 +53,9 @@ def scope(db: Session, user: User) -> set[str] | None:
 
 def require_role(user: User, allowed: tuple[str, ...], what: str) -> None:
     if user.role not in allowed:
-        raise HTTPException(403, f"{user.username} is a {user.role}; only "
-                                 f"{', '.join(allowed)} may {what}")
+        raise Forbidden("role_not_allowed", f"{user.username} is a {user.role}; only "
+                        f"{', '.join(allowed)} may {what}", user=user.username,
+                        role=user.role, allowed=list(allowed), action=what)
 
 
 def require_targets(db: Session, user: User, areas: list[str], clusters: list[str]) -> None:
@@ -64,14 +65,18 @@ def require_targets(db: Session, user: User, areas: list[str], clusters: list[st
     home = describe(db, user.area_id)
     for a in areas:
         if a not in allowed:
-            raise HTTPException(403, f"{user.username} acts for {home} and cannot target "
-                                     f"{describe(db, a)} ({a}): it is outside that area")
+            raise Forbidden("area_outside_jurisdiction",
+                            f"{user.username} acts for {home} and cannot target "
+                            f"{describe(db, a)} ({a}): it is outside that area",
+                            user=user.username, home=user.area_id, area=a)
     if clusters:
         rows = db.execute(select(Cluster.id, Cluster.area_id).where(Cluster.id.in_(clusters)))
         for cid, area in rows:
             if area not in allowed:
-                raise HTTPException(403, f"{user.username} acts for {home} and cannot target "
-                                         f"cluster {cid}: it is outside that area")
+                raise Forbidden("cluster_outside_jurisdiction",
+                                f"{user.username} acts for {home} and cannot target "
+                                f"cluster {cid}: it is outside that area",
+                                user=user.username, home=user.area_id, cluster=cid)
 
 
 def within(db: Session, user: User, areas: list[str], clusters: list[str]) -> bool:
@@ -94,7 +99,7 @@ def visible_cluster(db: Session, user: User, cluster_id: str) -> Cluster:
     c = db.get(Cluster, cluster_id)
     allowed = scope(db, user)
     if c is None or (allowed is not None and c.area_id not in allowed):
-        raise HTTPException(404, f"no cluster {cluster_id!r}")
+        raise NotFound("cluster_not_found", f"no cluster {cluster_id!r}", cluster=cluster_id)
     return c
 
 
@@ -121,6 +126,7 @@ def require_cancel(db: Session, user: User, bc: Broadcast) -> None:
     if bc.parent_id is not None and bc.priority == "normal" and bc.commune_id in allowed:
         return  # a normal bulletin handed down is the commune's to schedule or drop
     if bc.origin_area_id is None or bc.origin_area_id not in allowed:
-        raise HTTPException(403, f"this {bc.priority} bulletin was issued by "
-                                 f"{describe(db, bc.origin_area_id)}; {user.username} "
-                                 f"({describe(db, user.area_id)}) cannot cancel it")
+        raise Forbidden("cancel_not_allowed", f"this {bc.priority} bulletin was issued by "
+                        f"{describe(db, bc.origin_area_id)}; {user.username} "
+                        f"({describe(db, user.area_id)}) cannot cancel it",
+                        priority=bc.priority, origin=bc.origin_area_id, user=user.username)

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from controller.errors import Problem
 from controller.fleet.thresholds import overlay
 
 __all__ = ["Policy", "PolicyPatch", "ProgrammeSlot", "QuietWindow", "VolumeCap",
@@ -107,26 +108,35 @@ def effective_policy(overrides_root_first: list[dict[str, Any] | None]) -> Polic
 
 
 def violations(policy: Policy, area_name: str, start: datetime, duration_s: float,
-               zone: ZoneInfo, volume_pct: int | None = None) -> list[str]:
-    """Why an item starting at ``start`` (aware) for ``duration_s`` breaks the policy."""
+               zone: ZoneInfo, volume_pct: int | None = None,
+               area_id: str | None = None) -> list[Problem]:
+    """Why an item starting at ``start`` (aware) for ``duration_s`` breaks the policy: one
+    coded problem per rule (``volume_cap``, ``programme_too_long``, ``quiet_hours``)."""
     out = []
-    if volume_pct is not None:
-        cap = policy.volume_cap(start.astimezone(zone).time())
-        if cap is not None and volume_pct > cap:
-            out.append(f"{area_name}: volume {volume_pct}% is above the {cap}% cap at "
-                       f"{start.astimezone(zone).strftime('%H:%M')}")
-    if policy.max_programme_s is not None and duration_s > policy.max_programme_s:
-        out.append(f"{area_name}: the item lasts {duration_s:.0f} s, longer than the "
-                   f"{policy.max_programme_s} s programme limit")
     local = start.astimezone(zone)
+    where = {"area": area_id, "area_name": area_name}
+    if volume_pct is not None:
+        cap = policy.volume_cap(local.time())
+        if cap is not None and volume_pct > cap:
+            out.append(Problem(
+                "volume_cap", f"{area_name}: volume {volume_pct}% is above the {cap}% cap at "
+                f"{local.strftime('%H:%M')}",
+                {**where, "volume_pct": volume_pct, "cap_pct": cap, "at": local.strftime("%H:%M")}))
+    if policy.max_programme_s is not None and duration_s > policy.max_programme_s:
+        out.append(Problem(
+            "programme_too_long", f"{area_name}: the item lasts {duration_s:.0f} s, longer "
+            f"than the {policy.max_programme_s} s programme limit",
+            {**where, "duration_s": round(duration_s), "max_s": policy.max_programme_s}))
     end = local + timedelta(seconds=duration_s)
     for w in policy.quiet_hours:
         probe = local
         while probe <= end:  # check the start, then every minute of the item
             if w.contains(probe.time()):
-                out.append(f"{area_name}: quiet hours {w.label()} — "
-                           f"{probe.strftime('%H:%M')} is inside them; only emergencies "
-                           "may play then")
+                out.append(Problem(
+                    "quiet_hours", f"{area_name}: quiet hours {w.label()} — "
+                    f"{probe.strftime('%H:%M')} is inside them; only emergencies may play "
+                    "then", {**where, "start": w.start.strftime("%H:%M"),
+                             "end": w.end.strftime("%H:%M"), "at": probe.strftime("%H:%M")}))
                 break
             probe += timedelta(minutes=1)
     return out

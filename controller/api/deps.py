@@ -3,13 +3,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.orm import Session
 
-from controller.db.models import User
-from controller.runtime import Runtime
 from controller.access.security import user_for_token
+from controller.db.models import User
+from controller.errors import Unauthorized
+from controller.runtime import Runtime
 
 __all__ = ["CurrentUser", "RuntimeDep", "SessionDep"]
 
@@ -34,13 +35,11 @@ SessionDep = Annotated[Session, Depends(get_db)]
 
 def current_user(db: SessionDep, token: Annotated[str | None, Depends(oauth2)]) -> User:
     if not token:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Not authenticated: send a bearer "
-                            "token from POST /api/v1/auth/token",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise Unauthorized("not_authenticated", "Not authenticated: send a bearer "
+                           "token from POST /api/v1/auth/token")
     user = user_for_token(db, token)
     if user is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Invalid or expired token",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise Unauthorized("token_invalid", "Invalid or expired token")
     return user
 
 

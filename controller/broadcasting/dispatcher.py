@@ -25,8 +25,6 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.broadcasting.content_server import ContentServer
-from controller.db.models import Broadcast, Cluster, Content, Delivery, Occurrence, utcnow
-from controller.fleet.health import UP_STATES
 from controller.broadcasting.programme import (
     LOOKAHEAD,
     MOVABLE_AFTER,
@@ -37,8 +35,10 @@ from controller.broadcasting.programme import (
     place,
 )
 from controller.broadcasting.recurrence import Recurrence
-from controller.settings import Settings
 from controller.broadcasting.targeting import Resolved, TargetError, resolve
+from controller.db.models import Broadcast, Cluster, Content, Delivery, Occurrence, utcnow
+from controller.fleet.health import UP_STATES
+from controller.settings import Settings
 from devices import topics
 from devices.messages import DeliveryEvent, DeliveryState, RefusedEvent, iso
 from devices.signing import sign_command

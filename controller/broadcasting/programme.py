@@ -22,10 +22,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from controller.db.models import Area, Broadcast, Cluster, Delivery, Occurrence
 from controller.access.policy import Policy, effective_policy
 from controller.broadcasting.recurrence import Recurrence
 from controller.broadcasting.targeting import TargetError, descendant_area_ids, resolve
+from controller.db.models import Area, Broadcast, Cluster, Delivery, Occurrence
 
 __all__ = [
     "LOOKAHEAD",

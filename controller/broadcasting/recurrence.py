@@ -18,10 +18,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dateutil.rrule import HOURLY, rruleset, rrulestr
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from controller.errors import Invalid
+
 __all__ = ["Recurrence", "RecurrenceError"]
 
 
-class RecurrenceError(ValueError):
+class RecurrenceError(Invalid, ValueError):
     pass
 
 
@@ -66,13 +68,15 @@ class Recurrence(BaseModel):
             if text.upper().startswith("RRULE:"):
                 text = text[6:]
             if "DTSTART" in text.upper():
-                raise RecurrenceError("give dtstart as its own field, not inside the rule")
+                raise RecurrenceError("recurrence_dtstart_in_rule",
+                                      "give dtstart as its own field, not inside the rule")
             try:
                 rule = rrulestr(text, dtstart=start)
             except (ValueError, TypeError) as exc:
-                raise RecurrenceError(f"invalid RRULE {text!r}: {exc}") from None
+                raise RecurrenceError("recurrence_invalid", f"invalid RRULE {text!r}: {exc}",
+                                      rule=text) from None
             if getattr(rule, "_freq", HOURLY) > HOURLY:
-                raise RecurrenceError("a rule may repeat at most hourly")
+                raise RecurrenceError("recurrence_too_frequent", "a rule may repeat at most hourly")
             rs.rrule(rule)
         for ex in self.exdates:
             if isinstance(ex, datetime):
@@ -107,5 +111,5 @@ class Recurrence(BaseModel):
     def validate_future(self, now: datetime) -> datetime:
         first = self.next_after(now - timedelta(seconds=1), now=now)
         if first is None:
-            raise RecurrenceError("the recurrence has no future occurrence")
+            raise RecurrenceError("recurrence_no_future", "the recurrence has no future occurrence")
         return first

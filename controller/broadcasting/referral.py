@@ -19,9 +19,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.db.models import Area, Broadcast, Cluster, User
 from controller.broadcasting.programme import commune_map
 from controller.broadcasting.targeting import ancestor_ids
+from controller.db.models import Area, Broadcast, Cluster, User
 
 __all__ = ["from_above", "make_children", "split_by_commune"]
 

@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from controller.broadcasting.targeting import descendant_area_ids
 from controller.db.models import Area, Cluster, Delivery, Occurrence, StateTransition
 from controller.fleet.health import UP_STATES
-from controller.broadcasting.targeting import descendant_area_ids
 
 __all__ = ["availability_report", "periods", "readiness", "uptime_seconds"]
 
@@ -153,8 +153,8 @@ def readiness(db: Session, cluster_ids: list[str]) -> list[ClusterReadiness]:
 def check_upcoming_slots(db: Session, dispatcher: Any, health: Any, now: datetime) -> int:
     """Open (or clear) a ``slot_at_risk`` alert for each broadcast slot starting within its
     area's readiness lead time whose clusters will not all play it. Returns alerts raised."""
-    from controller.db.models import Broadcast
     from controller.broadcasting.targeting import TargetError, resolve
+    from controller.db.models import Broadcast
 
     by_area: dict[str | None, dict[tuple[str, str], str]] = {
         owner[len("area:"):]: {} for owner, code, _ in health.alerts.open_keys()

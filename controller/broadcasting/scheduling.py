@@ -21,9 +21,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from controller.broadcasting.dispatcher import Dispatcher
 from controller.db.models import Broadcast, Occurrence, utcnow
 from controller.db.session import make_engine
-from controller.broadcasting.dispatcher import Dispatcher
 
 log = logging.getLogger(__name__)
 

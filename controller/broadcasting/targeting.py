@@ -12,14 +12,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.db.models import Area, Cluster
+from controller.errors import Invalid
 from controller.fleet.health import UP_STATES
 from devices import topics
 
 __all__ = ["Resolved", "TargetError", "ancestor_ids", "descendant_area_ids", "resolve"]
 
 
-class TargetError(ValueError):
-    pass
+class TargetError(Invalid, ValueError):
+    """Targets that name nothing we can play on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,13 +59,15 @@ def resolve(db: Session, area_ids: list[str], cluster_ids: list[str]) -> Resolve
     known_areas = set(db.scalars(select(Area.id).where(Area.id.in_(area_ids)))) if area_ids else set()
     unknown = [a for a in area_ids if a not in known_areas]
     if unknown:
-        raise TargetError(f"unknown area(s): {', '.join(unknown)}")
+        raise TargetError("target_area_unknown", f"unknown area(s): {', '.join(unknown)}",
+                          areas=list(unknown))
     rows = db.execute(select(Cluster.id, Cluster.area_id, Cluster.provisioned, Cluster.state)
                       .where(Cluster.id.in_(cluster_ids))).all() if cluster_ids else []
     by_id = {r.id: r for r in rows}
     unknown = [c for c in cluster_ids if c not in by_id or not by_id[c].provisioned]
     if unknown:
-        raise TargetError(f"unknown cluster(s): {', '.join(unknown)}")
+        raise TargetError("target_cluster_unknown", f"unknown cluster(s): {', '.join(unknown)}",
+                          clusters=list(unknown))
     covered_areas = descendant_area_ids(db, area_ids)
     # drop areas beneath another targeted area: the ancestor's one publish reaches them
     top_areas = [a for a in area_ids
@@ -75,7 +78,7 @@ def resolve(db: Session, area_ids: list[str], cluster_ids: list[str]) -> Resolve
     extra = [by_id[c] for c in cluster_ids if by_id[c].area_id not in covered_areas]
     area_of = {r.id: r.area_id for r in covered} | {r.id: r.area_id for r in extra}
     if not area_of:
-        raise TargetError("the targets contain no clusters")
+        raise TargetError("target_empty", "the targets contain no clusters")
     offline = frozenset(r.id for r in (*covered, *extra) if r.state not in UP_STATES)
     return Resolved(sorted(area_of),
                     [topics.area_cmd(a) for a in top_areas]

@@ -18,8 +18,9 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.db.models import Action, ActionResult, Cluster, utcnow
 from controller.broadcasting.targeting import descendant_area_ids, resolve
+from controller.db.models import Action, ActionResult, Cluster, utcnow
+from controller.errors import Invalid
 from devices import topics
 from devices.messages import ACTION_KINDS, COMMAND_BODIES, AckEvent
 from devices.signing import sign_command
@@ -33,8 +34,8 @@ DEFAULT_TIMEOUT_S = 20
 COMMAND_LIFETIME = timedelta(minutes=2)
 
 
-class ActionError(ValueError):
-    pass
+class ActionError(Invalid, ValueError):
+    """A remote action that cannot be carried out as asked."""
 
 
 class ActionService:
@@ -45,12 +46,17 @@ class ActionService:
     def create(self, db: Session, *, kind: str, params: dict[str, Any], areas: list[str],
                clusters: list[str], user: str | None) -> Action:
         if kind not in ACTION_KINDS:
-            raise ActionError(f"unknown action {kind!r}; one of: {', '.join(ACTION_KINDS)}")
+            raise ActionError("action_unknown",
+                              f"unknown action {kind!r}; one of: {', '.join(ACTION_KINDS)}",
+                              kind=kind, kinds=list(ACTION_KINDS))
         try:
             body = COMMAND_BODIES[kind].model_validate(params).model_dump(mode="json")
         except ValidationError as exc:
             err = exc.errors(include_url=False)[0]
-            raise ActionError(f"{kind}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+            raise ActionError("action_params_invalid",
+                              f"{kind}: {'.'.join(map(str, err['loc']))}: {err['msg']}",
+                              kind=kind, field=".".join(map(str, err["loc"])),
+                              type=err["type"]) from None
         resolved = resolve(db, areas, clusters)  # raises TargetError
         action = Action(id=uuid.uuid4().hex, kind=kind, params=body,
                         targets={"areas": areas, "clusters": clusters}, requested_by=user)

@@ -22,8 +22,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.fleet.causes import SEVERITY
 from controller.db.models import Alert
+from controller.fleet.causes import SEVERITY
 
 log = logging.getLogger(__name__)
 

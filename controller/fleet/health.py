@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, selectinload
 
+from controller.db.models import Area, Cluster, Speaker, StateTransition
 from controller.fleet.alerts import AlertManager, WebhookSender
 from controller.fleet.causes import Cause, causes_of
-from controller.db.models import Area, Cluster, Speaker, StateTransition
 from controller.fleet.thresholds import Thresholds, effective
 from devices.messages import Birth, Death, Telemetry
 

@@ -349,7 +349,8 @@ class Mqtt5Link:
             if not readable:
                 if now - last_read > self.keepalive * 1.5:
                     raise TimeoutError("no packet from the broker for 1.5 x keep-alive")
-                if now - self._last_write > half_keepalive:
+                if now - self._last_write > half_keepalive or now - last_read > half_keepalive:
+                    # the broker's silence is only news once it has been asked (PINGRESP)
                     with self._wlock:
                         self._write_locked(mqtt5.PingReqPacket().write())
                 continue

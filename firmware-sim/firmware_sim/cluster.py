@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import random
-import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -22,11 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
-import paho.mqtt.client as mqtt
 from nacl.signing import VerifyKey
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.reasoncodes import ReasonCode
 
 from devices import topics
 from devices.areas import Cluster
@@ -55,13 +50,13 @@ from devices.messages import (
     dumps,
 )
 from devices.signing import CommandVerifier, Refused
-from firmware_sim import paho_io, paho_tables
+from firmware_sim import mqtt
 from firmware_sim.content import Assembly, SharedStore
 from firmware_sim.faults import Physics
+from firmware_sim.mqtt import MqttError, ProtocolUnsupported
 from firmware_sim.player import Occurrence, Player
 
 log = logging.getLogger(__name__)
-paho_tables.install()  # MQTT 5 property tables built once, not per received packet
 
 __all__ = ["SimCluster", "SimConfig"]
 
@@ -97,28 +92,6 @@ class SimConfig:
     verify_memo: dict[bytes, Any] = field(default_factory=dict, repr=False)
 
 
-async def _publish(client: aiomqtt.Client, topic: str, payload: bytes, qos: int) -> None:
-    """``client.publish``, and like it waits until the broker has it (QoS 1: its PUBACK;
-    QoS 0: written), by aiomqtt's own pending publishes and time-out, without the task that
-    aiomqtt's ``asyncio.wait_for`` creates for every publish (a fifth of the outbox's time
-    with hundreds of boards in one process)."""
-    info = client._client.publish(topic, payload, qos)
-    if info.rc != mqtt.MQTT_ERR_SUCCESS:
-        raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
-    if info.is_published():
-        return
-    done = asyncio.Event()
-    pending = client._pending_publishes
-    pending[info.mid] = done  # (on the event loop's thread: no PUBACK slips in between)
-    try:
-        async with asyncio.timeout(client.timeout):
-            await done.wait()
-    except TimeoutError:
-        raise aiomqtt.MqttError("Operation timed out") from None
-    finally:
-        pending.pop(info.mid, None)
-
-
 class SimCluster:
     def __init__(self, cluster: Cluster, area_path: list[str], cfg: SimConfig,
                  store: SharedStore | None = None):
@@ -150,7 +123,7 @@ class SimCluster:
         self.commands_in = 0  # commands received (accepted or refused)
         #: cancels for occurrences not (yet) held: occurrence id -> cancel's expiry
         self.cancelled_unknown: dict[str, datetime] = {}
-        self._client: aiomqtt.Client | None = None
+        self._client: mqtt.Session | None = None
         self._outbox: deque[tuple[str, bytes, int]] = deque(maxlen=10_000)
         self._outbox_ready = asyncio.Event()
         self._controller_ts: datetime | None = None
@@ -199,26 +172,11 @@ class SimCluster:
         log.info("%s: fault %s cleared", self.id, fault)
 
     def _drop_link(self) -> None:
-        """Lose the link as a power cut does: the broker publishes our Will at once.
-
-        On MQTT 5 this is DISCONNECT with reason 0x04 ("with Will message"): the broker acts
-        as on a dropped TCP connection, and paho closes its own socket normally. On 3.1.1
-        the socket is shut down under paho (racy with aiomqtt's fd registration, so only
-        used where the broker cannot speak MQTT 5)."""
-        client = self._client
-        if client is None:
-            return
-        paho_client = client._client
-        if self._v5:
-            paho_client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT,
-                                                         "Disconnect with will message"))
-            return
-        sock = paho_client.socket()
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        """Lose the link as a power cut does: the broker publishes our Will at once (MQTT 5:
+        DISCONNECT with reason 0x04, "with Will message"; on 3.1.1 the session publishes
+        the same retained death itself, see ``firmware_sim.mqtt``)."""
+        if self._client is not None:
+            self._client.cut()
 
     def physics_fast(self) -> bool:
         """A quiet board (no fault, link up, idle) changes slowly: it is ticked once a
@@ -248,7 +206,7 @@ class SimCluster:
             try:
                 await self._session()
                 backoff = self.cfg.reconnect_min_s
-            except aiomqtt.MqttError as exc:
+            except MqttError as exc:
                 log.debug("%s: link down: %s", self.id, exc)
             finally:
                 self.connected.clear()
@@ -260,38 +218,23 @@ class SimCluster:
 
     async def _session(self) -> None:
         self.bd_seq += 1  # seq keeps counting: events queued offline keep their numbers
-        will = aiomqtt.Will(
+        will = mqtt.Message(
             topics.cluster_status(self.id),
-            dumps(Death(v=1, cluster_id=self.id, state="offline", bd_seq=self.bd_seq)),
-            qos=1, retain=True,
-        )
-        keepalive = max(5, int(self.heartbeat_s))
-        version = {"protocol": aiomqtt.ProtocolVersion.V5} if self._v5 else {
-            "protocol": aiomqtt.ProtocolVersion.V311, "clean_session": True}
+            dumps(Death(v=1, cluster_id=self.id, state="offline", bd_seq=self.bd_seq)))
         entered = False
-        client = paho_io.adopt(aiomqtt.Client(
-            self.cfg.host, self.cfg.port, identifier=f"cluster-{self.id}", will=will,
-            keepalive=keepalive, username=self.id, password=self.cfg.password,
-            max_inflight_messages=100, **version,  # type: ignore[arg-type]
-        ))
         try:
-            async with client:
+            async with mqtt.connect(
+                    self.cfg.host, self.cfg.port, client_id=f"cluster-{self.id}", will=will,
+                    keepalive=max(5, int(self.heartbeat_s)), username=self.id,
+                    password=self.cfg.password, v5=self._v5) as client:
                 entered = True
                 await self._run_session(client)
-        except aiomqtt.MqttError:
+        except ProtocolUnsupported:
             if not entered and self._v5 and self.cfg.protocol == "auto":
                 self._v5 = False  # a 3.1.1-only broker (amqtt): next attempt speaks 3.1.1
             raise
-        finally:
-            # a link lost while the session was not reading messages (e.g. waiting for
-            # its SUBACK) leaves aiomqtt's disconnect future holding an exception that
-            # nobody asked for, and asyncio logs it as an error when it is collected;
-            # the session's own error (raised above) already says what happened
-            lost = client._disconnected
-            if lost.done() and not lost.cancelled():
-                lost.exception()
 
-    async def _run_session(self, client: aiomqtt.Client) -> None:
+    async def _run_session(self, client: mqtt.Session) -> None:
         self._client = client
         subs = [(topics.cluster_cmd(self.id), 1), (topics.CONTROLLER_STATUS, 1)]
         subs += [(topics.area_cmd(a), 1) for a in self.area_path]
@@ -304,8 +247,8 @@ class SimCluster:
         tasks = [asyncio.create_task(self._heartbeats()),
                  asyncio.create_task(self._drain_outbox())]
         try:
-            async for msg in client.messages:
-                await self._dispatch(msg.topic.value, bytes(msg.payload))  # type: ignore[arg-type]
+            async for msg in client.messages():
+                await self._dispatch(msg.topic, msg.payload)
         finally:
             for t in tasks:
                 t.cancel()
@@ -328,7 +271,7 @@ class SimCluster:
             try:
                 await self._client.publish(topics.cluster_status(self.id), dumps(death),
                                            qos=1, retain=True, timeout=2)
-            except aiomqtt.MqttError:
+            except MqttError:
                 pass
 
     # --- outgoing ------------------------------------------------------------------------
@@ -354,7 +297,7 @@ class SimCluster:
             if client is None:
                 return
             topic, payload, qos = self._outbox[0]
-            await _publish(client, topic, payload, qos)
+            await client.publish(topic, payload, qos)
             self._outbox.popleft()
 
     async def _heartbeats(self) -> None:
@@ -495,7 +438,7 @@ class SimCluster:
         try:
             await self._publish_birth()
             self._wake_heartbeat.set()
-        except aiomqtt.MqttError:
+        except MqttError:
             pass
 
     def _on_rebirth(self, _cmd: Command) -> None:
@@ -643,7 +586,7 @@ class SimCluster:
                     continue
                 if subscribed_bd != self.bd_seq:  # (re)subscribe on each connection
                     self._content_subs.add(sha)
-                    await client.subscribe(topics.content_chunks_filter(sha), qos=1)
+                    await client.subscribe([(topics.content_chunks_filter(sha), 1)])
                     subscribed_bd = self.bd_seq
                     if pushed:  # retained chunks come with the subscription: let them
                         pushed = False
@@ -666,7 +609,7 @@ class SimCluster:
                 await asyncio.sleep(self.cfg.content_retry_s)
                 if len(asm.parts) > before:
                     asm.requests = max(1, asm.requests - 1)  # progress: not a failed attempt
-        except aiomqtt.MqttError:
+        except MqttError:
             pass
 
     async def _read_backlog(self, sha: str) -> None:
@@ -680,9 +623,9 @@ class SimCluster:
         deadline = time.monotonic() + 10.0
         while sha in self.assemblies and time.monotonic() < deadline:
             client = self._client
-            if client is None or len(client.messages) == 0:
+            if client is None or client.unread() == 0:
                 await asyncio.sleep(0)  # one more turn: what the socket holds is read
-                if client is None or len(client.messages) == 0:
+                if client is None or client.unread() == 0:
                     return
             await asyncio.sleep(0.05)
 
@@ -712,7 +655,7 @@ class SimCluster:
         try:
             if self._client is not None:
                 await self._client.unsubscribe(topics.content_chunks_filter(sha))
-        except aiomqtt.MqttError:
+        except MqttError:
             pass
 
     def _content_failed(self, sha: str, reason: str) -> None:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import errno
 import gc
 import logging
 import random
 from pathlib import Path
-from typing import Any
 
 from nacl.signing import VerifyKey
 
@@ -40,22 +38,10 @@ def build_clusters(network: Network, cfg: SimConfig) -> list[SimCluster]:
             for c in network.clusters.values()]
 
 
-def _quiet_dropped_sockets(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """A simulated power cut closes a socket under paho (MQTT 3.1.1 brokers); aiomqtt may
-    still have a write-readiness registration for it queued, which then fails with EBADF.
-    That is the cut working as meant, not an error: log it quietly, report anything else."""
-    exc = context.get("exception")
-    if isinstance(exc, OSError) and exc.errno == errno.EBADF:
-        log.debug("socket closed under a pending registration: %s", context.get("message"))
-        return
-    loop.default_exception_handler(context)
-
-
 async def run_clusters(clusters: list[SimCluster], stop: asyncio.Event,
                        connect_spread_s: float = 0.0, seed: int = 0) -> None:
     """Connect every cluster (spread over ``connect_spread_s``), run until ``stop`` is set,
     then shut down cleanly (each cluster publishes offline)."""
-    asyncio.get_running_loop().set_exception_handler(_quiet_dropped_sockets)
     rng = random.Random(seed)
 
     async def one(sim: SimCluster) -> None:

@@ -77,6 +77,8 @@ def test_next_programme_slot_and_volume_cap() -> None:
     assert pol.next_programme(sat_evening, zone) == datetime(2026, 11, 30, 5, 30, tzinfo=zone)
     assert pol.volume_cap(time(5, 30)) == 40 and pol.volume_cap(time(12, 0)) is None
     early = datetime(2026, 11, 30, 5, 30, tzinfo=zone)
-    assert any("volume 80% is above the 40% cap at 05:30" in v
-               for v in violations(pol, "xã Hướng Đạo", early, 60, zone, volume_pct=80))
+    [cap] = violations(pol, "xã Hướng Đạo", early, 60, zone, volume_pct=80, area_id="hd")
+    assert cap.code == "volume_cap" and "volume 80% is above the 40% cap at 05:30" in cap.message
+    assert cap.params == {"area": "hd", "area_name": "xã Hướng Đạo", "volume_pct": 80,
+                          "cap_pct": 40, "at": "05:30"}
     assert violations(pol, "xã Hướng Đạo", early, 60, zone, volume_pct=40) == []

@@ -12,10 +12,10 @@ from nacl.signing import SigningKey
 from sqlalchemy import select
 
 from controller.broadcasting.content_server import ContentServer
-from controller.db.models import Broadcast, Content, ContentBlob, Delivery, Occurrence
-from controller.db.session import make_engine, make_sessionmaker, upgrade
 from controller.broadcasting.dispatcher import Dispatcher
+from controller.db.models import Broadcast, Content, ContentBlob, Delivery, Occurrence
 from controller.db.seed import register_network
+from controller.db.session import make_engine, make_sessionmaker, upgrade
 from controller.settings import Settings
 from devices.areas import generate
 from devices.messages import DeliveryEvent, DeliveryState

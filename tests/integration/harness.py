@@ -22,10 +22,10 @@ from firmware_sim.cluster import SimCluster, SimConfig
 from firmware_sim.runner import build_clusters, run_clusters
 
 from controller.app import create_app
-from controller.transport.broker import EmbeddedBroker, free_port
-from controller.db.session import make_engine, make_sessionmaker, upgrade
 from controller.db.seed import register_network
+from controller.db.session import make_engine, make_sessionmaker, upgrade
 from controller.settings import Settings
+from controller.transport.broker import EmbeddedBroker, free_port
 from devices.areas import Network
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,11 +7,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from controller.broadcasting.reports import availability_report
 from controller.db.models import Broadcast, Content, ContentBlob, Delivery, Occurrence
+from controller.db.seed import register_network
 from controller.db.session import make_engine, make_sessionmaker, upgrade
 from controller.fleet.health import HealthTracker
-from controller.broadcasting.reports import availability_report
-from controller.db.seed import register_network
 from devices.areas import load_fixture
 from devices.messages import Birth, Death, SpeakerReport
 

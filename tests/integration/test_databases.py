@@ -9,9 +9,9 @@ from firmware_sim.cluster import SimConfig
 from firmware_sim.runner import load_verify_key
 
 from controller.db.models import Cluster
+from controller.db.seed import register_network
 from controller.db.session import make_engine, make_sessionmaker, upgrade
 from controller.fleet.health import HealthTracker
-from controller.db.seed import register_network
 from devices.areas import load_fixture
 from devices.messages import Birth, Death, SpeakerReport
 from tests.integration.harness import (

@@ -225,3 +225,20 @@ def test_messages_past_a_full_inbox_are_dropped_and_counted(tmp_path: Path,
         pub.disconnect()
         link.stop()
         broker.kill()
+
+
+def test_a_quiet_link_stays_up_past_its_keepalive(tmp_path: Path) -> None:
+    """Nothing to read and nothing to send for twice the keep-alive: the link pings the
+    broker and stays on the same connection."""
+    broker = Broker(tmp_path).start()
+    link = new_link("5", broker.port, keepalive=2)
+    connections: list[float] = []
+    link.on_connect(lambda: connections.append(time.monotonic()))
+    link.start()
+    try:
+        wait_for(link.connected.is_set, 5, "the link")
+        time.sleep(4.5)  # the span under test: 2.25 x keep-alive of silence
+        assert link.connected.is_set() and len(connections) == 1
+    finally:
+        link.stop()
+        broker.kill()

@@ -90,7 +90,7 @@ def test_a_commune_officer_acts_only_in_its_commune(prov: Province) -> None:
     later = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
     r = prov.commune.post("/api/v1/broadcasts", json={
         "content_id": c, "targets": {"areas": [OTHER]}, "start_at": later})
-    assert r.status_code == 403 and "outside that area" in r.json()["detail"]
+    assert r.status_code == 403 and "outside that area" in r.json()["message"]
     r = prov.commune.post("/api/v1/broadcasts", json={
         "content_id": c, "targets": {"areas": [PROVINCE]}, "start_at": later})
     assert r.status_code == 403
@@ -100,7 +100,7 @@ def test_a_commune_officer_acts_only_in_its_commune(prov: Province) -> None:
     assert prov.commune.post(f"/api/v1/broadcasts/{own.json()['id']}/cancel").status_code == 200
     r = prov.tech.post("/api/v1/broadcasts", json={
         "content_id": c, "targets": {"areas": [COMMUNE]}, "start_at": later})
-    assert r.status_code == 403 and "technician" in r.json()["detail"]
+    assert r.status_code == 403 and "technician" in r.json()["message"]
     r = prov.commune.post("/api/v1/users", json={"username": "x.y.z", "password": "secret-pass",
                                                  "role": "officer", "area_id": COMMUNE})
     assert r.status_code == 403
@@ -185,7 +185,7 @@ def test_province_emergency_preempts_local_programme_which_then_resumes(prov: Pr
     # the commune sees the province bulletin and cannot cancel it
     assert any(b["id"] == eb["id"] for b in prov.commune.get("/api/v1/broadcasts").json())
     r = prov.commune.post(f"/api/v1/broadcasts/{eb['id']}/cancel")
-    assert r.status_code == 403 and "cannot cancel" in r.json()["detail"]
+    assert r.status_code == 403 and "cannot cancel" in r.json()["message"]
     # the list counts every broadcast's latest airing (the emergency: 15 deliveries)
     listed = {b["id"]: b for b in prov.province.get("/api/v1/broadcasts").json()}
     assert sum(listed[eb["id"]]["occurrence"]["summary"].values()) == 15
@@ -221,7 +221,7 @@ def test_quiet_hours_refuse_a_normal_bulletin_at_0430_but_not_an_emergency(prov:
         r = prov.commune.post("/api/v1/broadcasts", json={
             "content_id": c, "targets": {"areas": [COMMUNE]}, "start_at": at.isoformat()})
         assert r.status_code == 422
-        assert "quiet hours 21:30–05:00" in r.json()["detail"] and "04:30" in r.json()["detail"]
+        assert "quiet hours 21:30–05:00" in r.json()["message"] and "04:30" in r.json()["message"]
         r = prov.province.post("/api/v1/broadcasts", json={
             "content_id": c, "targets": {"areas": [COMMUNE]}, "start_at": at.isoformat(),
             "priority": "emergency"})
@@ -320,14 +320,14 @@ def test_a_signed_cap_alert_is_verified_against_the_trusted_issuers(
         assert body["signature"].startswith("verified: signed by")
         # one changed element after signing: refused, with the reason
         status, body = cap(prov, "kttv-signed-2", signer=(key, cert), tamper=True)
-        assert status == 422 and "signature refused" in body["detail"]
+        assert status == 422 and "signature refused" in body["message"]
         # signed by an issuer nobody trusts
         status, body = cap(prov, "kttv-signed-3", signer=make_issuer("mạo danh"))
-        assert status == 422 and "does not verify" in body["detail"]
+        assert status == 422 and "does not verify" in body["message"]
         # an operator may require signatures: unsigned alerts are then refused
         settings.cap_require_signature = True
         status, body = cap(prov, "kttv-unsigned")
-        assert status == 422 and "only CAP alerts signed" in body["detail"]
+        assert status == 422 and "only CAP alerts signed" in body["message"]
     finally:
         settings.cap_trusted_certs, settings.cap_require_signature = [], False
     assert len(prov.province.get("/api/v1/broadcasts").json()) == before  # nothing aired
@@ -348,11 +348,11 @@ def test_bad_cap_is_refused_with_a_clear_error_and_nothing_plays(prov: Province)
     for name, (body, words) in cases.items():
         r = prov.province.post("/api/v1/cap", content=body,
                                headers={"Content-Type": "application/xml"})
-        assert r.status_code == 422 and words in r.json()["detail"], (name, r.text)
+        assert r.status_code == 422 and words in r.json()["message"], (name, r.text)
     status, body = cap(prov, "VP-T-1", status="Test")
     assert status == 202 and body["aired"] is False
     status, body = cap(prov, "VP-X-1", expires=datetime.now(VN) - timedelta(minutes=1))
-    assert status == 422 and "expired" in body["detail"]
+    assert status == 422 and "expired" in body["message"]
     assert len(prov.admin.get("/api/v1/broadcasts", params={"limit": 500}).json()) == before
 
 
@@ -389,7 +389,7 @@ def test_normal_bulletin_from_the_province_lands_in_the_inbox_and_the_commune_de
     # nothing airs until the commune decides; it may pick villages and its own time
     r = prov.commune.post(f"/api/v1/inbox/{item['id']}/accept",
                           json={"areas": ["vn-vp"]})
-    assert r.status_code == 422 and "villages of commune" in r.json()["detail"]
+    assert r.status_code == 422 and "villages of commune" in r.json()["message"]
     start = datetime.now(UTC) + timedelta(seconds=3)
     r = prov.commune.post(f"/api/v1/inbox/{item['id']}/accept",
                           json={"areas": ["hd-v02"], "start_at": start.isoformat()})
@@ -496,7 +496,7 @@ def test_priority_without_a_time_goes_into_the_next_programme_slot(prov: Provinc
         # a commune account schedules directly and must still give a time
         r = prov.commune.post("/api/v1/broadcasts", json={
             "content_id": c, "targets": {"areas": [COMMUNE]}, "priority": "priority"})
-        assert r.status_code == 422 and "give start_at" in r.json()["detail"]
+        assert r.status_code == 422 and "give start_at" in r.json()["message"]
     finally:
         prov.admin.put(f"/api/v1/areas/{COMMUNE}/policy", json={"programme": None})
 
@@ -546,7 +546,7 @@ def test_volume_cap_by_time_of_day(prov: Province) -> None:
         r = prov.commune.post("/api/v1/broadcasts", json={
             "content_id": c, "targets": {"areas": ["hd-v05"]}, "start_at": start.isoformat(),
             "volume_pct": 80})
-        assert r.status_code == 422 and "volume 80% is above the 40% cap" in r.json()["detail"]
+        assert r.status_code == 422 and "volume 80% is above the 40% cap" in r.json()["message"]
         r = prov.commune.post("/api/v1/broadcasts", json={
             "content_id": c, "targets": {"areas": ["hd-v05"]}, "start_at": start.isoformat()})
         assert r.status_code == 201, r.text
@@ -568,14 +568,14 @@ def test_an_officers_bulletin_airs_only_once_a_leader_approves_it(prov: Province
     b = r.json()
     assert b["status"] == "pending_approval" and b["next_slots"] == [] and b["occurrence"] is None
     r = prov.officer.post(f"/api/v1/broadcasts/{b['id']}/approve")
-    assert r.status_code == 403 and "only admin, leader may approve" in r.json()["detail"]
+    assert r.status_code == 403 and "only admin, leader may approve" in r.json()["message"]
     r = prov.commune.post(f"/api/v1/broadcasts/{b['id']}/approve")  # the leader
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "scheduled" and r.json()["approved_by"] == "xa.huongdao"
     # after approval the officer cannot swap the content behind the leader's back
     other = tts(prov.officer, "Nội dung chưa được duyệt.")
     r = prov.officer.post(f"/api/v1/broadcasts/{b['id']}/update", json={"content_id": other})
-    assert r.status_code == 403 and "approved this bulletin" in r.json()["detail"]
+    assert r.status_code == 403 and "approved this bulletin" in r.json()["message"]
     final = played(prov.commune, b["id"], 1)
     assert final["deliveries"][0]["cluster_id"] == "hd-c07"
     sha = get(prov.officer, f"/api/v1/contents/{c}")["sha256"]

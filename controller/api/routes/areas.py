@@ -4,11 +4,11 @@ from fastapi import APIRouter
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from controller.access.jurisdiction import scope, visible_cluster
 from controller.api.deps import CurrentUser, SessionDep
 from controller.api.schemas import AreaOut, ClusterOut, SpeakerOut
-from controller.db.models import Area, Cluster
-from controller.access.jurisdiction import scope, visible_cluster
 from controller.broadcasting.targeting import ancestor_ids
+from controller.db.models import Area, Cluster
 
 router = APIRouter(tags=["areas"])
 

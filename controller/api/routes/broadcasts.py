@@ -7,23 +7,12 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from fastapi.encoders import jsonable_encoder
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, object_session
 
-from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
-from controller.api.schemas import (
-    BroadcastCreate,
-    BroadcastOut,
-    ContentUpdate,
-    Decline,
-    DeliveryOut,
-    OccurrenceOut,
-    PositionSet,
-)
-from controller.db.models import Area, Broadcast, Content, Delivery, Occurrence, utcnow
 from controller.access.jurisdiction import (
     APPROVERS,
     SCHEDULERS,
@@ -35,10 +24,22 @@ from controller.access.jurisdiction import (
     scope,
 )
 from controller.access.policy import violations
+from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
+from controller.api.schemas import (
+    BroadcastCreate,
+    BroadcastOut,
+    ContentUpdate,
+    Decline,
+    DeliveryOut,
+    OccurrenceOut,
+    PositionSet,
+)
 from controller.broadcasting.programme import area_policies, area_policy, commune_map, preview
-from controller.broadcasting.recurrence import Recurrence, RecurrenceError
+from controller.broadcasting.recurrence import Recurrence
 from controller.broadcasting.referral import from_above, make_children, split_by_commune
-from controller.broadcasting.targeting import Resolved, TargetError, resolve
+from controller.broadcasting.targeting import Resolved, resolve
+from controller.db.models import Area, Broadcast, Content, Delivery, Occurrence, utcnow
+from controller.errors import Conflict, Forbidden, Invalid, LoaError, NotFound, Problem
 
 router = APIRouter(prefix="/broadcasts", tags=["broadcasts"])
 
@@ -168,29 +169,28 @@ def _validate(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: Curren
     require_role(user, SCHEDULERS, "schedule broadcasts")
     content = db.get(Content, req.content_id)
     if content is None:
-        raise HTTPException(422, f"unknown content_id {req.content_id!r}")
+        raise Invalid("content_unknown", f"unknown content_id {req.content_id!r}",
+                      content=req.content_id)
     require_targets(db, user, req.targets.areas, req.targets.clusters)  # 403 before anything
-    try:
-        resolved = resolve(db, req.targets.areas, req.targets.clusters)
-    except TargetError as exc:
-        raise HTTPException(422, str(exc)) from None
+    resolved = resolve(db, req.targets.areas, req.targets.clusters)
     handed_down = req.priority != "emergency" and from_above(db, user)
     immediate = req.priority == "emergency" and req.start_at is None and req.recurrence is None
     if req.start_at is None and req.recurrence is None and not immediate and not handed_down:
-        raise HTTPException(422, "give start_at or recurrence (only an emergency may omit "
-                                 "both: it plays at once)")
+        raise Invalid("start_missing", "give start_at or recurrence (only an emergency may "
+                      "omit both: it plays at once)")
     if immediate:
         req = req.model_copy(update={"start_at": now + timedelta(
             seconds=rt.settings.emergency_lead_s)})
     first = req.start_at
     if req.start_at is not None and req.start_at < now - timedelta(seconds=1):
-        raise HTTPException(422, f"start_at {req.start_at.isoformat()} is in the past "
-                                 f"(server time {now.isoformat(timespec='seconds')})")
+        raise Invalid("start_in_past", f"start_at {req.start_at.isoformat()} is in the past "
+                      f"(server time {now.isoformat(timespec='seconds')})",
+                      start_at=req.start_at.isoformat(), now=now.isoformat(timespec="seconds"))
     recurrence = None
     if req.recurrence is not None:
         recurrence, first = pin_recurrence(req.recurrence, now)
     if req.expires_at is not None and first is not None and req.expires_at <= first:
-        raise HTTPException(422, "expires_at must be after the first start")
+        raise Invalid("expires_before_start", "expires_at must be after the first start")
     plan = _Plan(req, content, resolved, immediate, first, recurrence)
     if handed_down:
         zone = ZoneInfo(rt.settings.timezone)
@@ -201,8 +201,9 @@ def _validate(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: Curren
             if start is None and recurrence is None and req.priority == "priority":
                 start = area_policy(db, commune).next_programme(earliest, zone)
                 if start is None:
-                    raise HTTPException(422, f"{describe(db, commune)} has no programme slot in "
-                                             "the next two weeks; give start_at")
+                    raise Invalid("no_programme_slot", f"{describe(db, commune)} has no "
+                                  "programme slot in the next two weeks; give start_at",
+                                  commune=commune)
             plan.communes[commune] = (targets, start)
     if check_policy and req.priority != "emergency":
         _check_policy(db, rt, plan, now)
@@ -215,10 +216,7 @@ def pin_recurrence(rec: Recurrence, now: datetime) -> tuple[dict[str, Any], date
     if rec.dtstart is None:
         rec = rec.model_copy(update={"dtstart": now.astimezone(rec.zone).replace(
             second=0, microsecond=0, tzinfo=None)})
-    try:
-        first = rec.validate_future(now)
-    except RecurrenceError as exc:
-        raise HTTPException(422, str(exc)) from None
+    first = rec.validate_future(now)
     return rec.model_dump(mode="json"), first
 
 
@@ -232,7 +230,7 @@ def _check_policy(db: SessionDep, rt: RuntimeDep, plan: _Plan, now: datetime) ->
     duration = plan.content.duration_ms / 1000
     volume = plan.req.volume_pct
     if plan.handed_down:  # each commune's copy under that commune's policy
-        problems: list[str] = []
+        problems: list[Problem] = []
         for targets, start in plan.communes.values():
             slots = _slots(plan, start, now)
             if not slots:
@@ -249,7 +247,7 @@ def _check_policy(db: SessionDep, rt: RuntimeDep, plan: _Plan, now: datetime) ->
 def schedule(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep, user: CurrentUser,
              cap_ref: str | None = None) -> Broadcast:
     """Validate everything, then store and plan (or, for an emergency now, dispatch) it.
-    Raises HTTPException (403/422) before anything is stored."""
+    Raises a coded error (Forbidden, Invalid) before anything is stored."""
     plan = _validate(req, db, rt, user)
     req = plan.req
     bc = Broadcast(id=uuid.uuid4().hex, title=req.title, content_id=plan.content.id,
@@ -299,21 +297,19 @@ def _single_commune(db: SessionDep, plan: _Plan) -> str | None:
     return communes.pop() if len(communes) == 1 else None
 
 
-def refuse_if(problems: list[str]) -> None:
+def refuse_if(problems: list[Problem]) -> None:
     """422 naming every rule the item breaks (the first eight), when it breaks any."""
     if problems:
-        raise HTTPException(422, "refused by the broadcast policy: " + "; ".join(problems[:8]))
+        raise Invalid("policy_refused", "refused by the broadcast policy: "
+                      + "; ".join(p.message for p in problems[:8]), problems=problems,
+                      count=len(problems))
 
 
 def refuse_breaches(db: SessionDep, rt: RuntimeDep, bc: Broadcast, slots: list[datetime],
                     content: Content | None = None) -> None:
     """422 when ``bc`` (playing ``content`` instead of its own, for an update) would break
     the policy of an area it plays in at any of ``slots``."""
-    try:
-        areas = resolve(db, bc.targets.get("areas", []),
-                        bc.targets.get("clusters", [])).cluster_areas
-    except TargetError as exc:
-        raise HTTPException(422, str(exc)) from None
+    areas = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", [])).cluster_areas
     refuse_if(policy_violations(db, rt, areas, slots, (content or bc.content).duration_ms / 1000,
                                 bc.volume_pct))
 
@@ -337,17 +333,17 @@ def needs_approval(db: SessionDep, user: CurrentUser, plan: _Plan) -> bool:
 
 def policy_violations(db: SessionDep, rt: RuntimeDep, areas: Iterable[str | None],
                       slots: list[datetime], duration_s: float,
-                      volume_pct: int | None = None) -> list[str]:
+                      volume_pct: int | None = None) -> list[Problem]:
     """Quiet hours, programme length and volume caps of every area the item would play in
     (``areas``: the areas its clusters are in, ``Resolved.cluster_areas``)."""
     zone = ZoneInfo(rt.settings.timezone)
-    problems: list[str] = []
+    problems: list[Problem] = []
     policies = area_policies(db, areas)
     for area_id in sorted(policies):
         pol = policies[area_id]
         name = describe(db, area_id)
         for slot in slots:
-            for v in violations(pol, name, slot, duration_s, zone, volume_pct):
+            for v in violations(pol, name, slot, duration_s, zone, volume_pct, area_id):
                 if v not in problems:
                     problems.append(v)
         if len(problems) >= 5:
@@ -362,13 +358,14 @@ def preview_broadcast(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep,
     target commune and how it will be resolved (who plays first, who moves, what an
     emergency preempts), and whether the policy would refuse it. Nothing is stored."""
     now = utcnow()
-    refused = None
+    refused: str | None = None
+    refusal: dict[str, Any] | None = None
     plan = _validate(req, db, rt, user, check_policy=False)
     if req.priority != "emergency":
         try:
             _check_policy(db, rt, plan, now)
-        except HTTPException as exc:
-            refused = str(exc.detail)
+        except LoaError as exc:
+            refused, refusal = exc.message, exc.body()
     zone = ZoneInfo(rt.settings.timezone)
     gap = timedelta(seconds=rt.settings.programme_gap_s)
     duration = timedelta(milliseconds=plan.content.duration_ms)
@@ -379,7 +376,7 @@ def preview_broadcast(req: BroadcastCreate, db: SessionDep, rt: RuntimeDep,
                   for t, s in plan.communes.values()]
     else:
         groups = [(set(plan.cluster_ids), plan.first)]
-    out: dict[str, Any] = {"priority": req.priority, "refused": refused,
+    out: dict[str, Any] = {"priority": req.priority, "refused": refused, "refusal": refusal,
                            "handed_down": plan.handed_down, "communes": []}
     for clusters, slot in groups:
         if slot is None:  # a normal bulletin from above without a time: the commune picks
@@ -416,14 +413,16 @@ def get_broadcast(broadcast_id: str, db: SessionDep, rt: RuntimeDep,
                   user: CurrentUser) -> BroadcastOut:
     bc = db.get(Broadcast, broadcast_id)
     if bc is None or not can_see(db, user, bc):
-        raise HTTPException(404, f"no broadcast {broadcast_id!r} in your area")
+        raise NotFound("broadcast_not_found", f"no broadcast {broadcast_id!r} in your area",
+                       broadcast=broadcast_id)
     return _out(bc, rt)
 
 
 def _mine(db: SessionDep, user: CurrentUser, broadcast_id: str) -> Broadcast:
     bc = db.get(Broadcast, broadcast_id)
     if bc is None or not can_see(db, user, bc):
-        raise HTTPException(404, f"no broadcast {broadcast_id!r} in your area")
+        raise NotFound("broadcast_not_found", f"no broadcast {broadcast_id!r} in your area",
+                       broadcast=broadcast_id)
     return bc
 
 
@@ -435,7 +434,8 @@ def cancel(broadcast_id: str, db: SessionDep, rt: RuntimeDep, user: CurrentUser)
     require_role(user, SCHEDULERS, "cancel broadcasts")
     require_cancel(db, user, bc)
     if bc.status in FINAL:
-        raise HTTPException(409, f"broadcast is already {bc.status}")
+        raise Conflict("broadcast_state", f"broadcast is already {bc.status}",
+                       status=bc.status, action="cancel")
     for target_id in [c.id for c in bc.children] + [bc.id]:
         target = db.get(Broadcast, target_id)
         if target is None or target.status in FINAL:
@@ -469,17 +469,21 @@ def update_content(broadcast_id: str, req: ContentUpdate, db: SessionDep, rt: Ru
     require_role(user, SCHEDULERS, "update broadcasts")
     require_cancel(db, user, bc)  # who may cancel it may update it
     if bc.status not in ("scheduled", "active", "distributed", "inbox", "pending_approval"):
-        raise HTTPException(409, f"broadcast is {bc.status}; nothing left to update")
+        raise Conflict("broadcast_state", f"broadcast is {bc.status}; nothing left to update",
+                       status=bc.status, action="update")
     if user.role == "officer" and bc.approved_by and bc.approved_by != user.username:
-        raise HTTPException(403, f"{bc.approved_by} approved this bulletin as it is; a new "
-                                 "content needs a leader (or cancel it and submit again)")
+        raise Forbidden("approved_content_locked", f"{bc.approved_by} approved this bulletin "
+                        "as it is; a new content needs a leader (or cancel it and submit "
+                        "again)", approved_by=bc.approved_by)
     content = db.get(Content, req.content_id)
     if content is None:
-        raise HTTPException(422, f"unknown content_id {req.content_id!r}")
+        raise Invalid("content_unknown", f"unknown content_id {req.content_id!r}",
+                      content=req.content_id)
     if content.id == bc.content_id and req.title in (None, bc.title):
-        raise HTTPException(409, "it already plays that content")
+        raise Conflict("content_unchanged", "it already plays that content")
     if not any(_unplayed(rt, b) for b in [bc, *bc.children]):
-        raise HTTPException(409, "it has already played everywhere; nothing left to update")
+        raise Conflict("already_played", "it has already played everywhere; nothing left "
+                       "to update")
     if bc.priority != "emergency":
         for b in [bc, *bc.children]:
             if b.status not in ("scheduled", "active"):
@@ -521,12 +525,15 @@ def set_position(broadcast_id: str, req: PositionSet, db: SessionDep, rt: Runtim
     bc = _mine(db, user, broadcast_id)
     require_role(user, SCHEDULERS, "reorder the programme")
     if bc.priority == "emergency":
-        raise HTTPException(422, "an emergency plays at once; it has no place in a programme")
+        raise Invalid("emergency_has_no_position", "an emergency plays at once; it has no "
+                      "place in a programme")
     if bc.commune_id is None or bc.commune_id not in (scope(db, user) or {bc.commune_id}):
-        raise HTTPException(403, f"{user.username} cannot reorder a programme outside "
-                                 f"{describe(db, user.area_id)}")
+        raise Forbidden("area_outside_jurisdiction", f"{user.username} cannot reorder a "
+                        f"programme outside {describe(db, user.area_id)}",
+                        user=user.username, home=user.area_id, area=bc.commune_id)
     if bc.status not in ("scheduled", "active", "inbox"):
-        raise HTTPException(409, f"broadcast is {bc.status}")
+        raise Conflict("broadcast_state", f"broadcast is {bc.status}", status=bc.status,
+                       action="position")
     bc.position = req.position
     db.commit()
     rt.dispatcher.reflow(db, bc)  # occurrences already sent take their new places
@@ -542,11 +549,13 @@ def approve(broadcast_id: str, db: SessionDep, rt: RuntimeDep, user: CurrentUser
     require_role(user, APPROVERS, "approve bulletins")
     require_targets(db, user, bc.targets.get("areas", []), bc.targets.get("clusters", []))
     if bc.status != "pending_approval":
-        raise HTTPException(409, f"broadcast is {bc.status}, not waiting for approval")
+        raise Conflict("broadcast_state", f"broadcast is {bc.status}, not waiting for approval",
+                       status=bc.status, action="decide")
     now = utcnow()
     slot = rt.dispatcher.next_slot(bc, now)
     if slot is None:
-        raise HTTPException(409, "its start time has passed; the officer must schedule it again")
+        raise Conflict("approval_too_late", "its start time has passed; the officer must "
+                       "schedule it again")
     refuse_breaches(db, rt, bc, [slot])
     bc.status, bc.approved_by, bc.approved_at = "scheduled", user.username, now
     return commit_and_plan(db, rt, bc)
@@ -560,7 +569,8 @@ def reject(broadcast_id: str, req: Decline, db: SessionDep, rt: RuntimeDep,
     require_role(user, APPROVERS, "reject bulletins")
     require_targets(db, user, bc.targets.get("areas", []), bc.targets.get("clusters", []))
     if bc.status != "pending_approval":
-        raise HTTPException(409, f"broadcast is {bc.status}, not waiting for approval")
+        raise Conflict("broadcast_state", f"broadcast is {bc.status}, not waiting for approval",
+                       status=bc.status, action="decide")
     bc.status, bc.decided_by, bc.decided_at = "rejected", user.username, utcnow()
     bc.decision_note = req.reason.strip()
     db.commit()

@@ -10,15 +10,17 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from audio import AudioError, prepare_file, prepare_segment
+from controller.access.jurisdiction import can_see, require_cancel, require_targets, scope
 from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
 from controller.api.routes.broadcasts import schedule
 from controller.api.routes.contents import _store
 from controller.api.schemas import BroadcastCreate, Targets
+from controller.broadcasting.targeting import ancestor_ids, resolve
 from controller.cap.alert import (
     MAX_CAP_BYTES,
     CapAlert,
@@ -30,8 +32,7 @@ from controller.cap.alert import (
     verify_signature,
 )
 from controller.db.models import Area, Broadcast, Cluster, utcnow
-from controller.access.jurisdiction import can_see, require_cancel, require_targets, scope
-from controller.broadcasting.targeting import ancestor_ids, resolve
+from controller.errors import Invalid, NotFound, TooLarge, Unavailable
 from devices.messages import iso
 
 router = APIRouter(tags=["cap", "reports"])
@@ -45,7 +46,8 @@ async def cap_ingest(request: Request, db: SessionDep, rt: RuntimeDep, user: Cur
     the referenced alert where it has not played yet, Cancel stops it everywhere."""
     body = await request.body()
     if len(body) > MAX_CAP_BYTES:
-        raise HTTPException(413, f"CAP documents are limited to {MAX_CAP_BYTES} bytes")
+        raise TooLarge("cap_too_large", f"CAP documents are limited to {MAX_CAP_BYTES} bytes",
+                       limit_bytes=MAX_CAP_BYTES)
     status, payload = await run_in_threadpool(_ingest, body, db, rt, user)
     return Response(json.dumps(payload, ensure_ascii=False, default=str), status_code=status,
                     media_type="application/json")
@@ -55,17 +57,19 @@ def _ingest(body: bytes, db: SessionDep, rt: RuntimeDep, user: CurrentUser) -> t
     try:
         alert = parse_cap(body)
     except CapError as exc:
-        raise HTTPException(422, f"invalid CAP 1.2: {exc}") from None
+        raise Invalid("cap_invalid", f"invalid CAP 1.2: {exc}", detail=str(exc)) from None
     alert, signature = _check_signature(body, alert, rt)
     now = utcnow()
     sender = f"loa@{rt.settings.timezone}"
     if alert.msg_type in ("Ack", "Error"):
-        raise HTTPException(422, f"a CAP {alert.msg_type} is a reply; nothing to broadcast")
+        raise Invalid("cap_reply", f"a CAP {alert.msg_type} is a reply; nothing to broadcast",
+                      msg_type=alert.msg_type)
     referenced = _referenced(db, alert) if alert.references else []
     if alert.msg_type == "Cancel":
         if not referenced:
-            raise HTTPException(422, "the Cancel references no alert this controller holds: "
-                                     + " ".join(alert.references))
+            raise Invalid("cap_cancel_unknown", "the Cancel references no alert this "
+                          "controller holds: " + " ".join(alert.references),
+                          references=list(alert.references))
         for bc in referenced:
             require_cancel(db, user, bc)
         for bc in referenced:
@@ -79,19 +83,19 @@ def _ingest(body: bytes, db: SessionDep, rt: RuntimeDep, user: CurrentUser) -> t
     info = next((i for i in alert.infos if i.language.lower().startswith("vi")), alert.infos[0])
     for i in alert.infos:
         if i.expires is not None and i.expires <= now:
-            raise HTTPException(422, f"the alert expired at {i.expires.isoformat()}; "
-                                     "nothing was broadcast")
+            raise Invalid("cap_expired", f"the alert expired at {i.expires.isoformat()}; "
+                          "nothing was broadcast", expires=i.expires.isoformat())
     if not info.areas:
-        raise HTTPException(422, "the alert names no <area>")
+        raise Invalid("cap_no_area", "the alert names no <area>")
     known = {a.id: (a.name, a.kind) for a in db.scalars(select(Area))}
     targets, unmatched = [], []
     for area in info.areas:
         aid = match_area(area, known)
         (targets.append(aid) if aid else unmatched.append(area.desc))
     if unmatched:
-        raise HTTPException(422, "these CAP areas match no area of ours (use a geocode with "
-                                 "valueName LOA and our area id, or the exact area name): "
-                                 + "; ".join(unmatched[:10]))
+        raise Invalid("cap_area_unmatched", "these CAP areas match no area of ours (use a "
+                      "geocode with valueName LOA and our area id, or the exact area name): "
+                      + "; ".join(unmatched[:10]), areas=unmatched[:10])
     require_targets(db, user, targets, [])
     priority = map_priority(info, rt.settings.cap_priority_rules)
     if alert.status != "Actual":
@@ -108,7 +112,7 @@ def _ingest(body: bytes, db: SessionDep, rt: RuntimeDep, user: CurrentUser) -> t
             prepared = prepare_segment(rt.tts.synthesize(text[:10_000]), rt.audio_settings(True),
                                        source_format="tts")
     except AudioError as exc:
-        raise HTTPException(422, f"CAP content: {exc.message}") from None
+        raise Invalid(f"audio_{exc.code}", f"CAP content: {exc.message}") from None
     content = _store(db, prepared, kind="cap", user=user.username,
                      source_name=f"CAP {alert.identifier}"[:255], text=info.text()[:10_000])
     for bc in referenced:  # Update: the new one replaces it where it has not played
@@ -140,22 +144,24 @@ def _check_signature(body: bytes, alert: CapAlert, rt: RuntimeDep) -> tuple[CapA
     certs = rt.settings.cap_trusted_certs
     if not alert.signed:
         if rt.settings.cap_require_signature:
-            raise HTTPException(422, "this controller accepts only CAP alerts signed by a "
-                                     "trusted issuer (XML-DSig); this one is not signed")
+            raise Invalid("cap_unsigned", "this controller accepts only CAP alerts signed by "
+                          "a trusted issuer (XML-DSig); this one is not signed")
         return alert, None
     if not certs:
         if rt.settings.cap_require_signature:
-            raise HTTPException(422, "signed alert, but no trusted issuer certificates are "
-                                     "configured (LOA_CAP_TRUSTED_CERTS)")
+            raise Invalid("cap_no_trusted_issuers", "signed alert, but no trusted issuer "
+                          "certificates are configured (LOA_CAP_TRUSTED_CERTS)")
         return alert, "present, not verified: no trusted issuer certificates configured"
     try:
         pems = [Path(p).read_bytes() for p in certs]
         verified, signer = verify_signature(body, pems)
         return parse_cap(verified), f"verified: signed by {signer}"
     except OSError as exc:
-        raise HTTPException(500, f"cannot read a trusted certificate: {exc}") from None
+        raise Unavailable("cap_certificate_unreadable",
+                          f"cannot read a trusted certificate: {exc}") from None
     except CapError as exc:
-        raise HTTPException(422, f"CAP signature refused: {exc}") from None
+        raise Invalid("cap_signature_refused", f"CAP signature refused: {exc}",
+                      detail=str(exc)) from None
 
 
 def _referenced(db: SessionDep, alert: CapAlert) -> list[Broadcast]:
@@ -261,7 +267,8 @@ def broadcast_report(broadcast_id: str, db: SessionDep, rt: RuntimeDep, user: Cu
     the controller's time zone. An account with an area sees the rows of its own area only."""
     bc = db.get(Broadcast, broadcast_id)
     if bc is None or not can_see(db, user, bc):
-        raise HTTPException(404, f"no broadcast {broadcast_id!r} in your area")
+        raise NotFound("broadcast_not_found", f"no broadcast {broadcast_id!r} in your area",
+                       broadcast=broadcast_id)
     rows = _rollup(db, bc, by, scope(db, user))
     if format == "csv":
         buf = io.StringIO()

@@ -5,7 +5,7 @@ import json
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, File, HTTPException, Query, Response, UploadFile
+from fastapi import APIRouter, File, Query, Response, UploadFile
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -13,6 +13,7 @@ from audio import AudioError, PreparedAudio, prepare_file, prepare_segment
 from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
 from controller.api.schemas import ContentOut, TTSRequest
 from controller.db.models import Content, ContentBlob
+from controller.errors import LoaError, NotFound, TooLarge
 
 router = APIRouter(prefix="/contents", tags=["contents"])
 
@@ -21,8 +22,16 @@ _REUSED = ("sha256", "kind", "codec", "container", "mime", "size", "duration_ms"
 _STATUS = {"too_large": 413, "not_audio": 415, "encoder": 500}
 
 
-def _audio_error(exc: AudioError) -> HTTPException:
-    return HTTPException(_STATUS.get(exc.code, 422), {"code": exc.code, "message": exc.message})
+class _AudioRefused(LoaError):
+    """An upload or text the audio pipeline refused (``audio_<code>``)."""
+
+    def __init__(self, exc: AudioError):
+        super().__init__(f"audio_{exc.code}", exc.message)
+        self.status = _STATUS.get(exc.code, 422)  # type: ignore[misc]
+
+
+def _audio_error(exc: AudioError) -> LoaError:
+    return _AudioRefused(exc)
 
 
 def _out(c: Content) -> ContentOut:
@@ -58,8 +67,9 @@ def upload(file: Annotated[UploadFile, File(description="mp3, wav, m4a/aac, ogg/
     limit = int(rt.settings.max_upload_mb * 1024 * 1024)
     data = file.file.read(limit + 1)
     if len(data) > limit:
-        raise HTTPException(413, {"code": "too_large", "message":
-                                  f"The file is larger than the {rt.settings.max_upload_mb:g} MB limit."})
+        raise TooLarge("audio_too_large", f"The file is larger than the "
+                       f"{rt.settings.max_upload_mb:g} MB limit.",
+                       limit_mb=rt.settings.max_upload_mb)
     try:
         prepared = prepare_file(data, rt.audio_settings(chime))
     except AudioError as exc:
@@ -94,7 +104,7 @@ def tts(req: TTSRequest, db: SessionDep, rt: RuntimeDep, user: CurrentUser) -> C
 def get_content(content_id: str, db: SessionDep, _user: CurrentUser) -> ContentOut:
     c = db.get(Content, content_id)
     if c is None:
-        raise HTTPException(404, f"no content {content_id!r}")
+        raise NotFound("content_not_found", f"no content {content_id!r}", content=content_id)
     return _out(c)
 
 
@@ -103,6 +113,6 @@ def get_audio(content_id: str, db: SessionDep, _user: CurrentUser) -> Response:
     c = db.get(Content, content_id)
     blob = db.get(ContentBlob, c.sha256) if c else None
     if c is None or blob is None:
-        raise HTTPException(404, f"no content {content_id!r}")
+        raise NotFound("content_not_found", f"no content {content_id!r}", content=content_id)
     return Response(blob.data, media_type=c.mime,
                     headers={"Content-Disposition": f'inline; filename="{c.id}.{c.container}"'})

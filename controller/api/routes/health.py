@@ -6,16 +6,11 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 from fastapi import Path as FPath
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from controller.fleet.actions import ActionError
-from controller.fleet.alerts import alert_dict
-from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
-from controller.db.models import Action, Alert, Area, Broadcast, Cluster, utcnow
-from controller.fleet.history import RESOLUTIONS, RETENTION, TelemetryHistory
 from controller.access.jurisdiction import (
     OPERATORS,
     can_see,
@@ -26,8 +21,13 @@ from controller.access.jurisdiction import (
     within,
 )
 from controller.access.policy import PolicyPatch, effective_policy
+from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
 from controller.broadcasting.reports import availability_report, readiness
-from controller.broadcasting.targeting import TargetError, ancestor_ids, resolve
+from controller.broadcasting.targeting import ancestor_ids, resolve
+from controller.db.models import Action, Alert, Area, Broadcast, Cluster, utcnow
+from controller.errors import Conflict, Invalid, NotFound
+from controller.fleet.alerts import alert_dict
+from controller.fleet.history import RESOLUTIONS, RETENTION, TelemetryHistory
 from controller.fleet.thresholds import Thresholds, ThresholdsPatch
 
 router = APIRouter(tags=["health"])
@@ -58,11 +58,8 @@ def _create_action(rt: RuntimeDep, db: SessionDep, user: CurrentUser, req: Actio
                    areas: list[str], clusters: list[str]) -> dict[str, Any]:
     require_role(user, OPERATORS, "act on clusters")
     require_targets(db, user, areas, clusters)
-    try:
-        action = rt.actions.create(db, kind=req.kind, params=req.params, areas=areas,
-                                   clusters=clusters, user=user.username)
-    except (ActionError, TargetError) as exc:
-        raise HTTPException(422, str(exc)) from None
+    action = rt.actions.create(db, kind=req.kind, params=req.params, areas=areas,
+                               clusters=clusters, user=user.username)
     return _action_out(action)
 
 
@@ -71,7 +68,7 @@ def cluster_action(cluster_id: str, req: ActionRequest, db: SessionDep, rt: Runt
                    user: CurrentUser) -> dict[str, Any]:
     """Send a signed remote action to one cluster; poll GET /actions/{id} for the outcome."""
     if db.get(Cluster, cluster_id) is None:
-        raise HTTPException(404, f"no cluster {cluster_id!r}")
+        raise NotFound("cluster_not_found", f"no cluster {cluster_id!r}", cluster=cluster_id)
     return _create_action(rt, db, user, req, [], [cluster_id])
 
 
@@ -80,7 +77,7 @@ def area_action(area_id: str, req: ActionRequest, db: SessionDep, rt: RuntimeDep
                 user: CurrentUser) -> dict[str, Any]:
     """One signed publish to every cluster beneath the area (e.g. set_volume)."""
     if db.get(Area, area_id) is None:
-        raise HTTPException(404, f"no area {area_id!r}")
+        raise NotFound("area_not_found", f"no area {area_id!r}", area=area_id)
     return _create_action(rt, db, user, req, [area_id], [])
 
 
@@ -89,7 +86,7 @@ def get_action(action_id: str, db: SessionDep, user: CurrentUser) -> dict[str, A
     a = db.get(Action, action_id)
     if a is None or not within(db, user, a.targets.get("areas", []),
                                a.targets.get("clusters", [])):
-        raise HTTPException(404, f"no action {action_id!r}")
+        raise NotFound("action_not_found", f"no action {action_id!r}", action=action_id)
     return _action_out(a)
 
 
@@ -103,7 +100,7 @@ def telemetry_history(cluster_id: str, db: SessionDep, user: CurrentUser,
     end = to or utcnow()
     start = from_ or end - timedelta(hours=6)
     if start >= end:
-        raise HTTPException(422, "from must be before to")
+        raise Invalid("range_inverted", "from must be before to")
     if resolution == "auto":
         resolution = "1m" if end - start <= RETENTION["1m"] else "1h"
     rows = TelemetryHistory.query(db, cluster_id, start, end, resolution)
@@ -153,10 +150,10 @@ def ack_alert(alert_id: Annotated[int, FPath(ge=1, le=2**63 - 1)], db: SessionDe
               rt: RuntimeDep, user: CurrentUser) -> dict[str, Any]:
     a = db.get(Alert, alert_id)
     if a is None or not _alert_visible(db, user, a):
-        raise HTTPException(404, f"no alert {alert_id}")
+        raise NotFound("alert_not_found", f"no alert {alert_id}", alert=alert_id)
     require_role(user, OPERATORS, "acknowledge alerts")
     if a.resolved_at is not None:
-        raise HTTPException(409, "the alert is already resolved")
+        raise Conflict("alert_resolved", "the alert is already resolved", alert=alert_id)
     if a.acknowledged_at is None:
         a.acknowledged_at, a.acknowledged_by = utcnow(), user.username
         db.commit()
@@ -169,7 +166,7 @@ def get_thresholds(area_id: str, db: SessionDep, rt: RuntimeDep,
                    _user: CurrentUser) -> dict[str, Any]:
     area = db.get(Area, area_id)
     if area is None:
-        raise HTTPException(404, f"no area {area_id!r}")
+        raise NotFound("area_not_found", f"no area {area_id!r}", area=area_id)
     return {"area_id": area_id, "override": area.thresholds or {},
             "effective": rt.health.thresholds(db, area_id).model_dump()}
 
@@ -180,7 +177,7 @@ def put_thresholds(area_id: str, patch: ThresholdsPatch, db: SessionDep, rt: Run
     """Override thresholds for this area and everything beneath it (null clears a field)."""
     area = db.get(Area, area_id)
     if area is None:
-        raise HTTPException(404, f"no area {area_id!r}")
+        raise NotFound("area_not_found", f"no area {area_id!r}", area=area_id)
     require_role(user, OPERATORS, "change thresholds")
     require_targets(db, user, [area_id], [])
     area.thresholds = {k: v for k, v in patch.model_dump().items() if v is not None} or None
@@ -204,14 +201,14 @@ def availability(db: SessionDep, rt: RuntimeDep, user: CurrentUser,
         local = end.astimezone(zone)
         from_ = local.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=6)
     if from_ >= end:
-        raise HTTPException(422, "from must be before to")
+        raise Invalid("range_inverted", "from must be before to")
     if end - from_ > timedelta(days=400):
-        raise HTTPException(422, "at most 400 days per report")
+        raise Invalid("range_too_long", "at most 400 days per report", max_days=400)
     if area_id is None:
         area_id = user.area_id  # an account's report is of its own area
     if area_id is not None and (db.get(Area, area_id) is None or
                                 not within(db, user, [area_id], [])):
-        raise HTTPException(404, f"no area {area_id!r}")
+        raise NotFound("area_not_found", f"no area {area_id!r}", area=area_id)
     return availability_report(db, area_id, from_, end, granularity, zone)
 
 
@@ -221,7 +218,8 @@ def broadcast_readiness(broadcast_id: str, db: SessionDep, rt: RuntimeDep,
     """Which targeted clusters will not play the next slot, and why."""
     bc = db.get(Broadcast, broadcast_id)
     if bc is None or not can_see(db, user, bc):
-        raise HTTPException(404, f"no broadcast {broadcast_id!r}")
+        raise NotFound("broadcast_not_found", f"no broadcast {broadcast_id!r}",
+                       broadcast=broadcast_id)
     slot = rt.dispatcher.next_slot(bc, utcnow())
     ids = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", [])).cluster_ids
     allowed = scope(db, user)
@@ -238,7 +236,7 @@ def broadcast_readiness(broadcast_id: str, db: SessionDep, rt: RuntimeDep,
 @router.get("/areas/{area_id}/policy")
 def get_policy(area_id: str, db: SessionDep, _user: CurrentUser) -> dict[str, Any]:
     if db.get(Area, area_id) is None:
-        raise HTTPException(404, f"no area {area_id!r}")
+        raise NotFound("area_not_found", f"no area {area_id!r}", area=area_id)
     chain = [db.get(Area, a) for a in reversed(ancestor_ids(db, area_id))]
     return {"area_id": area_id, "override": db.get(Area, area_id).policy or {},  # type: ignore[union-attr]
             "effective": effective_policy([a.policy for a in chain if a]).model_dump(mode="json")}
@@ -250,7 +248,7 @@ def put_policy(area_id: str, patch: PolicyPatch, db: SessionDep, user: CurrentUs
     the longest programme item, volume caps by time of day, programme slots."""
     area = db.get(Area, area_id)
     if area is None:
-        raise HTTPException(404, f"no area {area_id!r}")
+        raise NotFound("area_not_found", f"no area {area_id!r}", area=area_id)
     require_role(user, ("admin", "leader"), "change the broadcast policy")
     require_targets(db, user, [area_id], [])
     area.policy = {k: v for k, v in patch.model_dump(mode="json").items() if v is not None} or None

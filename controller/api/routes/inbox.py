@@ -6,10 +6,11 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from fastapi.encoders import jsonable_encoder
 from sqlalchemy import select
 
+from controller.access.jurisdiction import SCHEDULERS, describe, require_role, scope
 from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
 from controller.api.routes.broadcasts import (
     _out,
@@ -18,11 +19,11 @@ from controller.api.routes.broadcasts import (
     refuse_breaches,
 )
 from controller.api.schemas import BroadcastOut, Decline, InboxDecision
-from controller.db.models import Area, Broadcast, Cluster, utcnow
-from controller.access.jurisdiction import SCHEDULERS, describe, require_role, scope
 from controller.broadcasting.programme import commune_map, gather, layout
 from controller.broadcasting.recurrence import Recurrence
 from controller.broadcasting.targeting import descendant_area_ids
+from controller.db.models import Area, Broadcast, Cluster, utcnow
+from controller.errors import Conflict, Invalid, NotFound
 
 router = APIRouter(tags=["inbox"])
 
@@ -57,11 +58,13 @@ def _inbox_item(db: SessionDep, user: CurrentUser, item_id: str) -> Broadcast:
     bc = db.get(Broadcast, item_id)
     allowed = scope(db, user)
     if bc is None or bc.parent_id is None or (allowed is not None and bc.commune_id not in allowed):
-        raise HTTPException(404, f"no inbox item {item_id!r} in your area")
+        raise NotFound("inbox_item_not_found", f"no inbox item {item_id!r} in your area",
+                       item=item_id)
     require_role(user, SCHEDULERS, "decide on bulletins from above")
     if bc.status != "inbox":
-        raise HTTPException(409, f"this bulletin is already {bc.status}"
-                                 + (f" by {bc.decided_by}" if bc.decided_by else ""))
+        raise Conflict("inbox_already_decided", f"this bulletin is already {bc.status}"
+                       + (f" by {bc.decided_by}" if bc.decided_by else ""),
+                       status=bc.status, by=bc.decided_by)
     return bc
 
 
@@ -73,13 +76,15 @@ def accept(item_id: str, req: InboxDecision, db: SessionDep, rt: RuntimeDep,
     bc = _inbox_item(db, user, item_id)
     now = utcnow()
     if bc.expires_at is not None and bc.expires_at <= now:
-        raise HTTPException(409, "this bulletin has expired")
+        raise Conflict("inbox_expired", "this bulletin has expired")
     if req.areas is not None:
         inside = descendant_area_ids(db, [bc.commune_id or ""])
         outside = [a for a in req.areas if a not in inside]
         if outside or not req.areas:
-            raise HTTPException(422, f"areas must be villages of {describe(db, bc.commune_id)}"
-                                     + (f"; not {', '.join(outside)}" if outside else ""))
+            raise Invalid("inbox_areas_outside_commune",
+                          f"areas must be villages of {describe(db, bc.commune_id)}"
+                          + (f"; not {', '.join(outside)}" if outside else ""),
+                          commune=bc.commune_id, outside=list(outside))
         bc.targets = {"areas": list(dict.fromkeys(req.areas)), "clusters": []}
     start, recurrence = req.start_at, bc.recurrence
     if req.recurrence is not None:
@@ -90,7 +95,8 @@ def accept(item_id: str, req: InboxDecision, db: SessionDep, rt: RuntimeDep,
         if start is None and recurrence is None:
             start = bc.start_at
         if start is None and recurrence is None:
-            raise HTTPException(422, "the issuer suggested no time: give start_at or recurrence")
+            raise Invalid("inbox_no_time",
+                          "the issuer suggested no time: give start_at or recurrence")
         if recurrence is not None and start is None:
             first = Recurrence.model_validate(recurrence).next_after(now)
             slots = Recurrence.model_validate(recurrence).upcoming(now, 20)
@@ -99,10 +105,12 @@ def accept(item_id: str, req: InboxDecision, db: SessionDep, rt: RuntimeDep,
             first = start
             slots = [start]  # type: ignore[list-item]
     if first is None or first < now - timedelta(seconds=1):
-        raise HTTPException(422, "the start time is in the past: give a new start_at")
+        raise Invalid("start_in_past", "the start time is in the past: give a new start_at",
+                      start_at=first.isoformat(), now=now.isoformat())
     if bc.expires_at is not None and bc.expires_at <= first:
-        raise HTTPException(422, f"the bulletin expires at {bc.expires_at.isoformat()}, "
-                                 "before that start")
+        raise Invalid("expires_before_start", f"the bulletin expires at "
+                      f"{bc.expires_at.isoformat()}, before that start",
+                      expires_at=bc.expires_at.isoformat(), start_at=first.isoformat())
     refuse_breaches(db, rt, bc, slots)
     bc.start_at, bc.recurrence = start, recurrence
     if req.position is not None:
@@ -132,11 +140,11 @@ def programme(area: str, db: SessionDep, rt: RuntimeDep, user: CurrentUser,
     a = db.get(Area, area)
     allowed = scope(db, user)
     if a is None or (allowed is not None and area not in allowed):
-        raise HTTPException(404, f"no area {area!r} in your area")
+        raise NotFound("area_not_found", f"no area {area!r} in your area", area=area)
     commune = commune_map(db, [area]).get(area)
     if commune is None:
-        raise HTTPException(422, f"{describe(db, area)} is above commune level; a programme "
-                                 "belongs to one commune")
+        raise Invalid("area_above_commune", f"{describe(db, area)} is above commune level; "
+                      "a programme belongs to one commune", area=area)
     zone = ZoneInfo(rt.settings.timezone)
     day = day or utcnow().astimezone(zone).date()
     start = datetime.combine(day, time(0), tzinfo=zone)

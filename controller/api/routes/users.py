@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from controller.api.deps import CurrentUser, SessionDep
-from controller.db.models import Area, User
 from controller.access.jurisdiction import describe, require_role, scope
 from controller.access.security import hash_password
+from controller.api.deps import CurrentUser, SessionDep
+from controller.db.models import Area, User
+from controller.errors import Conflict, Forbidden, Invalid
 
 router = APIRouter(prefix="/users", tags=["users"])
 
@@ -37,12 +38,14 @@ def create_user(req: UserCreate, db: SessionDep, user: CurrentUser) -> dict[str,
     require_role(user, ("admin",), "create accounts")
     allowed = scope(db, user)
     if req.area_id is not None and db.get(Area, req.area_id) is None:
-        raise HTTPException(422, f"unknown area {req.area_id!r}")
+        raise Invalid("area_unknown", f"unknown area {req.area_id!r}", area=req.area_id)
     if allowed is not None and (req.area_id is None or req.area_id not in allowed):
-        raise HTTPException(403, f"{user.username} can only create accounts within "
-                                 f"{describe(db, user.area_id)}")
+        raise Forbidden("account_outside_jurisdiction",
+                        f"{user.username} can only create accounts within "
+                        f"{describe(db, user.area_id)}", user=user.username,
+                        home=user.area_id, area=req.area_id)
     if db.get(User, req.username) is not None:
-        raise HTTPException(409, f"user {req.username!r} exists")
+        raise Conflict("user_exists", f"user {req.username!r} exists", username=req.username)
     u = User(username=req.username, password_hash=hash_password(req.password), role=req.role,
              area_id=req.area_id)
     db.add(u)

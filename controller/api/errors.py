@@ -1,0 +1,54 @@
+"""One place that turns refusals into HTTP responses, all of the same shape::
+
+    {"code": str, "params": {...}, "message": str, ["problems": [...]]}
+
+Domain errors (:mod:`controller.errors`) carry their own code; a request that fails
+validation is ``invalid_request`` with each field's problem; the framework's own errors
+(an unknown path, a wrong method) are ``http_<status>``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from controller.errors import LoaError, Unauthorized
+
+__all__ = ["install"]
+
+
+def _loa_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, LoaError)
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
+def _validation(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems: list[dict[str, Any]] = []
+    for e in exc.errors():
+        loc = [str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path")]
+        ctx = {k: v for k, v in (e.get("ctx") or {}).items()
+               if isinstance(v, (str, int, float, bool))}
+        problems.append({"code": f"field_{e.get('type', 'invalid')}",
+                         "params": {"field": ".".join(loc), **ctx},
+                         "message": f"{'.'.join(loc) or 'request'}: {e.get('msg', 'invalid')}"})
+    first = problems[0]["message"] if problems else "invalid request"
+    return JSONResponse({"code": "invalid_request", "params": {"count": len(problems)},
+                         "message": first, "problems": problems}, status_code=422)
+
+
+def _http(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse({"code": f"http_{exc.status_code}", "params": {},
+                         "message": str(exc.detail)}, status_code=exc.status_code,
+                        headers=exc.headers)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(LoaError, _loa_error)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)

@@ -1,0 +1,85 @@
+"""The simulated board's own MQTT 5 client, against a real broker: messages both ways in
+order, a quiet session survives its keep-alive, and a cut makes the broker publish the
+Will (what the controller sees at a power cut)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from firmware_sim import mqtt
+
+from tests.integration.harness import Broker
+
+pytestmark = pytest.mark.integration
+
+WILL = mqtt.Message("loa/v1/cluster/t1/status", b"offline")
+
+
+def run(coro: object) -> None:
+    asyncio.run(coro)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("v5", [True, False], ids=["mqtt5", "mqtt311"])
+def test_messages_go_both_ways_in_order_and_a_cut_publishes_the_will(tmp_path: Path,
+                                                                     v5: bool) -> None:
+    broker = Broker(tmp_path).start()
+
+    async def scenario() -> None:
+        async with mqtt.connect("127.0.0.1", broker.port, client_id="watch", will=WILL,
+                                keepalive=10, v5=v5) as watch, \
+                mqtt.connect("127.0.0.1", broker.port, client_id="board", will=WILL,
+                             keepalive=10, v5=v5) as board:
+            await watch.subscribe([("loa/v1/cluster/t1/#", 1)])
+            for i in range(300):
+                await board.publish("loa/v1/cluster/t1/event", f"e{i}".encode(), qos=i % 2)
+            board.cut()
+            got = []
+            async with asyncio.timeout(10):
+                async for m in watch.messages():
+                    got.append(m)
+                    if m.topic == WILL.topic:
+                        break
+            assert [m.payload for m in got] == [f"e{i}".encode() for i in range(300)] + \
+                [WILL.payload]
+
+    try:
+        run(scenario())
+    finally:
+        broker.kill()
+
+
+def test_a_quiet_session_outlives_its_keepalive(tmp_path: Path) -> None:
+    broker = Broker(tmp_path).start()
+
+    async def scenario() -> None:
+        async with mqtt.connect("127.0.0.1", broker.port, client_id="quiet", will=WILL,
+                                keepalive=2) as s:
+            await s.subscribe([("loa/v1/nothing", 1)])
+            await asyncio.sleep(4.5)  # the span under test: 2.25 x keep-alive of silence
+            await s.publish("loa/v1/nothing", b"still here", qos=1)
+            async with asyncio.timeout(5):
+                async for m in s.messages():
+                    assert m.payload == b"still here"
+                    break
+
+    try:
+        run(scenario())
+    finally:
+        broker.kill()
+
+
+def test_a_3_1_1_broker_is_told_apart(tmp_path: Path) -> None:
+    broker = Broker(tmp_path, embedded=True).start()
+
+    async def scenario() -> None:
+        with pytest.raises(mqtt.ProtocolUnsupported):
+            async with mqtt.connect("127.0.0.1", broker.port, client_id="x", will=WILL,
+                                    keepalive=10):
+                pass
+
+    try:
+        run(scenario())
+    finally:
+        broker.kill()
