@@ -7,11 +7,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Query, Response, UploadFile
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
-from audio import AudioError, PreparedAudio, prepare_file, prepare_segment
+from audio import AudioError, prepare_file, prepare_segment
 from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
 from controller.api.schemas import ContentOut, TTSRequest
+from controller.broadcasting.contents import store_content
 from controller.db.models import Content, ContentBlob
 from controller.errors import LoaError, NotFound, TooLarge
 
@@ -40,25 +40,6 @@ def _out(c: Content) -> ContentOut:
                       source_name=c.source_name, text=c.text, created_at=c.created_at)
 
 
-def _store(db: SessionDep, p: PreparedAudio, *, kind: str, user: str, source_name: str | None,
-           text: str | None = None, voice: str | None = None,
-           source_key: str | None = None) -> Content:
-    """Blob (once per sha256) and content row in one transaction: all or nothing."""
-    if db.get(ContentBlob, p.sha256) is None:
-        db.add(ContentBlob(sha256=p.sha256, data=p.data))
-        try:
-            db.flush()
-        except IntegrityError:  # same audio stored concurrently
-            db.rollback()
-    c = Content(id=uuid.uuid4().hex, sha256=p.sha256, kind=kind, codec=p.codec,
-                container=p.container, mime=p.mime, size=len(p.data), duration_ms=p.duration_ms,
-                source_name=source_name, source_format=p.source_format, text=text, voice=voice,
-                source_key=source_key, created_by=user)
-    db.add(c)
-    db.commit()
-    return c
-
-
 @router.post("", response_model=ContentOut, status_code=201)
 def upload(file: Annotated[UploadFile, File(description="mp3, wav, m4a/aac, ogg/opus, amr")],
            db: SessionDep, rt: RuntimeDep, user: CurrentUser,
@@ -74,7 +55,7 @@ def upload(file: Annotated[UploadFile, File(description="mp3, wav, m4a/aac, ogg/
         prepared = prepare_file(data, rt.audio_settings(chime))
     except AudioError as exc:
         raise _audio_error(exc) from None
-    return _out(_store(db, prepared, kind="file", user=user.username,
+    return _out(store_content(db, prepared, kind="file", user=user.username,
                        source_name=(file.filename or "")[:255] or None))
 
 
@@ -96,7 +77,7 @@ def tts(req: TTSRequest, db: SessionDep, rt: RuntimeDep, user: CurrentUser) -> C
         prepared = prepare_segment(seg, settings, source_format="tts")
     except AudioError as exc:
         raise _audio_error(exc) from None
-    return _out(_store(db, prepared, kind="tts", user=user.username, source_name=None,
+    return _out(store_content(db, prepared, kind="tts", user=user.username, source_name=None,
                        text=req.text, voice=req.voice, source_key=key))
 
 
