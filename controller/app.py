@@ -16,7 +16,19 @@ from starlette.routing import NoMatchFound
 
 from controller.api import errors
 from controller.api.deps import current_user
-from controller.api.routes import areas, auth, broadcasts, cap, contents, health, inbox, users
+from controller.api.routes import (
+    actions,
+    alerts,
+    areas,
+    auth,
+    broadcasts,
+    cap,
+    contents,
+    health,
+    inbox,
+    policy,
+    users,
+)
 from controller.metrics import render
 from controller.runtime import Runtime
 from controller.settings import Settings
@@ -47,7 +59,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     errors.install(app)
     api = APIRouter(prefix="/api/v1")
     for r in (auth.router, areas.router, contents.router, broadcasts.router, health.router,
-              users.router, cap.router, inbox.router):
+              actions.router, alerts.router, policy.router, users.router, cap.router,
+              inbox.router):
         api.include_router(r)
     app.include_router(api)
 
