@@ -22,8 +22,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 lint: $(STAMP)
-	$(BIN)/python -m pip install --quiet ruff
 	$(BIN)/ruff check controller devices audio firmware-sim tests bench
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .loa .pytest_cache

@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # blocking start/stop run in a thread: an embedded broker may share this event loop
-        rt = runtime or await asyncio.to_thread(Runtime.build, settings)
+        rt = runtime if runtime is not None else await asyncio.to_thread(Runtime.build, settings)
         app.state.runtime = rt
         await asyncio.to_thread(rt.start)
         await asyncio.to_thread(_build_routes, app)

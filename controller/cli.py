@@ -109,14 +109,15 @@ async def _demo(args: argparse.Namespace) -> None:
 
     async with _broker_if_needed() as (mqtt_url, embedded):
         os.environ["LOA_MQTT_URL"] = mqtt_url
-        settings = Settings(mqtt_url=mqtt_url)
+        # amqtt speaks only MQTT 3.1.1: say so rather than have the link ask it
+        settings = Settings(mqtt_url=mqtt_url, mqtt_protocol="3.1.1" if embedded else "auto")
         runtime = Runtime.build(settings)
         with runtime.sessions() as db:
             register_network(db, load_fixture("huong-dao"))
         app = create_app(settings, runtime)
         config = uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning")
         server = uvicorn.Server(config)
-        sim = subprocess.Popen(
+        sim = subprocess.Popen(  # noqa: ASYNC220 - the simulator runs beside the server
             [sys.executable, "-m", "firmware_sim", "--fixture", "huong-dao", "--mqtt", mqtt_url,
              "--pubkey", str(public_key_path(settings.data_dir)),
              "--heartbeat", str(args.heartbeat), "--control", "127.0.0.1:8700",

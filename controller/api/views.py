@@ -31,9 +31,10 @@ def occurrence_stats(db: Session, occurrence_ids: list[str]) -> dict[str, _Stats
     for occ_id, state, n, started, lo, hi in db.execute(q):
         summary, n_started, first, last = out.get(occ_id, ({}, 0, None, None))
         summary[state] = n
-        if lo is not None:
-            first = lo if first is None else min(first, lo)
-            last = hi if last is None else max(last, hi)
+        if lo is not None and (first is None or lo < first):
+            first = lo
+        if hi is not None and (last is None or hi > last):
+            last = hi
         out[occ_id] = (summary, n_started + started, first, last)
     return out
 

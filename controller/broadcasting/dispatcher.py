@@ -36,7 +36,7 @@ from controller.broadcasting.programme import (
 )
 from controller.broadcasting.recurrence import Recurrence
 from controller.broadcasting.targeting import Resolved, TargetError, resolve
-from controller.db.models import Broadcast, Cluster, Content, Delivery, Occurrence, utcnow
+from controller.db.models import Broadcast, Cluster, Content, Delivery, Occurrence, table_of, utcnow
 from controller.fleet.health import UP_STATES
 from controller.settings import Settings
 from devices import topics
@@ -59,7 +59,7 @@ CLUSTER_FINAL = {"playing", "played", "failed", "cancelled"}
 #: deliveries as ORM objects, and flushing them one UPDATE at a time, was the slow part.
 _REPORTS = select(Delivery.id, Delivery.cluster_id, Delivery.state, Delivery.started_at,
                   Delivery.finished_at, Delivery.error, Delivery.revision)
-_REPORT_UPDATE = (update(Delivery.__table__).where(Delivery.__table__.c.id == bindparam("_id"))
+_REPORT_UPDATE = (update(table_of(Delivery)).where(table_of(Delivery).c.id == bindparam("_id"))
                   .values(state=bindparam("_state"), updated_at=bindparam("_updated_at"),
                           started_at=bindparam("_started_at"),
                           finished_at=bindparam("_finished_at"), error=bindparam("_error"),
@@ -186,7 +186,7 @@ class Dispatcher:
                     db.add_all([bc, occ])
                     db.flush()  # the broadcast and occurrence rows before their deliveries
                     # (Core, not the ORM's bulk path: no per-row bookkeeping)
-                    db.execute(insert(Delivery.__table__), rows)
+                    db.execute(insert(table_of(Delivery)), rows)
                     db.commit()
                     break
                 except OperationalError as exc:

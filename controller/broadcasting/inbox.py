@@ -81,6 +81,7 @@ def accept(db: Session, rt: Runtime, user: User, item_id: str,
         bc.targets = {"areas": list(dict.fromkeys(req.areas)), "clusters": []}
     start, recurrence = req.start_at, bc.recurrence
     if req.recurrence is not None:
+        first: datetime | None
         recurrence, first = pin_recurrence(req.recurrence, now)
         start = None
         slots = Recurrence.model_validate(recurrence).upcoming(now, 20)
@@ -99,7 +100,7 @@ def accept(db: Session, rt: Runtime, user: User, item_id: str,
             slots = [start]  # type: ignore[list-item]
     if first is None or first < now - timedelta(seconds=1):
         raise Invalid("start_in_past", "the start time is in the past: give a new start_at",
-                      start_at=first.isoformat(), now=now.isoformat())
+                      start_at=first.isoformat() if first else None, now=now.isoformat())
     if bc.expires_at is not None and bc.expires_at <= first:
         raise Invalid("expires_before_start", f"the bulletin expires at "
                       f"{bc.expires_at.isoformat()}, before that start",

@@ -64,9 +64,16 @@ class Item:
     created_at: datetime
     position: int | None = None
     fixed: bool = False  # already dispatched: its times are signed and sent
-    start: datetime | None = None
-    end: datetime | None = None
+    #: where it plays: its slot until ``layout`` places it (a fixed item: as it was sent)
+    start: datetime = None  # type: ignore[assignment]
+    end: datetime = None  # type: ignore[assignment]
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.start is None:
+            self.start = self.slot
+        if self.end is None:
+            self.end = self.start + self.duration
 
     def key(self) -> tuple[Any, ...]:
         return (RANK.get(self.priority, 1), self.slot,
@@ -138,7 +145,7 @@ def area_policy(db: Session, area_id: str) -> Policy:
     return area_policies(db, [area_id])[area_id]
 
 
-def area_policies(db: Session, area_ids: Iterable[str]) -> dict[str, Policy]:
+def area_policies(db: Session, area_ids: Iterable[str | None]) -> dict[str, Policy]:
     """The effective policy of each area: its overrides and its ancestors', merged. One
     query per tree level for all the areas together (a province item touches hundreds of
     villages that share a handful of ancestors)."""
@@ -311,8 +318,8 @@ def preview(db: Session, clusters: set[str], slot: datetime, duration: timedelta
         summary = (f"starts at {_fmt(start, zone)}, {delay:.0f} s after its slot, behind "
                    "items that come first in the programme")
     else:
-        moved = sum(1 for r in per.values() for e in r["collisions"] if "new_start" in e)
+        n_moved = sum(1 for r in per.values() for e in r["collisions"] if "new_start" in e)
         summary = (f"starts on time at {_fmt(start, zone)}"
-                   + (f"; {moved} item(s) move later" if moved else ""))
+                   + (f"; {n_moved} item(s) move later" if n_moved else ""))
     return {"slot": slot, "start": start, "end": end, "delay_s": delay, "summary": summary,
             "communes": sorted(per.values(), key=lambda r: r["area_id"])}

@@ -57,9 +57,9 @@ def rollup(db: Session, bc: Broadcast, by: str = "commune",
         r["online"] += c.state in ("online", "degraded")
     if by == "commune":
         for child in bc.children:
-            r = rows.get(child.commune_id or "")
-            if r is not None:
-                r["decision"] = child.status
+            decided = rows.get(child.commune_id or "")
+            if decided is not None:
+                decided["decision"] = child.status
                 r["decided_by"] = child.decided_by
                 r["note"] = child.decision_note
     occurrences = [o for b in [bc, *bc.children] for o in b.occurrences]

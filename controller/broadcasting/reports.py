@@ -86,7 +86,7 @@ def availability_report(db: Session, area_id: str | None, start: datetime, end: 
     out_periods = []
     for i, (a, b) in enumerate(spans):
         secs = (b - a).total_seconds()
-        per_cluster = []
+        per_cluster: list[dict[str, Any]] = []
         by_area: dict[str, list[float]] = defaultdict(list)
         for c in clusters:
             up = uptime_seconds(trans.get(c.id, []), a, b, None)

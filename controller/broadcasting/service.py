@@ -334,6 +334,7 @@ def cancel(db: Session, rt: Runtime, user: User, broadcast_id: str) -> Broadcast
         rt.scheduler.unplan(target_id)
         for attempt in range(3):  # PostgreSQL may pick this transaction as a deadlock victim
             try:
+                assert target is not None
                 rt.dispatcher.cancel(db, target)
                 break
             except OperationalError:

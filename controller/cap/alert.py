@@ -89,6 +89,8 @@ def verify_signature(data: bytes, trusted_pem: list[bytes]) -> tuple[bytes, str]
         except (InvalidSignature, InvalidInput) as exc:
             errors.append(str(exc))
             continue
+        if isinstance(result, list):  # several references: only the whole alert counts
+            raise SignatureError("the signature covers more than the <alert>")
         signed = result.signed_xml
         if signed is None or etree.QName(signed).localname != "alert" or \
                 etree.QName(signed).namespace != CAP_NS:

@@ -144,7 +144,7 @@ def _check_signature(body: bytes, alert: CapAlert, rt: Runtime) -> tuple[CapAler
 
 
 def _referenced(db: Session, alert: CapAlert) -> list[Broadcast]:
-    refs = []
+    refs: list[Broadcast] = []
     for ref in alert.references:
         parts = ref.split(",")
         if len(parts) < 2:

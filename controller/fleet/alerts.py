@@ -135,12 +135,12 @@ class AlertManager:
                 self.webhooks.emit("opened", a)
                 continue
             if self._cleared.get(key) is not None:  # back within the hold: a flap
-                a = db.get(Alert, alert_id)
-                if a is not None:
-                    a.cleared_at = None
-                    a.flaps += 1
-                    a.last_seen_at = now
-                    a.message = f"{message} (flapping: came back {a.flaps} times)"[:500]
+                held = db.get(Alert, alert_id)
+                if held is not None:
+                    held.cleared_at = None
+                    held.flaps += 1
+                    held.last_seen_at = now
+                    held.message = f"{message} (flapping: came back {held.flaps} times)"[:500]
                 self._cleared[key] = None
         for key, alert_id in list(self._open.items()):
             if key[0] != owner or (key[1], key[2]) in conditions:
@@ -148,10 +148,10 @@ class AlertManager:
             if scope is not None and key[1] not in scope:
                 continue
             if self._cleared.get(key) is None:
-                a = db.get(Alert, alert_id)
-                if a is not None:
-                    a.cleared_at = now
-                    a.hold_s = hold_s
+                clearing = db.get(Alert, alert_id)
+                if clearing is not None:
+                    clearing.cleared_at = now
+                    clearing.hold_s = hold_s
                 self._cleared[key] = now
 
     def sweep(self, db: Session, now: datetime) -> int:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from controller.db.models import Area, Cluster, Speaker, StateTransition
+from controller.db.models import Area, Cluster, Speaker, StateTransition, table_of
 from controller.fleet.alerts import AlertManager, WebhookSender
 from controller.fleet.causes import Cause, causes_of
 from controller.fleet.thresholds import Thresholds, effective
@@ -25,7 +25,7 @@ from devices.messages import Birth, Death, Telemetry
 
 log = logging.getLogger(__name__)
 
-_HEARTBEAT_UPDATE = (update(Cluster.__table__).where(Cluster.__table__.c.id == bindparam("cid"))
+_HEARTBEAT_UPDATE = (update(table_of(Cluster)).where(table_of(Cluster).c.id == bindparam("cid"))
                      .values(last_seen=bindparam("last_seen"), last_seq=bindparam("last_seq"),
                              telemetry=bindparam("telemetry"), firmware=bindparam("firmware")))
 

@@ -343,6 +343,7 @@ class Mqtt5Link:
         half_keepalive = self.keepalive / 2
         counters, inbox = self.counters, self.inbox
         publish_type, puback_type = mqtt5.PublishPacket, mqtt5.PubAckPacket
+        packet: mqtt5.Packet
         while not self._stopping.is_set():
             readable, _, _ = select.select([sock], [], [], 1.0)
             now = time.monotonic()
@@ -370,13 +371,12 @@ class Mqtt5Link:
                 except IndexError:
                     break  # the rest of this packet is still on its way
                 pos += n
-                kind = type(packet)
-                if kind is publish_type:
+                if isinstance(packet, publish_type):
                     batch.append(Inbound(packet.topic, packet.payload))
                     pid = packet.packet_id  # None for QoS 0
                     if pid is not None:
                         acks.append(puback_type(pid).write())
-                elif kind is puback_type:
+                elif isinstance(packet, puback_type):
                     acked.append(packet.packet_id)
                 else:
                     self._control(packet)

@@ -48,7 +48,7 @@ class Mqtt311Link:
             self._client.username_pw_set(username, password)
         self._client.max_inflight_messages_set(1000)
         self._client.max_queued_messages_set(0)
-        self._client.reconnect_delay_set(0.5, 10)
+        self._client.reconnect_delay_set(1, 10)
         if will is not None:
             self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         self._client.on_connect = self._on_connect
@@ -157,5 +157,5 @@ class Mqtt311Link:
         except UnicodeDecodeError:  # a broker should refuse such a topic; drop and count
             self.counters["dropped_bad_topic"] += 1
             return
-        if not self.inbox.put(Inbound(topic, msg.payload)):
+        if not self.inbox.put(Inbound(topic, bytes(msg.payload))):
             self.counters["dropped_overload"] += 1

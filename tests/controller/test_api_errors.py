@@ -94,5 +94,5 @@ def test_every_code_the_product_gives_is_documented() -> None:
     raised |= {"invalid_request", "http_404", "http_405"}
     assert len(raised) > 40  # the scan found the raise sites
     documented = set(re.findall(r"^\| `([a-z0-9_]+)`", (ROOT / "docs/errors.md").read_text(),
-                                re.M))
+                                re.MULTILINE))
     assert not raised - documented, f"undocumented codes: {sorted(raised - documented)}"

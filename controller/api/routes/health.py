@@ -4,7 +4,7 @@ broadcast's readiness before its slot."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query
@@ -29,7 +29,7 @@ router = APIRouter(tags=["health"])
 
 @router.get("/clusters/{cluster_id}/telemetry")
 def telemetry_history(cluster_id: str, db: SessionDep, user: CurrentUser,
-                      from_: AwareDatetime | None = Query(None, alias="from"),
+                      from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
                       to: AwareDatetime | None = None,
                       resolution: Literal["auto", "1m", "1h"] = "auto") -> dict[str, Any]:
     """Downsampled telemetry for charts: 1-minute points (48 h kept), 1-hour (90 days)."""
@@ -54,7 +54,7 @@ def telemetry_history(cluster_id: str, db: SessionDep, user: CurrentUser,
 @router.get("/reports/availability")
 def availability(db: SessionDep, rt: RuntimeDep, user: CurrentUser,
                  area_id: str | None = None,
-                 from_: AwareDatetime | None = Query(None, alias="from"),
+                 from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
                  to: AwareDatetime | None = None,
                  granularity: Literal["day", "month"] = "day") -> dict[str, Any]:
     """Uptime (online or degraded) per cluster and area, and delivery success (played /
