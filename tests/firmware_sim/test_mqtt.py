@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from firmware_sim import mqtt
 
-from tests.integration.harness import Broker
+from tests.utils.broker import Broker
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from devices import topics
 from devices.areas import generate
-from tests.integration.harness import Broker, SimThread, wait_for
+from tests.integration.harness import SimThread
+from tests.utils.broker import Broker, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import Broker
+from tests.utils.broker import Broker
 
 PG_URL = os.environ.get("LOA_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

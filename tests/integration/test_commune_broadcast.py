@@ -26,14 +26,8 @@ from sqlalchemy import func, select
 from controller.db.models import Broadcast, Content, ContentBlob
 from devices.areas import Network, load_fixture
 from devices.messages import RefusalReason
-from tests.integration.harness import (
-    Broker,
-    SimThread,
-    make_settings,
-    running_controller,
-    seed,
-    wait_for,
-)
+from tests.integration.harness import SimThread, make_settings, running_controller, seed
+from tests.utils.broker import Broker, wait_for
 
 pytestmark = pytest.mark.integration
 COMMUNE = "vn-vp-tamduong-huongdao"

@@ -14,14 +14,8 @@ from controller.db.session import make_engine, make_sessionmaker, upgrade
 from controller.fleet.health import HealthTracker
 from devices.areas import load_fixture
 from devices.messages import Birth, Death, SpeakerReport
-from tests.integration.harness import (
-    Broker,
-    SimThread,
-    make_settings,
-    running_controller,
-    seed,
-    wait_for,
-)
+from tests.integration.harness import SimThread, make_settings, running_controller, seed
+from tests.utils.broker import Broker, wait_for
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 21, 5, 0, tzinfo=UTC)

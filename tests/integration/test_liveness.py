@@ -10,14 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from devices.areas import load_fixture
-from tests.integration.harness import (
-    Broker,
-    make_settings,
-    running_controller,
-    seed,
-    sim_process,
-    wait_for,
-)
+from tests.integration.harness import make_settings, running_controller, seed, sim_process
+from tests.utils.broker import Broker, wait_for
 
 pytestmark = pytest.mark.integration
 HEARTBEAT = 2.0

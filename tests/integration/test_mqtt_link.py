@@ -18,7 +18,7 @@ from controller.transport.link import Inbound, Link, Outbound
 from controller.transport.mqtt import Mqtt5Link, make_link, probe_mqtt5
 from controller.transport.mqtt311 import Mqtt311Link
 from devices import topics
-from tests.integration.harness import Broker, wait_for
+from tests.utils.broker import Broker, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -18,14 +18,8 @@ from firmware_sim.runner import load_verify_key
 from controller.db.models import Alert, Area, Cluster, utcnow
 from devices.areas import Network, load_fixture
 from tests.capsig import make_issuer, sign_xml
-from tests.integration.harness import (
-    Broker,
-    SimThread,
-    make_settings,
-    running_controller,
-    seed,
-    wait_for,
-)
+from tests.integration.harness import SimThread, make_settings, running_controller, seed
+from tests.utils.broker import Broker, wait_for
 
 pytestmark = pytest.mark.integration
 PROVINCE, COMMUNE, OTHER = "vn-vp", "vn-vp-tamduong-huongdao", "vn-vp-tamduong-kimlong"

@@ -11,15 +11,8 @@ from firmware_sim.cluster import SimConfig
 from firmware_sim.runner import load_verify_key
 
 from devices.areas import load_fixture
-from tests.integration.harness import (
-    Broker,
-    ControllerProcess,
-    HttpApi,
-    SimThread,
-    make_settings,
-    seed,
-    wait_for,
-)
+from tests.integration.harness import ControllerProcess, HttpApi, SimThread, make_settings, seed
+from tests.utils.broker import Broker, wait_for
 
 pytestmark = pytest.mark.integration
 COMMUNE = "vn-vp-tamduong-huongdao"

@@ -20,14 +20,8 @@ from firmware_sim.runner import load_verify_key
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.areas import Network, load_fixture
-from tests.integration.harness import (
-    Broker,
-    SimThread,
-    make_settings,
-    running_controller,
-    seed,
-    wait_for,
-)
+from tests.integration.harness import SimThread, make_settings, running_controller, seed
+from tests.utils.broker import Broker, wait_for
 
 pytestmark = pytest.mark.integration
 HEARTBEAT = 1.0
