@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, object_session
 
 from controller.api.schemas import BroadcastOut, DeliveryOut, OccurrenceOut
+from controller.broadcasting.states import BROADCAST_LIVE
 from controller.db.models import Broadcast, Delivery, Occurrence, utcnow
 from controller.runtime import Runtime
 
@@ -55,7 +56,7 @@ def broadcast_out(bc: Broadcast, rt: Runtime, full: bool = True,
     assert db is not None
     latest = bc.occurrences[-1] if bc.occurrences else None
     slots = []
-    if bc.status in ("scheduled", "active"):
+    if bc.status in BROADCAST_LIVE:
         cur = utcnow()
         for _ in range(5):
             nxt = rt.dispatcher.next_slot(bc, cur)

@@ -35,6 +35,13 @@ from controller.broadcasting.programme import (
     place,
 )
 from controller.broadcasting.recurrence import Recurrence
+from controller.broadcasting.states import (
+    BROADCAST_LIVE,
+    DELIVERY_FINAL,
+    BroadcastStatus,
+    OccurrenceStatus,
+    move,
+)
 from controller.broadcasting.targeting import Resolved, TargetError, resolve
 from controller.db.models import Broadcast, Cluster, Content, Delivery, Occurrence, table_of, utcnow
 from controller.fleet.health import UP_STATES
@@ -49,7 +56,7 @@ __all__ = ["ORDER", "TERMINAL", "Dispatcher"]
 
 #: delivery states in the order they progress; a report never moves a delivery backwards
 ORDER = ["pending", "sent", "received", "ready", "playing", "preempted", "played"]
-TERMINAL = {"played", "failed", "missed", "cancelled"}
+TERMINAL = DELIVERY_FINAL
 ACTIVE_OCC = ("pending", "sent")
 ASSUMED = {"cancelled", "missed"}
 CLUSTER_FINAL = {"playing", "played", "failed", "cancelled"}
@@ -123,7 +130,7 @@ class Dispatcher:
         from the API): not resolved again on the way to the wire."""
         with self.sessions() as db:
             bc = db.get(Broadcast, broadcast_id)
-            if bc is None or bc.status not in ("scheduled", "active"):
+            if bc is None or bc.status not in BROADCAST_LIVE:
                 return None
             occ = db.scalar(select(Occurrence).where(Occurrence.broadcast_id == bc.id,
                                                      Occurrence.scheduled_at == scheduled_at))
@@ -170,9 +177,10 @@ class Dispatcher:
                 # down or slow must not hold the request)
                 self.wait_written(WRITE_WAIT_S)
             sent_at = utcnow()
-            bc.status = "active"
+            move(bc, BroadcastStatus.ACTIVE)
             if ok:
-                occ.status, occ.sent_at = "sent", sent_at
+                move(occ, OccurrenceStatus.SENT)
+                occ.sent_at = sent_at
             # (who was offline: as the request resolved its targets, milliseconds ago)
             offline = resolved.offline if ok else frozenset()
             rows = [{"occurrence_id": occ.id, "cluster_id": c,
@@ -215,12 +223,12 @@ class Dispatcher:
         late = (start - planned).total_seconds() > self.settings.late_grace_s
         expired = bc.expires_at is not None and start >= bc.expires_at
         if late or expired or not cluster_ids:
-            occ.status = "missed"
-        state = "missed" if occ.status == "missed" else "pending"
+            move(occ, OccurrenceStatus.MISSED)
+        state = "missed" if occ.status == OccurrenceStatus.MISSED else "pending"
         error = ("controller was down past the late-start limit" if late else
                  "expired before it could start" if expired else None)
-        if bc.status == "scheduled":
-            bc.status = "active"
+        if bc.status == BroadcastStatus.SCHEDULED:
+            move(bc, BroadcastStatus.ACTIVE)
         db.add(occ)
         try:
             db.flush()  # the occurrence row first: a concurrent dispatch of the slot fails here
@@ -233,7 +241,7 @@ class Dispatcher:
             db.rollback()
             return db.scalar(select(Occurrence).where(Occurrence.broadcast_id == bc.id,
                                                       Occurrence.scheduled_at == scheduled_at))
-        if occ.status == "missed":
+        if occ.status == OccurrenceStatus.MISSED:
             log.warning("occurrence %s of %s missed: %s", occ.id, bc.id, error or "no clusters")
         elif moves:
             self._move(db, moves)
@@ -262,7 +270,7 @@ class Dispatcher:
         changed = []
         for occ_id, start in moves.items():
             occ = db.get(Occurrence, occ_id)
-            if occ is None or occ.status != "sent":
+            if occ is None or occ.status != OccurrenceStatus.SENT:
                 continue
             log.info("occurrence %s of %s moves from %s to %s in the programme", occ.id,
                      occ.broadcast_id, occ.start_at.isoformat(), start.isoformat())
@@ -281,7 +289,7 @@ class Dispatcher:
                     d.state, d.updated_at = "sent", now
         db.commit()  # before publishing: the clusters' reports must find the new state
         for occ in changed:
-            if occ.status == "sent":
+            if occ.status == OccurrenceStatus.SENT:
                 self._resend(db, occ, occ.broadcast)
 
     def _expiry(self, occ: Occurrence, bc: Broadcast) -> datetime:
@@ -317,7 +325,7 @@ class Dispatcher:
         body = self._play_body(occ, bc, self._volume_cap(db, bc, occ, resolved.cluster_ids))
         expires = self._expiry(occ, bc)
         db.refresh(bc)  # last moment: a cancel may have been committed meanwhile
-        if bc.status not in ("scheduled", "active"):
+        if bc.status not in BROADCAST_LIVE:
             return
         ok = self._publish_play(occ, bc, resolved, body, expires)
         now = utcnow()
@@ -330,7 +338,8 @@ class Dispatcher:
                        .values(state="sent", updated_at=now, error=None))
             db.execute(pending.values(state="sent", updated_at=now,
                                       error="cluster offline when sent"))
-            occ.status, occ.sent_at = "sent", now
+            move(occ, OccurrenceStatus.SENT)
+            occ.sent_at = now
         db.commit()
 
     def _publish_play(self, occ: Occurrence, bc: Broadcast, resolved: Resolved,
@@ -376,7 +385,7 @@ class Dispatcher:
         rows = db.scalars(
             select(Delivery).join(Occurrence)
             .where(Delivery.cluster_id == cluster_id, Delivery.state.in_(("pending", "sent")),
-                   Occurrence.status == "sent", Occurrence.start_at > now)).all()
+                   Occurrence.status == OccurrenceStatus.SENT, Occurrence.start_at > now)).all()
         for d in rows:
             occ = d.occurrence
             bc = occ.broadcast
@@ -389,7 +398,8 @@ class Dispatcher:
     def recover(self) -> int:
         """After a restart: send occurrences created but never sent (crash in between)."""
         with self.sessions() as db:
-            pending = db.scalars(select(Occurrence).where(Occurrence.status == "pending")).all()
+            pending = db.scalars(select(Occurrence).where(
+                Occurrence.status == OccurrenceStatus.PENDING)).all()
             for occ in pending:
                 if occ.broadcast.status in ("scheduled", "active"):
                     self._send(db, occ, occ.broadcast)
@@ -414,7 +424,7 @@ class Dispatcher:
                 occ.ends_at = occ.start_at + timedelta(milliseconds=content.duration_ms)
             changed.append(occ)
         self._reissue(db, changed)
-        return sum(o.status == "sent" for o in changed)
+        return sum(o.status == OccurrenceStatus.SENT for o in changed)
 
     def _resend(self, db: Session, occ: Occurrence, bc: Broadcast) -> None:
         """Publish ``occ`` again (a new revision) to every topic of its targets."""
@@ -428,9 +438,10 @@ class Dispatcher:
 
     def cancel(self, db: Session, bc: Broadcast) -> None:
         now = utcnow()
-        bc.status, bc.cancelled_at = "cancelled", now
+        move(bc, BroadcastStatus.CANCELLED)
+        bc.cancelled_at = now
         for occ in bc.occurrences:
-            if occ.status not in ("sent", "pending"):
+            if occ.status not in (OccurrenceStatus.SENT, OccurrenceStatus.PENDING):
                 continue
             # a pending occurrence may be mid-send in the scheduler's thread: cancel it on
             # the wire too (clusters ignore a cancel for an occurrence they never got)
@@ -438,7 +449,7 @@ class Dispatcher:
             exp = max(occ.ends_at, now) + timedelta(seconds=self.settings.late_grace_s)
             for topic in resolved.topics:
                 self._publish_command("cancel", topic, {"occurrence_id": occ.id}, exp)
-            occ.status = "cancelled"
+            move(occ, OccurrenceStatus.CANCELLED)
             waiting = {d.cluster_id for d in occ.deliveries
                        if d.state in ("sent", "received", "ready", "playing", "preempted")}
             if waiting:  # confirmed only by the cluster's own "cancelled" report
@@ -563,12 +574,12 @@ class Dispatcher:
         """Close occurrences whose reports are overdue: unreported deliveries fail."""
         # every cluster reported a final state: the occurrence is complete now
         done = select(Occurrence).where(
-            Occurrence.status == "sent", Occurrence.start_at <= now,
+            Occurrence.status == OccurrenceStatus.SENT, Occurrence.start_at <= now,
             ~Occurrence.deliveries.any(Delivery.state.not_in(tuple(TERMINAL))))
         for occ in db.scalars(done):
             self._complete(occ)
         limit = now - timedelta(seconds=self.settings.report_grace_s)
-        for occ in db.scalars(select(Occurrence).where(Occurrence.status == "sent",
+        for occ in db.scalars(select(Occurrence).where(Occurrence.status == OccurrenceStatus.SENT,
                                                        Occurrence.ends_at < limit)):
             for d in occ.deliveries:
                 if d.state in ("pending", "sent"):
@@ -577,23 +588,26 @@ class Dispatcher:
                     d.state, d.error = "failed", f"no final report (last: {d.state})"
                 d.updated_at = now
             self._complete(occ)
-        for bc in db.scalars(select(Broadcast).where(Broadcast.status == "active",
+        for bc in db.scalars(select(Broadcast).where(Broadcast.status == BroadcastStatus.ACTIVE,
                                                      Broadcast.recurrence.is_not(None))):
             if bc.expires_at is not None and bc.expires_at < now:
-                bc.status = "completed"
-        for bc in db.scalars(select(Broadcast).where(Broadcast.status == "inbox",
+                move(bc, BroadcastStatus.COMPLETED)
+        for bc in db.scalars(select(Broadcast).where(Broadcast.status == BroadcastStatus.INBOX,
                                                      Broadcast.expires_at < now)):
-            bc.status, bc.decision_note = "expired", "expired in the inbox, never scheduled"
-        for bc in db.scalars(select(Broadcast).where(Broadcast.status == "pending_approval")):
+            move(bc, BroadcastStatus.EXPIRED)
+            bc.decision_note = "expired in the inbox, never scheduled"
+        waiting = select(Broadcast).where(Broadcast.status == BroadcastStatus.PENDING_APPROVAL)
+        for bc in db.scalars(waiting):
             if self.next_slot(bc, now) is None:
-                bc.status, bc.decision_note = "expired", "not approved before its start"
+                move(bc, BroadcastStatus.EXPIRED)
+                bc.decision_note = "not approved before its start"
 
     @staticmethod
     def _complete(occ: Occurrence) -> None:
-        occ.status = "completed"
+        move(occ, OccurrenceStatus.COMPLETED)
         bc = occ.broadcast
-        if bc.status == "active" and not bc.recurrence:
-            bc.status = "completed"
+        if bc.status == BroadcastStatus.ACTIVE and not bc.recurrence:
+            move(bc, BroadcastStatus.COMPLETED)
 
     def next_slot(self, bc: Broadcast, after: datetime) -> datetime | None:
         if bc.recurrence:

@@ -15,6 +15,7 @@ from controller.api.schemas import Decline, InboxDecision
 from controller.broadcasting.programme import commune_map, gather, layout
 from controller.broadcasting.recurrence import Recurrence
 from controller.broadcasting.service import commit_and_plan, pin_recurrence, refuse_breaches
+from controller.broadcasting.states import BroadcastStatus, move
 from controller.broadcasting.targeting import descendant_area_ids
 from controller.db.models import Area, Broadcast, Cluster, User, utcnow
 from controller.errors import Conflict, Invalid, NotFound
@@ -55,7 +56,7 @@ def _inbox_item(db: Session, user: User, item_id: str) -> Broadcast:
         raise NotFound("inbox_item_not_found", f"no inbox item {item_id!r} in your area",
                        item=item_id)
     require_role(user, SCHEDULERS, "decide on bulletins from above")
-    if bc.status != "inbox":
+    if bc.status != BroadcastStatus.INBOX:
         raise Conflict("inbox_already_decided", f"this bulletin is already {bc.status}"
                        + (f" by {bc.decided_by}" if bc.decided_by else ""),
                        status=bc.status, by=bc.decided_by)
@@ -109,7 +110,8 @@ def accept(db: Session, rt: Runtime, user: User, item_id: str,
     bc.start_at, bc.recurrence = start, recurrence
     if req.position is not None:
         bc.position = req.position
-    bc.status, bc.decided_by, bc.decided_at = "scheduled", user.username, now
+    move(bc, BroadcastStatus.SCHEDULED)
+    bc.decided_by, bc.decided_at = user.username, now
     bc.decision_note = "accepted"
     return commit_and_plan(db, rt, bc)
 
@@ -117,7 +119,8 @@ def accept(db: Session, rt: Runtime, user: User, item_id: str,
 def decline(db: Session, user: User, item_id: str, req: Decline) -> Broadcast:
     """Decline a normal bulletin from above, with the reason the issuer will see."""
     bc = _inbox_item(db, user, item_id)
-    bc.status, bc.decided_by, bc.decided_at = "declined", user.username, utcnow()
+    move(bc, BroadcastStatus.DECLINED)
+    bc.decided_by, bc.decided_at = user.username, utcnow()
     bc.decision_note = req.reason.strip()
     db.commit()
     db.refresh(bc)

@@ -24,6 +24,11 @@ from sqlalchemy.orm import Session, selectinload
 
 from controller.access.policy import Policy, effective_policy
 from controller.broadcasting.recurrence import Recurrence
+from controller.broadcasting.states import (
+    BROADCAST_LIVE,
+    OCCURRENCE_OPEN,
+    OccurrenceStatus,
+)
 from controller.broadcasting.targeting import TargetError, descendant_area_ids, resolve
 from controller.db.models import Area, Broadcast, Cluster, Delivery, Occurrence
 
@@ -195,7 +200,7 @@ def gather(db: Session, clusters: set[str], start: datetime, end: datetime,
     dispatched: set[tuple[str, datetime]] = set()
     occs = db.scalars(select(Occurrence).join(Broadcast).where(
         Occurrence.start_at < end, Occurrence.ends_at > start - LOOKBACK,
-        Occurrence.status.in_(("pending", "sent", "completed")),
+        Occurrence.status.in_(OCCURRENCE_OPEN | {OccurrenceStatus.COMPLETED}),
         Broadcast.priority != "emergency",
         Occurrence.deliveries.any(Delivery.cluster_id.in_(local)))
         .options(selectinload(Occurrence.deliveries), selectinload(Occurrence.broadcast)))
@@ -207,14 +212,14 @@ def gather(db: Session, clusters: set[str], start: datetime, end: datetime,
                          if d.state not in ("cancelled", "missed")) & local
         if mine:
             bc = occ.broadcast
-            movable = (now is not None and occ.status in ("pending", "sent")
+            movable = (now is not None and occ.status in OCCURRENCE_OPEN
                        and occ.start_at > now + MOVABLE_AFTER)
             items.append(Item(bc.id, bc.title, bc.priority, occ.scheduled_at,
                               occ.ends_at - occ.start_at, mine, bc.created_at, bc.position,
                               fixed=not movable, start=occ.start_at, end=occ.ends_at,
                               meta={"occurrence_id": occ.id, "origin": bc.origin_area_id,
                                     "was": occ.start_at}))
-    q = select(Broadcast).where(Broadcast.status.in_(("scheduled", "active")),
+    q = select(Broadcast).where(Broadcast.status.in_(BROADCAST_LIVE),
                                 Broadcast.priority != "emergency")
     if communes:  # broadcasts confined to one commune carry it; wider ones have none
         q = q.where((Broadcast.commune_id.in_(communes)) | (Broadcast.commune_id.is_(None)))

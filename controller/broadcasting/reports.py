@@ -11,11 +11,15 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from controller.broadcasting.states import BroadcastStatus, OccurrenceStatus
 from controller.broadcasting.targeting import descendant_area_ids
 from controller.db.models import Area, Cluster, Delivery, Occurrence, StateTransition
 from controller.fleet.health import UP_STATES
 
 __all__ = ["availability_report", "periods", "readiness", "uptime_seconds"]
+
+#: airings whose slot has come: sent (and perhaps played), or missed
+AIRED = (OccurrenceStatus.SENT, OccurrenceStatus.COMPLETED, OccurrenceStatus.MISSED)
 
 
 def uptime_seconds(transitions: list[tuple[datetime, str]], start: datetime, end: datetime,
@@ -76,7 +80,7 @@ def availability_report(db: Session, area_id: str | None, start: datetime, end: 
             select(Delivery.cluster_id, Occurrence.start_at, Delivery.state)
             .join(Occurrence).where(Delivery.cluster_id.in_(ids), Occurrence.start_at >= start,
                                     Occurrence.start_at < end,
-                                    Occurrence.status.in_(("sent", "completed", "missed"))))
+                                    Occurrence.status.in_(AIRED)))
         for cid, at, state in rows:
             for i, (a, b) in enumerate(spans):
                 if a <= at < b:
@@ -167,7 +171,7 @@ def check_upcoming_slots(db: Session, dispatcher: Any, health: Any, now: datetim
         slot = dispatcher.next_slot(bc, now)
         if slot is None or slot - now > timedelta(minutes=th.readiness_lead_min):
             continue
-        if bc.status == "pending_approval":
+        if bc.status == BroadcastStatus.PENDING_APPROVAL:
             local = slot.astimezone(ZoneInfo(dispatcher.settings.timezone)).strftime("%H:%M %d/%m")
             conditions[("slot_at_risk", f"{bc.id}@{slot.isoformat()}")] = (
                 f"'{bc.title or bc.id[:8]}' at {local} is not approved yet: it will not play "

@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from controller.broadcasting.dispatcher import Dispatcher
+from controller.broadcasting.states import BROADCAST_LIVE
 from controller.db.models import Broadcast, Occurrence, utcnow
 from controller.db.session import make_engine
 
@@ -95,7 +96,7 @@ class Scheduler:
         """Make sure every active broadcast has its next slot planned."""
         planned = 0
         grace = timedelta(seconds=self.dispatcher.settings.late_grace_s)
-        for bc in db.scalars(select(Broadcast).where(Broadcast.status.in_(("scheduled", "active")))):
+        for bc in db.scalars(select(Broadcast).where(Broadcast.status.in_(BROADCAST_LIVE))):
             last = db.scalar(select(func.max(Occurrence.scheduled_at))
                              .where(Occurrence.broadcast_id == bc.id))
             if bc.recurrence:

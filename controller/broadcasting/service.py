@@ -33,6 +33,14 @@ from controller.api.schemas import BroadcastCreate, ContentUpdate, Decline, Posi
 from controller.broadcasting.programme import area_policies, area_policy, commune_map, preview
 from controller.broadcasting.recurrence import Recurrence
 from controller.broadcasting.referral import from_above, make_children, split_by_commune
+from controller.broadcasting.states import (
+    BROADCAST_FINAL,
+    BROADCAST_LIVE,
+    BROADCAST_WAITING,
+    OCCURRENCE_OPEN,
+    BroadcastStatus,
+    move,
+)
 from controller.broadcasting.targeting import Resolved, resolve
 from controller.db.models import Area, Broadcast, Content, User, utcnow
 from controller.errors import Conflict, Forbidden, Invalid, LoaError, NotFound, Problem
@@ -41,7 +49,7 @@ if TYPE_CHECKING:
     from controller.runtime import Runtime
 
 #: broadcast states nothing comes after
-FINAL = ("cancelled", "completed", "declined", "expired", "rejected")
+FINAL = BROADCAST_FINAL
 
 
 @dataclass
@@ -173,22 +181,22 @@ def schedule(req: BroadcastCreate, db: Session, rt: Runtime, user: User,
         return bc
     bc.commune_id = single_commune(db, plan)
     if needs_approval(db, user, plan):
-        bc.status = "pending_approval"  # airs once a leader approves it
+        bc.status = BroadcastStatus.PENDING_APPROVAL  # (new) airs once a leader approves it
     elif req.priority != "emergency":
         bc.approved_by, bc.approved_at = user.username, utcnow()
     children: list[Broadcast] = []
     if plan.handed_down:
-        bc.status, bc.commune_id = "distributed", None
+        bc.status, bc.commune_id = BroadcastStatus.DISTRIBUTED, None  # (new)
         children = make_children(bc, {c: t for c, (t, _) in plan.communes.items()},
                                  {c: s for c, (_, s) in plan.communes.items()})
     db.add(bc)
     db.add_all(children)
     db.commit()
-    if bc.status == "pending_approval":
+    if bc.status == BroadcastStatus.PENDING_APPROVAL:
         pass
     elif plan.handed_down:
         for child in children:
-            if child.status == "scheduled":
+            if child.status == BroadcastStatus.SCHEDULED:
                 rt.scheduler.plan(child)
     else:
         rt.scheduler.plan(bc)
@@ -359,7 +367,7 @@ def update_content(db: Session, rt: Runtime, user: User, broadcast_id: str,
     bc = find_visible(db, user, broadcast_id)
     require_role(user, SCHEDULERS, "update broadcasts")
     require_cancel(db, user, bc)  # who may cancel it may update it
-    if bc.status not in ("scheduled", "active", "distributed", "inbox", "pending_approval"):
+    if bc.status not in BROADCAST_LIVE | BROADCAST_WAITING:
         raise Conflict("broadcast_state", f"broadcast is {bc.status}; nothing left to update",
                        status=bc.status, action="update")
     if user.role == "officer" and bc.approved_by and bc.approved_by != user.username:
@@ -377,7 +385,7 @@ def update_content(db: Session, rt: Runtime, user: User, broadcast_id: str,
                        "to update")
     if bc.priority != "emergency":
         for b in [bc, *bc.children]:
-            if b.status not in ("scheduled", "active"):
+            if b.status not in BROADCAST_LIVE:
                 continue
             slot = rt.dispatcher.next_slot(b, utcnow() - timedelta(seconds=1))
             refuse_breaches(db, rt, b, [slot] if slot else [], content)
@@ -386,9 +394,9 @@ def update_content(db: Session, rt: Runtime, user: User, broadcast_id: str,
             b.title = req.title
         if content.id == b.content_id:
             continue  # a new title only: nothing to re-send
-        if b.status in ("inbox", "distributed", "pending_approval"):
+        if b.status in BROADCAST_WAITING:
             b.content_id, b.revision = content.id, (b.revision or 0) + 1
-        elif b.status in ("scheduled", "active"):
+        elif b.status in BROADCAST_LIVE:
             rt.dispatcher.update_content(db, b, content)
     db.commit()
     db.refresh(bc)
@@ -397,14 +405,14 @@ def update_content(db: Session, rt: Runtime, user: User, broadcast_id: str,
 
 def unplayed(rt: Runtime, bc: Broadcast) -> bool:
     """Is there still a slot or a cluster where ``bc`` has not played?"""
-    if bc.status in ("inbox", "pending_approval"):
+    if bc.status in (BroadcastStatus.INBOX, BroadcastStatus.PENDING_APPROVAL):
         return True
-    if bc.status not in ("scheduled", "active"):
+    if bc.status not in BROADCAST_LIVE:
         return False
     if rt.dispatcher.next_slot(bc, utcnow()) is not None:
         return True
     return any(d.state in ("pending", "sent", "received", "ready")
-               for o in bc.occurrences if o.status in ("pending", "sent") for d in o.deliveries)
+               for o in bc.occurrences if o.status in OCCURRENCE_OPEN for d in o.deliveries)
 
 
 def set_position(db: Session, rt: Runtime, user: User, broadcast_id: str,
@@ -421,7 +429,7 @@ def set_position(db: Session, rt: Runtime, user: User, broadcast_id: str,
         raise Forbidden("area_outside_jurisdiction", f"{user.username} cannot reorder a "
                         f"programme outside {describe(db, user.area_id)}",
                         user=user.username, home=user.area_id, area=bc.commune_id)
-    if bc.status not in ("scheduled", "active", "inbox"):
+    if bc.status not in (BroadcastStatus.SCHEDULED, BroadcastStatus.ACTIVE, BroadcastStatus.INBOX):
         raise Conflict("broadcast_state", f"broadcast is {bc.status}", status=bc.status,
                        action="position")
     bc.position = req.position
@@ -437,7 +445,7 @@ def approve(db: Session, rt: Runtime, user: User, broadcast_id: str) -> Broadcas
     bc = find_visible(db, user, broadcast_id)
     require_role(user, APPROVERS, "approve bulletins")
     require_targets(db, user, bc.targets.get("areas", []), bc.targets.get("clusters", []))
-    if bc.status != "pending_approval":
+    if bc.status != BroadcastStatus.PENDING_APPROVAL:
         raise Conflict("broadcast_state", f"broadcast is {bc.status}, not waiting for approval",
                        status=bc.status, action="decide")
     now = utcnow()
@@ -446,7 +454,8 @@ def approve(db: Session, rt: Runtime, user: User, broadcast_id: str) -> Broadcas
         raise Conflict("approval_too_late", "its start time has passed; the officer must "
                        "schedule it again")
     refuse_breaches(db, rt, bc, [slot])
-    bc.status, bc.approved_by, bc.approved_at = "scheduled", user.username, now
+    move(bc, BroadcastStatus.SCHEDULED)
+    bc.approved_by, bc.approved_at = user.username, now
     return commit_and_plan(db, rt, bc)
 
 
@@ -456,10 +465,11 @@ def reject(db: Session, rt: Runtime, user: User, broadcast_id: str,
     bc = find_visible(db, user, broadcast_id)
     require_role(user, APPROVERS, "reject bulletins")
     require_targets(db, user, bc.targets.get("areas", []), bc.targets.get("clusters", []))
-    if bc.status != "pending_approval":
+    if bc.status != BroadcastStatus.PENDING_APPROVAL:
         raise Conflict("broadcast_state", f"broadcast is {bc.status}, not waiting for approval",
                        status=bc.status, action="decide")
-    bc.status, bc.decided_by, bc.decided_at = "rejected", user.username, utcnow()
+    move(bc, BroadcastStatus.REJECTED)
+    bc.decided_by, bc.decided_at = user.username, utcnow()
     bc.decision_note = req.reason.strip()
     db.commit()
     db.refresh(bc)

@@ -17,6 +17,7 @@ from controller.api.schemas import BroadcastCreate, Targets
 from controller.broadcasting import service
 from controller.broadcasting.contents import store_content
 from controller.broadcasting.proof import rollup
+from controller.broadcasting.states import BROADCAST_LIVE
 from controller.cap.alert import (
     CapAlert,
     CapError,
@@ -52,7 +53,7 @@ def ingest(body: bytes, db: Session, rt: Runtime, user: User) -> tuple[int, dict
         for bc in referenced:
             require_cancel(db, user, bc)
         for bc in referenced:
-            if bc.status in ("scheduled", "active"):
+            if bc.status in BROADCAST_LIVE:
                 rt.scheduler.unplan(bc.id)
                 rt.dispatcher.cancel(db, bc)
         note = f"cancelled {len(referenced)} broadcast(s)"
@@ -96,7 +97,7 @@ def ingest(body: bytes, db: Session, rt: Runtime, user: User) -> tuple[int, dict
                      source_name=f"CAP {alert.identifier}"[:255], text=info.text()[:10_000])
     for bc in referenced:  # Update: the new one replaces it where it has not played
         require_cancel(db, user, bc)
-        if bc.status in ("scheduled", "active"):
+        if bc.status in BROADCAST_LIVE:
             rt.scheduler.unplan(bc.id)
             rt.dispatcher.cancel(db, bc)
     start = None
