@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.broadcasting.content_server import ContentServer
 from controller.broadcasting.dispatcher import Dispatcher
-from controller.broadcasting.reports import check_upcoming_slots
 from controller.db.models import utcnow
 from controller.fleet.actions import ActionService
+from controller.fleet.availability import check_upcoming_slots
 from controller.fleet.health import HealthTracker
 from controller.fleet.history import TelemetryHistory
 from controller.transport.link import Inbound, Link

@@ -7,10 +7,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from controller.broadcasting.reports import availability_report
 from controller.db.models import Broadcast, Content, ContentBlob, Delivery, Occurrence
 from controller.db.seed import register_network
 from controller.db.session import make_engine, make_sessionmaker, upgrade
+from controller.fleet.availability import availability_report
 from controller.fleet.health import HealthTracker
 from devices.areas import load_fixture
 from devices.messages import Birth, Death, SpeakerReport

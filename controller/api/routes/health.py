@@ -18,10 +18,10 @@ from controller.access.jurisdiction import (
     within,
 )
 from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
-from controller.broadcasting.reports import availability_report, readiness
 from controller.broadcasting.targeting import resolve
 from controller.db.models import Area, Broadcast, Cluster, utcnow
 from controller.errors import Invalid, NotFound
+from controller.fleet.availability import availability_report, readiness
 from controller.fleet.history import RESOLUTIONS, RETENTION, TelemetryHistory
 
 router = APIRouter(tags=["health"])
