@@ -110,9 +110,9 @@ def can_see(db: Session, user: User, bc: Broadcast) -> bool:
     if bc.origin_area_id in allowed:
         return True
     reach = allowed | set(ancestor_ids(db, user.area_id))  # bulletins from above reach us
-    if any(a in reach for a in bc.targets.get("areas", [])):
+    if any(a in reach for a in bc.target.areas):
         return True
-    clusters = bc.targets.get("clusters", [])
+    clusters = bc.target.clusters
     if clusters:
         areas = set(db.scalars(select(Cluster.area_id).where(Cluster.id.in_(clusters))))
         return bool(areas & allowed)

@@ -47,7 +47,15 @@ from controller.db.models import Broadcast, Cluster, Content, Delivery, Occurren
 from controller.fleet.health import UP_STATES
 from controller.settings import Settings
 from devices import topics
-from devices.messages import DeliveryEvent, DeliveryState, RefusedEvent, iso
+from devices.messages import (
+    CancelBody,
+    ContentManifest,
+    DeliveryEvent,
+    DeliveryState,
+    PlayBody,
+    Priority,
+    RefusedEvent,
+)
 from devices.signing import sign_command
 
 log = logging.getLogger(__name__)
@@ -137,8 +145,8 @@ class Dispatcher:
             if occ is None:
                 if resolved is None:
                     try:
-                        resolved = resolve(db, bc.targets.get("areas", []),
-                                           bc.targets.get("clusters", []))
+                        resolved = resolve(db, bc.target.areas,
+                                           bc.target.clusters)
                     except TargetError as exc:
                         log.error("broadcast %s: %s", bc.id, exc)
                 occ = self._create_occurrence(db, bc, scheduled_at,
@@ -298,30 +306,24 @@ class Dispatcher:
             exp = min(exp, max(bc.expires_at, occ.start_at + timedelta(seconds=1)))
         return exp
 
-    def _play_body(self, occ: Occurrence, bc: Broadcast,
-                   cap: int | None = None) -> dict[str, object]:
+    def _play_body(self, occ: Occurrence, bc: Broadcast, cap: int | None = None) -> PlayBody:
         c: Content = occ.content or bc.content
         emergency = bc.priority == "emergency"
-        return {
-            "broadcast_id": bc.id,
-            "occurrence_id": occ.id,
-            "priority": bc.priority,
-            "start_at": iso(occ.start_at),
-            "volume_pct": self.settings.emergency_volume_pct if emergency else bc.volume_pct,
-            "max_volume_pct": None if emergency else cap,
-            "revision": occ.revision,
-            "after_preempt": bc.after_preempt or self.settings.after_preempt,
-            "content": {
-                "sha256": c.sha256, "size": c.size, "chunk_size": self.content.chunk_size,
-                "chunks": self.content.chunk_count(c.size), "codec": c.codec,
-                "container": c.container, "duration_ms": c.duration_ms,
-            },
-        }
+        return PlayBody(
+            broadcast_id=bc.id, occurrence_id=occ.id, priority=Priority(bc.priority),
+            start_at=occ.start_at,
+            volume_pct=self.settings.emergency_volume_pct if emergency else bc.volume_pct,
+            max_volume_pct=None if emergency else cap, revision=occ.revision,
+            after_preempt=bc.after_preempt or self.settings.after_preempt,
+            content=ContentManifest(
+                sha256=c.sha256, size=c.size, chunk_size=self.content.chunk_size,
+                chunks=self.content.chunk_count(c.size), codec=c.codec,
+                container=c.container, duration_ms=c.duration_ms))
 
     def _send(self, db: Session, occ: Occurrence, bc: Broadcast,
               resolved: Resolved | None = None) -> None:
         if resolved is None:
-            resolved = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", []))
+            resolved = resolve(db, bc.target.areas, bc.target.clusters)
         body = self._play_body(occ, bc, self._volume_cap(db, bc, occ, resolved.cluster_ids))
         expires = self._expiry(occ, bc)
         db.refresh(bc)  # last moment: a cancel may have been committed meanwhile
@@ -343,7 +345,7 @@ class Dispatcher:
         db.commit()
 
     def _publish_play(self, occ: Occurrence, bc: Broadcast, resolved: Resolved,
-                      body: dict[str, object], expires: datetime) -> bool:
+                      body: PlayBody, expires: datetime) -> bool:
         """One signed ``play`` per covering topic. An emergency's chunks go out retained
         just before it (no request round trip) and to its areas straight after it
         (protocol §6). False when a publish failed."""
@@ -369,10 +371,11 @@ class Dispatcher:
         caps = [p.volume_cap(local) for p in area_policies(db, areas).values()]
         return min((c for c in caps if c is not None), default=None)
 
-    def _publish_command(self, kind: str, topic: str, body: dict[str, object],
+    def _publish_command(self, kind: str, topic: str, body: PlayBody | CancelBody,
                          expires: datetime, occurrence_id: str | None = None) -> bool:
         cid = uuid.uuid4().hex
-        payload = sign_command(self.key, kind=kind, topic=topic, body=body, expires_at=expires,
+        payload = sign_command(self.key, kind=kind, topic=topic,
+                               body=body.model_dump(mode="json"), expires_at=expires,
                                command_id=cid)
         if occurrence_id:
             self._command_occurrence[cid] = occurrence_id
@@ -428,7 +431,7 @@ class Dispatcher:
 
     def _resend(self, db: Session, occ: Occurrence, bc: Broadcast) -> None:
         """Publish ``occ`` again (a new revision) to every topic of its targets."""
-        resolved = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", []))
+        resolved = resolve(db, bc.target.areas, bc.target.clusters)
         body = self._play_body(occ, bc, self._volume_cap(db, bc, occ, resolved.cluster_ids))
         expires = self._expiry(occ, bc)
         for topic in resolved.topics:
@@ -445,10 +448,10 @@ class Dispatcher:
                 continue
             # a pending occurrence may be mid-send in the scheduler's thread: cancel it on
             # the wire too (clusters ignore a cancel for an occurrence they never got)
-            resolved = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", []))
+            resolved = resolve(db, bc.target.areas, bc.target.clusters)
             exp = max(occ.ends_at, now) + timedelta(seconds=self.settings.late_grace_s)
             for topic in resolved.topics:
-                self._publish_command("cancel", topic, {"occurrence_id": occ.id}, exp)
+                self._publish_command("cancel", topic, CancelBody(occurrence_id=occ.id), exp)
             move(occ, OccurrenceStatus.CANCELLED)
             waiting = {d.cluster_id for d in occ.deliveries
                        if d.state in ("sent", "received", "ready", "playing", "preempted")}
@@ -468,7 +471,7 @@ class Dispatcher:
                 continue
             for cid in clusters:
                 self._publish_command("cancel", topics.cluster_cmd(cid),
-                                      {"occurrence_id": occ_id}, until)
+                                      CancelBody(occurrence_id=occ_id), until)
                 sent += 1
         return sent
 

@@ -177,7 +177,7 @@ def area_policies(db: Session, area_ids: Iterable[str | None]) -> dict[str, Poli
 
 def _clusters_of(db: Session, bc: Broadcast) -> set[str]:
     try:
-        return set(resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", []))
+        return set(resolve(db, bc.target.areas, bc.target.clusters)
                    .cluster_ids)
     except TargetError:
         return set()

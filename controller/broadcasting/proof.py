@@ -32,7 +32,7 @@ def rollup(db: Session, bc: Broadcast, by: str = "commune",
     heard (proof of play). ``ratio`` is played deliveries over deliveries, so a recurring
     broadcast's ten slots count ten times. A bulletin handed down counts its communes'
     copies, and says what each commune decided. ``within``: only clusters in these areas."""
-    ids = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", [])).cluster_ids
+    ids = resolve(db, bc.target.areas, bc.target.clusters).cluster_ids
     clusters = {c.id: c for c in db.scalars(select(Cluster).where(Cluster.id.in_(ids)))
                 if within is None or c.area_id in within}
     cache: dict[str, str] = {}

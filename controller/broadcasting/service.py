@@ -222,7 +222,7 @@ def refuse_breaches(db: Session, rt: Runtime, bc: Broadcast, slots: list[datetim
                     content: Content | None = None) -> None:
     """422 when ``bc`` (playing ``content`` instead of its own, for an update) would break
     the policy of an area it plays in at any of ``slots``."""
-    areas = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", [])).cluster_areas
+    areas = resolve(db, bc.target.areas, bc.target.clusters).cluster_areas
     refuse_if(policy_violations(db, rt, areas, slots, (content or bc.content).duration_ms / 1000,
                                 bc.volume_pct))
 
@@ -444,7 +444,7 @@ def approve(db: Session, rt: Runtime, user: User, broadcast_id: str) -> Broadcas
     start must still be ahead (policy is checked again: it may have changed meanwhile)."""
     bc = find_visible(db, user, broadcast_id)
     require_role(user, APPROVERS, "approve bulletins")
-    require_targets(db, user, bc.targets.get("areas", []), bc.targets.get("clusters", []))
+    require_targets(db, user, bc.target.areas, bc.target.clusters)
     if bc.status != BroadcastStatus.PENDING_APPROVAL:
         raise Conflict("broadcast_state", f"broadcast is {bc.status}, not waiting for approval",
                        status=bc.status, action="decide")
@@ -464,7 +464,7 @@ def reject(db: Session, rt: Runtime, user: User, broadcast_id: str,
     """A leader sends an officer's bulletin back, with the reason; it never airs."""
     bc = find_visible(db, user, broadcast_id)
     require_role(user, APPROVERS, "reject bulletins")
-    require_targets(db, user, bc.targets.get("areas", []), bc.targets.get("clusters", []))
+    require_targets(db, user, bc.target.areas, bc.target.clusters)
     if bc.status != BroadcastStatus.PENDING_APPROVAL:
         raise Conflict("broadcast_state", f"broadcast is {bc.status}, not waiting for approval",
                        status=bc.status, action="decide")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, NamedTuple, cast
 
 from sqlalchemy import (
     JSON,
@@ -45,6 +45,26 @@ __all__ = [
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class Targets(NamedTuple):
+    """What a broadcast or an action is aimed at (stored as JSON ``{"areas", "clusters"}``)."""
+
+    areas: list[str]
+    clusters: list[str]
+
+    @classmethod
+    def of(cls, stored: dict[str, Any] | None) -> Targets:
+        stored = stored or {}
+        return cls(list(stored.get("areas") or []), list(stored.get("clusters") or []))
+
+
+class _Targeted:
+    """For a model with a ``targets`` JSON column: ``target``, the same typed."""
+
+    @property
+    def target(self) -> Targets:
+        return Targets.of(getattr(self, "targets", None))
 
 
 def table_of(model: type[Base]) -> Table:
@@ -134,7 +154,7 @@ class ContentBlob(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-class Broadcast(Base):
+class Broadcast(_Targeted, Base):
     __tablename__ = "broadcasts"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     title: Mapped[str] = mapped_column(String(200), default="")
@@ -288,7 +308,7 @@ class TelemetrySample(Base):
     speakers_faulty_max: Mapped[int | None] = mapped_column(Integer)
 
 
-class Action(Base):
+class Action(_Targeted, Base):
     """A remote action (signed command) on clusters or an area, with per-cluster outcome."""
 
     __tablename__ = "actions"

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.broadcasting.states import BroadcastStatus, OccurrenceStatus
+from controller.broadcasting.states import BROADCAST_LIVE, BroadcastStatus, OccurrenceStatus
 from controller.broadcasting.targeting import descendant_area_ids
 from controller.db.models import Area, Cluster, Delivery, Occurrence, StateTransition
 from controller.fleet.health import UP_STATES
@@ -163,9 +163,9 @@ def check_upcoming_slots(db: Session, dispatcher: Any, health: Any, now: datetim
     by_area: dict[str | None, dict[tuple[str, str], str]] = {
         owner[len("area:"):]: {} for owner, code, _ in health.alerts.open_keys()
         if code == "slot_at_risk"}
-    statuses = ("scheduled", "active", "pending_approval")
+    statuses = BROADCAST_LIVE | {BroadcastStatus.PENDING_APPROVAL}
     for bc in db.scalars(select(Broadcast).where(Broadcast.status.in_(statuses))):
-        area = (bc.targets.get("areas") or [None])[0]
+        area: str | None = bc.target.areas[0] if bc.target.areas else None
         conditions = by_area.setdefault(area, {})
         th = health.thresholds(db, area)
         slot = dispatcher.next_slot(bc, now)
@@ -178,7 +178,7 @@ def check_upcoming_slots(db: Session, dispatcher: Any, health: Any, now: datetim
                 f"unless a leader approves it (submitted by {bc.created_by})")
             continue
         try:
-            ids = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", [])).cluster_ids
+            ids = resolve(db, bc.target.areas, bc.target.clusters).cluster_ids
         except TargetError:
             ids = []
         bad = [r for r in readiness(db, ids) if not r.will_play]

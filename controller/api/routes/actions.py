@@ -72,7 +72,7 @@ def area_action(area_id: str, req: ActionRequest, db: SessionDep, rt: RuntimeDep
 @router.get("/actions/{action_id}")
 def get_action(action_id: str, db: SessionDep, user: CurrentUser) -> dict[str, Any]:
     a = db.get(Action, action_id)
-    if a is None or not within(db, user, a.targets.get("areas", []),
-                               a.targets.get("clusters", [])):
+    if a is None or not within(db, user, a.target.areas,
+                               a.target.clusters):
         raise NotFound("action_not_found", f"no action {action_id!r}", action=action_id)
     return _action_out(a)

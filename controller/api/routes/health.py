@@ -85,7 +85,7 @@ def broadcast_readiness(broadcast_id: str, db: SessionDep, rt: RuntimeDep,
         raise NotFound("broadcast_not_found", f"no broadcast {broadcast_id!r}",
                        broadcast=broadcast_id)
     slot = rt.dispatcher.next_slot(bc, utcnow())
-    ids = resolve(db, bc.targets.get("areas", []), bc.targets.get("clusters", [])).cluster_ids
+    ids = resolve(db, bc.target.areas, bc.target.clusters).cluster_ids
     allowed = scope(db, user)
     if allowed is not None:  # a bulletin from above: the clusters of the user's own area
         ids = list(db.scalars(select(Cluster.id).where(
