@@ -37,7 +37,10 @@ class ClusterOut(BaseModel):
     name: str
     state: str
     state_since: datetime | None
-    state_reason: str | None
+    state_code: str | None = Field(
+        None, description="why it is in its state: birth, heartbeat, last_will, "
+                          "heartbeat_timeout, degraded (see causes); docs/errors.md")
+    state_reason: str | None = Field(None, description="the same in English")
     causes: list[dict[str, str]] | None = Field(
         None, description="why the cluster is degraded: [{code, subject, message}]")
     provisioned: bool

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from controller.broadcasting.states import BROADCAST_LIVE, BroadcastStatus, OccurrenceStatus
 from controller.broadcasting.targeting import descendant_area_ids
 from controller.db.models import Area, Cluster, Delivery, Occurrence, StateTransition
-from controller.fleet.health import UP_STATES
+from controller.fleet.health import UP_STATES, state_reason
 
 __all__ = ["availability_report", "periods", "readiness", "uptime_seconds"]
 
@@ -142,7 +142,7 @@ def readiness(db: Session, cluster_ids: list[str]) -> list[ClusterReadiness]:
         else:
             if c.state not in UP_STATES:
                 since = c.state_since.isoformat(timespec="minutes") if c.state_since else "?"
-                reasons.append(f"{c.state} since {since}: {c.state_reason or 'no heartbeat'}")
+                reasons.append(f"{c.state} since {since}: {state_reason(c.state_reason) or 'no heartbeat'}")
             working = [s for s in c.speakers if s.state in ("ok", "unknown")]
             if c.speakers and not working:
                 reasons.append("no working speaker: " + ", ".join(

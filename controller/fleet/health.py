@@ -29,7 +29,23 @@ _HEARTBEAT_UPDATE = (update(table_of(Cluster)).where(table_of(Cluster).c.id == b
                      .values(last_seen=bindparam("last_seen"), last_seq=bindparam("last_seq"),
                              telemetry=bindparam("telemetry"), firmware=bindparam("firmware")))
 
-__all__ = ["CAUSE_CODES", "UP_STATES", "HealthTracker", "View", "stored_telemetry"]
+__all__ = ["CAUSE_CODES", "STATE_REASONS", "UP_STATES", "HealthTracker", "View", "state_reason",
+           "stored_telemetry"]
+
+#: why a cluster entered its state: the code stored (``Cluster.state_reason``) and its English
+#: text; ``degraded``'s detail is its list of causes, each with its own code
+STATE_REASONS = {
+    "birth": "came online (birth)",
+    "heartbeat": "heartbeats resumed",
+    "last_will": "link lost (last will)",
+    "heartbeat_timeout": "heartbeat timeout",
+    "degraded": "degraded",
+}
+
+
+def state_reason(code: str | None) -> str | None:
+    """The English text of a stored state reason (a row written before codes: as stored)."""
+    return STATE_REASONS.get(code, code) if code else None
 
 
 def stored_telemetry(t: Telemetry | dict | None) -> dict | None:  # type: ignore[type-arg]
@@ -144,7 +160,8 @@ class HealthTracker:
                     select(StateTransition.id).where(StateTransition.cluster_id == c.id).limit(1)):
                 db.add(StateTransition(cluster_id=c.id, at=now, state=state, reason=reason))
             th = self.thresholds(db, c.area_id)
-            offline = {("offline", ""): f"offline: {reason}"} if state == "offline" else {}
+            offline = {("offline", ""): f"offline: {state_reason(reason)}"} \
+                if state == "offline" else {}
             self.alerts.sync(db, cluster_id=c.id, area_id=c.area_id, conditions=offline,
                              now=now, hold_s=th.resolve_hold_s, codes=["offline"])
         c.state_reason = reason
@@ -157,7 +174,7 @@ class HealthTracker:
         v = self.views.get(c.id)
         causes = v.causes if v else ()
         if causes:
-            self._set_state(db, c, "degraded", now, "; ".join(x.message for x in causes))
+            self._set_state(db, c, "degraded", now, "degraded")
         else:
             self._set_state(db, c, "online", now, reason)
 
@@ -192,7 +209,7 @@ class HealthTracker:
                      c.bd_seq)
             return
         if c.provisioned:
-            self._set_state(db, c, "offline", now, "link lost (last will)")
+            self._set_state(db, c, "offline", now, "last_will")
 
     def note_seq(self, cluster_id: str, seq: int) -> bool:
         """Track a message's sequence number; True when messages were missed (a gap)."""
@@ -274,6 +291,6 @@ class HealthTracker:
         for cid in stale:
             c = db.get(Cluster, cid)
             if c is not None and c.state in UP_STATES:
-                self._set_state(db, c, "offline", now, "heartbeat timeout")
+                self._set_state(db, c, "offline", now, "heartbeat_timeout")
         self.alerts.sweep(db, now)
         return stale

@@ -9,6 +9,7 @@ from controller.api.deps import CurrentUser, SessionDep
 from controller.api.schemas import AreaOut, ClusterOut, SpeakerOut
 from controller.broadcasting.targeting import ancestor_ids
 from controller.db.models import Area, Cluster
+from controller.fleet.health import STATE_REASONS, state_reason
 
 router = APIRouter(tags=["areas"])
 
@@ -27,7 +28,8 @@ def list_areas(db: SessionDep, user: CurrentUser) -> list[AreaOut]:
 def _cluster_out(c: Cluster) -> ClusterOut:
     return ClusterOut(
         id=c.id, area_id=c.area_id, name=c.name, state=c.state, state_since=c.state_since,
-        state_reason=c.state_reason, causes=c.causes, provisioned=c.provisioned, last_seen=c.last_seen,
+        state_code=c.state_reason if c.state_reason in STATE_REASONS else None,
+        state_reason=state_reason(c.state_reason), causes=c.causes, provisioned=c.provisioned, last_seen=c.last_seen,
         firmware=c.firmware, lat=c.lat, lon=c.lon, telemetry=c.telemetry,
         speakers=[SpeakerOut(index=s.index, name=s.name, state=s.state) for s in c.speakers],
     )
