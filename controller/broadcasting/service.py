@@ -439,15 +439,21 @@ def set_position(db: Session, rt: Runtime, user: User, broadcast_id: str,
     return bc
 
 
-def approve(db: Session, rt: Runtime, user: User, broadcast_id: str) -> Broadcast:
-    """A leader approves an officer's bulletin; it is then planned like any other. Its
-    start must still be ahead (policy is checked again: it may have changed meanwhile)."""
+def _awaiting_decision(db: Session, user: User, broadcast_id: str, what: str) -> Broadcast:
+    """An officer's bulletin waiting for a leader, that ``user`` may decide on."""
     bc = find_visible(db, user, broadcast_id)
-    require_role(user, APPROVERS, "approve bulletins")
+    require_role(user, APPROVERS, what)
     require_targets(db, user, bc.target.areas, bc.target.clusters)
     if bc.status != BroadcastStatus.PENDING_APPROVAL:
         raise Conflict("broadcast_state", f"broadcast is {bc.status}, not waiting for approval",
                        status=bc.status, action="decide")
+    return bc
+
+
+def approve(db: Session, rt: Runtime, user: User, broadcast_id: str) -> Broadcast:
+    """A leader approves an officer's bulletin; it is then planned like any other. Its
+    start must still be ahead (policy is checked again: it may have changed meanwhile)."""
+    bc = _awaiting_decision(db, user, broadcast_id, "approve bulletins")
     now = utcnow()
     slot = rt.dispatcher.next_slot(bc, now)
     if slot is None:
@@ -462,12 +468,7 @@ def approve(db: Session, rt: Runtime, user: User, broadcast_id: str) -> Broadcas
 def reject(db: Session, rt: Runtime, user: User, broadcast_id: str,
            req: Decline) -> Broadcast:
     """A leader sends an officer's bulletin back, with the reason; it never airs."""
-    bc = find_visible(db, user, broadcast_id)
-    require_role(user, APPROVERS, "reject bulletins")
-    require_targets(db, user, bc.target.areas, bc.target.clusters)
-    if bc.status != BroadcastStatus.PENDING_APPROVAL:
-        raise Conflict("broadcast_state", f"broadcast is {bc.status}, not waiting for approval",
-                       status=bc.status, action="decide")
+    bc = _awaiting_decision(db, user, broadcast_id, "reject bulletins")
     move(bc, BroadcastStatus.REJECTED)
     bc.decided_by, bc.decided_at = user.username, utcnow()
     bc.decision_note = req.reason.strip()

@@ -8,12 +8,15 @@ are the MQTT link (:mod:`controller.transport.mqtt`) and an in-memory one for te
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
-__all__ = ["Inbound", "Inbox", "Link", "Outbound", "topic_matches"]
+__all__ = ["Inbound", "Inbox", "Link", "LinkBase", "Outbound", "topic_matches"]
+
+log = logging.getLogger(__name__)
 
 
 class Inbound(NamedTuple):
@@ -55,6 +58,37 @@ class Link(Protocol):
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool: ...
 
     def wait_written(self, timeout: float) -> bool: ...
+
+
+class LinkBase:
+    """What every broker link keeps alike: its inbox and counters, the subscriptions that
+    hold for every connection, the hooks run once a connection is up."""
+
+    def __init__(self, host: str, port: int, inbox_max: int):
+        self.host, self.port = host, port
+        self.inbox = Inbox(inbox_max)
+        self.counters: Counter[str] = Counter()
+        self.connected = threading.Event()
+        self._subscriptions: list[tuple[str, int]] = []
+        self._hooks: list[Callable[[], None]] = []
+
+    def on_connect(self, hook: Callable[[], None]) -> None:
+        self._hooks.append(hook)
+
+    def _wait_connected(self, wait_s: float) -> None:
+        if not self.connected.wait(wait_s):
+            log.warning("MQTT broker %s:%s not reachable yet; retrying in the background",
+                        self.host, self.port)
+
+    def _connected_now(self, how: str) -> None:
+        """The connection is up and subscribed: say so, then run the hooks."""
+        self.connected.set()
+        log.info("MQTT connected to %s:%s (%s)", self.host, self.port, how)
+        for hook in self._hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("on_connect hook failed")
 
 
 class Inbox:

@@ -28,12 +28,12 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 
 import mqtt5
 
-from controller.transport.link import Inbound, Inbox, Link, Outbound
+from controller.transport.link import Inbound, Link, LinkBase, Outbound
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def probe_mqtt5(host: str, port: int, username: str | None = None,
         sock.close()
 
 
-class Mqtt5Link:
+class Mqtt5Link(LinkBase):
     """An MQTT 5 connection that stays up: it reconnects (jittered back-off, 0.5 s to
     10 s), subscribes again and re-sends what was not acknowledged."""
 
@@ -108,16 +108,11 @@ class Mqtt5Link:
                  inbox_max: int = 200_000, keepalive: int = 15,
                  will: Outbound | None = None,
                  announce: Callable[[], Outbound] | None = None):
-        self.host, self.port = host, port
+        super().__init__(host, port, inbox_max)
         self.username, self.password = username, password
         self.client_id = client_id or f"loa-controller-{uuid.uuid4().hex[:8]}"
         self.keepalive = keepalive
         self.will, self.announce = will, announce
-        self.inbox = Inbox(inbox_max)
-        self.counters: Counter[str] = Counter()
-        self.connected = threading.Event()
-        self._subscriptions: list[tuple[str, int]] = []
-        self._hooks: list[Callable[[], None]] = []
         self._wlock = threading.Lock()
         self._drained = threading.Condition(self._wlock)
         self._sock: socket.socket | None = None  # set while publishing is possible
@@ -141,16 +136,11 @@ class Mqtt5Link:
             if self._sock is not None:
                 self._write_locked(self._subscribe_packet(filters))
 
-    def on_connect(self, hook: Callable[[], None]) -> None:
-        self._hooks.append(hook)
-
     def start(self, wait_s: float = 10.0) -> None:
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="mqtt-link", daemon=True)
         self._thread.start()
-        if not self.connected.wait(wait_s):
-            log.warning("MQTT broker %s:%s not reachable yet; retrying in the background",
-                        self.host, self.port)
+        self._wait_connected(wait_s)
 
     def stop(self) -> None:
         if self.connected.is_set() and self.announce is not None and self.will is not None:
@@ -320,14 +310,7 @@ class Mqtt5Link:
 
     def _ready(self) -> None:
         """Connected and subscribed (the SUBACK is in): now the link counts as up."""
-        self.connected.set()
-        log.info("MQTT connected to %s:%s (MQTT 5, receive maximum %d)", self.host,
-                 self.port, self._receive_max)
-        for hook in self._hooks:
-            try:
-                hook()
-            except Exception:
-                log.exception("on_connect hook failed")
+        self._connected_now(f"MQTT 5, receive maximum {self._receive_max}")
 
     def _release_held_locked(self) -> None:
         while self._held and len(self._inflight) < self._receive_max and self._sock is not None:

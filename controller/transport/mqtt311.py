@@ -9,35 +9,28 @@ down ``publish`` returns False and nothing is queued behind the caller's back.
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
-from collections import Counter
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.transport.link import Inbound, Inbox, Outbound
+from controller.transport.link import Inbound, LinkBase, Outbound
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Mqtt311Link"]
 
 
-class Mqtt311Link:
+class Mqtt311Link(LinkBase):
     def __init__(self, host: str, port: int, username: str | None = None,
                  password: str | None = None, client_id: str | None = None, *,
                  inbox_max: int = 200_000, keepalive: int = 15,
                  will: Outbound | None = None,
                  announce: Callable[[], Outbound] | None = None):
-        self.host, self.port = host, port
+        super().__init__(host, port, inbox_max)
         self.keepalive = keepalive
         self.will, self.announce = will, announce
-        self.inbox = Inbox(inbox_max)
-        self.counters: Counter[str] = Counter()
-        self.connected = threading.Event()
-        self._subscriptions: list[tuple[str, int]] = []
-        self._hooks: list[Callable[[], None]] = []
         self._last: mqtt.MQTTMessageInfo | None = None
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -63,15 +56,10 @@ class Mqtt311Link:
         if self.connected.is_set():
             self._client.subscribe(filters)
 
-    def on_connect(self, hook: Callable[[], None]) -> None:
-        self._hooks.append(hook)
-
     def start(self, wait_s: float = 10.0) -> None:
         self._client.connect_async(self.host, self.port, keepalive=self.keepalive)
         self._client.loop_start()
-        if not self.connected.wait(wait_s):
-            log.warning("MQTT broker %s:%s not reachable yet; retrying in the background",
-                        self.host, self.port)
+        self._wait_connected(wait_s)
 
     def stop(self) -> None:
         if self.connected.is_set() and self.announce is not None and self.will is not None:
@@ -136,13 +124,7 @@ class Mqtt311Link:
 
     def _ready(self) -> None:
         """Connected and subscribed: now the link counts as up."""
-        self.connected.set()
-        log.info("MQTT connected to %s:%s (MQTT 3.1.1)", self.host, self.port)
-        for hook in self._hooks:
-            try:
-                hook()
-            except Exception:
-                log.exception("on_connect hook failed")
+        self._connected_now("MQTT 3.1.1")
 
     def _on_disconnect(self, _c: mqtt.Client, _ud: object, _flags: object,
                        reason: mqtt.ReasonCode, _props: object) -> None:

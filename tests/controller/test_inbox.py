@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from controller.transport.mqtt import Inbound, Inbox
+from controller.transport.link import Inbound, Inbox
 
 
 def msg(i: int) -> Inbound:
