@@ -13,6 +13,7 @@ the link as a power cut does: the broker publishes the board's Will.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -22,7 +23,10 @@ from typing import NamedTuple, Protocol
 import aiomqtt
 import mqtt5
 
-__all__ = ["Message", "MqttError", "ProtocolUnsupported", "Session", "connect"]
+log = logging.getLogger(__name__)
+
+__all__ = ["Message", "MqttError", "ProtocolUnsupported", "Session", "connect",
+           "quiet_lost_links"]
 
 
 #: how long a CONNECT waits for its CONNACK
@@ -366,3 +370,23 @@ class _V311Session:
 
         if self._dying is None:
             self._dying = asyncio.get_running_loop().create_task(die())
+
+
+def quiet_lost_links(loop: asyncio.AbstractEventLoop) -> None:
+    """aiomqtt (the 3.1.1 sessions) keeps a future that holds a lost link's error; when the
+    link was lost while nobody was reading messages (a session still waiting for its
+    SUBACK), nothing retrieves it and asyncio reports it as an error when it is collected.
+    The session has already ended with that error: log it at debug level, and hand every
+    other unhandled exception to the loop's default handler."""
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        if isinstance(context.get("exception"), aiomqtt.MqttError):
+            log.debug("a lost link's error, already handled: %s", context.get("exception"))
+        elif previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+

@@ -14,6 +14,7 @@ from nacl.signing import VerifyKey
 from devices.areas import Network
 from firmware_sim.cluster import IDLE_TICK_S, TICK_S, SimCluster, SimConfig
 from firmware_sim.content import SharedStore
+from firmware_sim.mqtt import quiet_lost_links
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ async def run_clusters(clusters: list[SimCluster], stop: asyncio.Event,
                        connect_spread_s: float = 0.0, seed: int = 0) -> None:
     """Connect every cluster (spread over ``connect_spread_s``), run until ``stop`` is set,
     then shut down cleanly (each cluster publishes offline)."""
+    quiet_lost_links(asyncio.get_running_loop())
     rng = random.Random(seed)
 
     async def one(sim: SimCluster) -> None:

@@ -83,3 +83,28 @@ def test_a_3_1_1_broker_is_told_apart(tmp_path: Path) -> None:
         run(scenario())
     finally:
         broker.kill()
+
+
+def test_a_lost_links_unretrieved_error_is_not_reported_as_an_error(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import gc
+    import logging
+
+    import aiomqtt
+
+    async def scenario() -> None:
+        mqtt.quiet_lost_links(asyncio.get_running_loop())
+        lost = asyncio.get_running_loop().create_future()
+        lost.set_exception(aiomqtt.MqttError("Unexpected disconnection"))
+        del lost  # nobody retrieves it: asyncio reports it when it is collected
+        gc.collect()
+        other = asyncio.get_running_loop().create_future()
+        other.set_exception(ValueError("a real bug"))
+        del other
+        gc.collect()
+
+    with caplog.at_level(logging.DEBUG):
+        run(scenario())
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.exc_info[1].__class__ for r in errors if r.exc_info] == [ValueError]
+    assert any("already handled" in r.getMessage() for r in caplog.records)
