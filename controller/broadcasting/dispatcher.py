@@ -38,7 +38,10 @@ from controller.broadcasting.recurrence import Recurrence
 from controller.broadcasting.states import (
     BROADCAST_LIVE,
     DELIVERY_FINAL,
+    OCCURRENCE_OPEN,
+    REPORT_MOVES,
     BroadcastStatus,
+    DeliveryStatus,
     OccurrenceStatus,
     move,
 )
@@ -60,14 +63,9 @@ from devices.signing import sign_command
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ORDER", "TERMINAL", "Dispatcher"]
+__all__ = ["Dispatcher"]
 
-#: delivery states in the order they progress; a report never moves a delivery backwards
-ORDER = ["pending", "sent", "received", "ready", "playing", "preempted", "played"]
 TERMINAL = DELIVERY_FINAL
-ACTIVE_OCC = ("pending", "sent")
-ASSUMED = {"cancelled", "missed"}
-CLUSTER_FINAL = {"playing", "played", "failed", "cancelled"}
 
 
 #: a delivery as a batch of reports sees it: plain columns. Loading an emergency's 600
@@ -153,7 +151,7 @@ class Dispatcher:
                                               resolved.cluster_ids if resolved else [])
                 if occ is None:
                     return None
-            if occ.status in ACTIVE_OCC:
+            if occ.status in OCCURRENCE_OPEN:
                 self._send(db, occ, bc, resolved)
             if bc.recurrence and self.plan_next is not None:
                 self.plan_next(bc, scheduled_at)
@@ -293,8 +291,9 @@ class Dispatcher:
         for occ in changed:
             occ.revision = (occ.revision or 0) + 1
             for d in occ.deliveries:
-                if d.state in ("received", "ready"):
-                    d.state, d.updated_at = "sent", now
+                if d.state in (DeliveryStatus.RECEIVED, DeliveryStatus.READY):
+                    move(d, DeliveryStatus.SENT)  # to fetch and confirm the new content
+                    d.updated_at = now
         db.commit()  # before publishing: the clusters' reports must find the new state
         for occ in changed:
             if occ.status == OccurrenceStatus.SENT:
@@ -419,7 +418,7 @@ class Dispatcher:
         bc.content = content
         changed: list[Occurrence] = []
         for occ in bc.occurrences:
-            if occ.status not in ACTIVE_OCC or not any(
+            if occ.status not in OCCURRENCE_OPEN or not any(
                     d.state in ("pending", "sent", "received", "ready") for d in occ.deliveries):
                 continue  # over, or it played (or is playing) everywhere: nothing to replace
             occ.content_id, occ.content = content.id, content
@@ -458,8 +457,10 @@ class Dispatcher:
             if waiting:  # confirmed only by the cluster's own "cancelled" report
                 self._unconfirmed_cancels[occ.id] = (waiting, exp)
             for d in occ.deliveries:
-                if d.state in ("pending", "sent", "received", "ready"):
-                    d.state, d.updated_at = "cancelled", now
+                if d.state in (DeliveryStatus.PENDING, DeliveryStatus.SENT,
+                               DeliveryStatus.RECEIVED, DeliveryStatus.READY):
+                    move(d, DeliveryStatus.CANCELLED)
+                    d.updated_at = now
         db.commit()
 
     def retry_cancels(self, now: datetime) -> int:
@@ -542,13 +543,9 @@ class Dispatcher:
         if ev.occurrence_id in self._unconfirmed_cancels and new in ("cancelled", "played",
                                                                      "failed"):
             self._unconfirmed_cancels[ev.occurrence_id][0].discard(ev.cluster_id)
-        # "cancelled" and "missed" may be the controller's assumption; the cluster's own
-        # report of what happened wins over it. Other terminal states are final.
-        if d.state in TERMINAL and not (d.state in ASSUMED and new in CLUSTER_FINAL):
-            return
-        interrupted = (d.state, new) in (("playing", "preempted"), ("preempted", "playing"))
-        if not interrupted and new in ORDER and d.state in ORDER and \
-                ORDER.index(new) <= ORDER.index(d.state):
+        # forward only; "cancelled" and "missed" may be the controller's assumption, and the
+        # cluster's own report of what happened wins over it (states.REPORT_MOVES)
+        if DeliveryStatus(new) not in REPORT_MOVES[DeliveryStatus(d.state)]:
             return
         d.state, d.updated_at, d.dirty = new, utcnow(), True
         if ev.state is DeliveryState.PLAYING and d.started_at is None:
@@ -568,7 +565,8 @@ class Dispatcher:
             return  # not ours (a forged or replayed command): nothing to update
         d = self._delivery(db, occ_id, ev.cluster_id)
         if d is not None and d.state not in TERMINAL and ev.reason.value != "replayed":
-            d.state, d.updated_at, d.dirty = "failed", utcnow(), True
+            move(d, DeliveryStatus.FAILED)
+            d.updated_at, d.dirty = utcnow(), True
             d.error = f"refused: {ev.reason.value} {ev.detail or ''}".strip()[:256]
 
     # --- housekeeping ------------------------------------------------------------------------
@@ -585,10 +583,13 @@ class Dispatcher:
         for occ in db.scalars(select(Occurrence).where(Occurrence.status == OccurrenceStatus.SENT,
                                                        Occurrence.ends_at < limit)):
             for d in occ.deliveries:
-                if d.state in ("pending", "sent"):
-                    d.state, d.error = "missed", d.error or "no report from the cluster"
+                if d.state in (DeliveryStatus.PENDING, DeliveryStatus.SENT):
+                    move(d, DeliveryStatus.MISSED)
+                    d.error = d.error or "no report from the cluster"
                 elif d.state not in TERMINAL:
-                    d.state, d.error = "failed", f"no final report (last: {d.state})"
+                    last = d.state
+                    move(d, DeliveryStatus.FAILED)
+                    d.error = f"no final report (last: {last})"
                 d.updated_at = now
             self._complete(occ)
         for bc in db.scalars(select(Broadcast).where(Broadcast.status == BroadcastStatus.ACTIVE,

@@ -11,6 +11,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from nacl.signing import SigningKey
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from controller.broadcasting.states import TABLES, move
 from controller.broadcasting.targeting import descendant_area_ids, resolve
 from controller.db.models import Action, ActionResult, Cluster, utcnow
 from controller.errors import Invalid
@@ -32,6 +34,32 @@ __all__ = ["TIMEOUT_S", "ActionError", "ActionService"]
 TIMEOUT_S = {"reboot": 90, "self_test": 30}
 DEFAULT_TIMEOUT_S = 20
 COMMAND_LIFETIME = timedelta(minutes=2)
+
+
+class ActionState(StrEnum):
+    """One cluster's outcome of a remote action."""
+
+    SENT = "sent"
+    ACCEPTED = "accepted"
+    DONE = "done"
+    FAILED = "failed"
+    REFUSED = "refused"
+    TIMED_OUT = "timed_out"
+
+
+A = ActionState
+#: what an outcome may become: a late acknowledgement still counts after a time-out or a
+#: refusal (of a forged copy); done and failed are final
+ACTION_MOVES: dict[ActionState, frozenset[ActionState]] = {
+    A.SENT: frozenset({A.ACCEPTED, A.DONE, A.FAILED, A.REFUSED, A.TIMED_OUT}),
+    A.ACCEPTED: frozenset({A.DONE, A.FAILED, A.REFUSED, A.TIMED_OUT}),
+    A.REFUSED: frozenset({A.ACCEPTED, A.DONE, A.FAILED}),
+    A.TIMED_OUT: frozenset({A.ACCEPTED, A.DONE, A.FAILED, A.REFUSED}),
+    A.DONE: frozenset(),
+    A.FAILED: frozenset(),
+}
+TABLES[ActionState] = (ACTION_MOVES, "state")
+ACTION_FINAL = frozenset(s for s, nxt in ACTION_MOVES.items() if not nxt)
 
 
 class ActionError(Invalid, ValueError):
@@ -72,7 +100,7 @@ class ActionService:
             outgoing.append((topic, payload, members))
             for c in members:
                 covered[c] = cid
-        action.results = [ActionResult(cluster_id=c, command_id=covered[c], state="sent",
+        action.results = [ActionResult(cluster_id=c, command_id=covered[c], state=ActionState.SENT,
                                        updated_at=now) for c in sorted(covered)]
         db.add(action)
         # commit before publishing: a fast cluster's ack must find its row
@@ -84,7 +112,8 @@ class ActionService:
         if unreachable:
             for r in action.results:
                 if r.cluster_id in unreachable:
-                    r.state, r.reason = "failed", "the MQTT broker is not reachable; not sent"
+                    move(r, ActionState.FAILED)
+                    r.reason = "the MQTT broker is not reachable; not sent"
             db.commit()
         return action
 
@@ -100,9 +129,10 @@ class ActionService:
                                                  ActionResult.cluster_id == ev.cluster_id))
         if r is None:
             return False
-        if r.state in ("done", "failed") or (r.state == "accepted" and ev.status == "accepted"):
+        if r.state in ACTION_FINAL or r.state == ev.status:
             return True
-        r.state, r.updated_at = ev.status, utcnow()
+        move(r, ActionState(ev.status))
+        r.updated_at = utcnow()
         r.result, r.reason = ev.result, ev.reason
         return True
 
@@ -112,17 +142,19 @@ class ActionService:
             return False
         r = db.scalar(select(ActionResult).where(ActionResult.command_id == command_id,
                                                  ActionResult.cluster_id == cluster_id))
-        if r is None or r.state in ("done", "failed"):
+        if r is None or r.state in ACTION_FINAL:
             return r is not None
-        r.state, r.reason, r.updated_at = "refused", reason, utcnow()
+        move(r, ActionState.REFUSED)
+        r.reason, r.updated_at = reason, utcnow()
         return True
 
     def sweep(self, db: Session, now: datetime) -> None:
         q = (select(ActionResult).join(Action)
-             .where(ActionResult.state.in_(("sent", "accepted")),
+             .where(ActionResult.state.in_((ActionState.SENT, ActionState.ACCEPTED)),
                     Action.requested_at < now - timedelta(seconds=DEFAULT_TIMEOUT_S)))
         for r in db.scalars(q):
             limit = TIMEOUT_S.get(r.action.kind, DEFAULT_TIMEOUT_S)
             if now - r.action.requested_at > timedelta(seconds=limit):
-                r.state, r.updated_at = "timed_out", now
+                move(r, ActionState.TIMED_OUT)
+                r.updated_at = now
                 r.reason = f"no outcome within {limit} s"

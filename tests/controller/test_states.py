@@ -55,3 +55,38 @@ def test_an_illegal_move_changes_nothing() -> None:
     move(occ, OccurrenceStatus.SENT)  # staying put is allowed
     move(occ, OccurrenceStatus.COMPLETED)
     assert occ.status == "completed"
+
+
+def test_a_report_moves_a_delivery_forward_only_but_beats_an_assumption() -> None:
+    from controller.broadcasting.states import REPORT_MOVES
+    from controller.broadcasting.states import DeliveryStatus as D
+
+    assert D.RECEIVED not in REPORT_MOVES[D.PLAYING]  # a late "received": ignored
+    assert D.PLAYING in REPORT_MOVES[D.PREEMPTED] and D.PREEMPTED in REPORT_MOVES[D.PLAYING]
+    assert not REPORT_MOVES[D.PLAYED] and not REPORT_MOVES[D.FAILED]
+    # the controller assumed "missed" or "cancelled"; the cluster says what happened
+    assert {D.PLAYING, D.PLAYED, D.FAILED} <= REPORT_MOVES[D.MISSED]
+    assert D.PLAYED in REPORT_MOVES[D.CANCELLED]
+
+
+def test_the_controller_closes_deliveries_only_as_its_table_says() -> None:
+    from controller.broadcasting.states import DeliveryStatus as D
+
+    d = Thing("sent")
+    d.state = "sent"  # type: ignore[attr-defined]
+    move(d, D.MISSED)
+    assert d.state == "missed"  # type: ignore[attr-defined]
+    with pytest.raises(IllegalMove):
+        move(d, D.SENT)
+
+
+def test_an_action_outcome_is_final_once_done() -> None:
+    from controller.fleet.actions import ActionState as A
+
+    r = Thing("sent")
+    r.state = "sent"  # type: ignore[attr-defined]
+    move(r, A.TIMED_OUT)
+    move(r, A.DONE)  # a late acknowledgement still counts
+    with pytest.raises(IllegalMove):
+        move(r, A.FAILED)
+    assert r.state == "done"  # type: ignore[attr-defined]
