@@ -42,8 +42,9 @@ __all__ = ["BrokerRefused", "Mqtt5Link", "ProtocolUnsupported", "make_link", "pr
 READ_SIZE = 65536
 #: a write that cannot go on for this long means the broker has stopped reading
 WRITE_TIMEOUT_S = 10.0
-#: QoS 1 publishes kept back while the broker's receive maximum is reached
-MAX_HELD = 100_000
+#: QoS 1 publishes kept back while the broker's receive maximum is reached (with those in
+#: flight, never more than the 65,535 packet ids there are)
+MAX_HELD = 60_000
 
 
 class BrokerRefused(ConnectionError):
@@ -119,6 +120,7 @@ class Mqtt5Link(LinkBase):
         self._next_id = 0
         self._inflight: dict[int, bytes] = {}  # QoS 1 written, not yet acknowledged
         self._held: deque[tuple[int, bytes]] = deque()  # over the broker's receive maximum
+        self._held_ids: set[int] = set()
         self._receive_max = 65535
         self._last_write = time.monotonic()
         self._stopping = threading.Event()
@@ -172,6 +174,9 @@ class Mqtt5Link(LinkBase):
                 ok = self._write_locked(packet)
             else:
                 pid = self._packet_id()
+                if pid is None:  # 65,535 unacknowledged: the broker has stopped answering
+                    self.counters["out_failed"] += 1
+                    return False
                 packet = mqtt5.PublishPacket(topic, payload, qos=mqtt5.QoS.AT_LEAST_ONCE,
                                              retain=retain, packet_id=pid).write()
                 if len(self._inflight) >= self._receive_max:
@@ -179,6 +184,7 @@ class Mqtt5Link(LinkBase):
                         self.counters["out_failed"] += 1
                         return False
                     self._held.append((pid, packet))
+                    self._held_ids.add(pid)
                     ok = True
                 else:
                     self._inflight[pid] = packet
@@ -198,12 +204,13 @@ class Mqtt5Link(LinkBase):
 
     # --- writing (under _wlock) --------------------------------------------------------
 
-    def _packet_id(self) -> int:
+    def _packet_id(self) -> int | None:
+        """A packet id no unacknowledged or held publish uses (None: there is none)."""
         for _ in range(65535):
             self._next_id = self._next_id % 65535 + 1
-            if self._next_id not in self._inflight:
+            if self._next_id not in self._inflight and self._next_id not in self._held_ids:
                 return self._next_id
-        raise RuntimeError("every MQTT packet id is in flight")
+        return None
 
     def _write_locked(self, data: bytes) -> bool:
         sock = self._sock
@@ -230,7 +237,9 @@ class Mqtt5Link(LinkBase):
 
     def _subscribe_packet(self, filters: list[tuple[str, int]]) -> bytes:
         # SUBSCRIBE ids share the space with publishes but are never tracked as in flight
-        self._last_control_id = self._packet_id()
+        # (with every id taken, which only a broker that stopped answering causes, one is
+        # shared: the broker then refuses the connection's state, and the link reconnects)
+        self._last_control_id = self._packet_id() or self._next_id
         return mqtt5.SubscribePacket(self._last_control_id, [
             mqtt5.TopicFilter(f, max_qos=mqtt5.QoS(q)) for f, q in filters]).write()
 
@@ -291,7 +300,8 @@ class Mqtt5Link(LinkBase):
                     a = self.announce()
                     self._write_locked(mqtt5.PublishPacket(
                         a.topic, a.payload, qos=mqtt5.QoS(a.qos), retain=a.retain,
-                        packet_id=self._packet_id() if a.qos else None).write())
+                        packet_id=(self._packet_id() or self._next_id) if a.qos else None
+                    ).write())
                 # what was in flight on the last connection goes again, then what was held
                 for packet in self._inflight.values():
                     self._write_locked(bytes([packet[0] | 0x08]) + packet[1:])  # DUP
@@ -315,6 +325,7 @@ class Mqtt5Link(LinkBase):
     def _release_held_locked(self) -> None:
         while self._held and len(self._inflight) < self._receive_max and self._sock is not None:
             pid, packet = self._held.popleft()
+            self._held_ids.discard(pid)
             self._inflight[pid] = packet
             self._write_locked(packet)
         if not self._held:
