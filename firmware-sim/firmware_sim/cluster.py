@@ -53,7 +53,7 @@ from devices.signing import CommandVerifier, Refused
 from firmware_sim import mqtt
 from firmware_sim.content import Assembly, SharedStore
 from firmware_sim.faults import Physics
-from firmware_sim.mqtt import MqttError, ProtocolUnsupported
+from firmware_sim.mqtt import MqttError, NoConnack, ProtocolUnsupported
 from firmware_sim.player import Occurrence, Player
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,7 @@ class SimCluster:
         self._controller_ts: datetime | None = None
         self._wake_heartbeat = asyncio.Event()
         self._v5 = cfg.protocol in ("5", "auto")
+        self._v5_silences = 0  # MQTT 5 CONNECTs in a row that got no answer
         self._chunk_lane: asyncio.Lock = asyncio.Lock()
         self._handlers: dict[str, Callable[[Command], object]] = {
             "play": self._on_play,
@@ -228,10 +229,15 @@ class SimCluster:
                     keepalive=max(5, int(self.heartbeat_s)), username=self.id,
                     password=self.cfg.password, v5=self._v5) as client:
                 entered = True
+                self._v5_silences = 0
                 await self._run_session(client)
-        except ProtocolUnsupported:
+        except ProtocolUnsupported as exc:
             if not entered and self._v5 and self.cfg.protocol == "auto":
-                self._v5 = False  # a 3.1.1-only broker (amqtt): next attempt speaks 3.1.1
+                # a 3.1.1-only broker (amqtt): the next attempt speaks 3.1.1. Silence alone
+                # may be an overloaded broker: only the third in a row counts as an answer
+                self._v5_silences = self._v5_silences + 1 if isinstance(exc, NoConnack) else 3
+                if self._v5_silences >= 3:
+                    self._v5 = False
             raise
 
     async def _run_session(self, client: mqtt.Session) -> None:

@@ -25,7 +25,7 @@ import mqtt5
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Message", "MqttError", "ProtocolUnsupported", "Session", "connect",
+__all__ = ["Message", "MqttError", "NoConnack", "ProtocolUnsupported", "Session", "connect",
            "quiet_lost_links"]
 
 
@@ -38,7 +38,12 @@ class MqttError(Exception):
 
 
 class ProtocolUnsupported(MqttError):
-    """The broker does not speak MQTT 5."""
+    """The broker does not speak MQTT 5 (it answered as a 3.1.1 broker, or hung up)."""
+
+
+class NoConnack(ProtocolUnsupported):
+    """No answer to an MQTT 5 CONNECT in time: amqtt (3.1.1 only) does this, and so may a
+    broker that is merely overloaded."""
 
 
 class Message(NamedTuple):
@@ -177,7 +182,7 @@ class _V5Session(asyncio.Protocol):
                 connack = await self._connack
         except TimeoutError:
             # amqtt (3.1.1 only) neither answers nor hangs up on an MQTT 5 CONNECT with a Will
-            raise ProtocolUnsupported("no CONNACK to an MQTT 5 CONNECT") from None
+            raise NoConnack("no CONNACK to an MQTT 5 CONNECT") from None
         except MqttError as exc:
             if isinstance(exc, ProtocolUnsupported):
                 raise

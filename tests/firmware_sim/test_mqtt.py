@@ -108,3 +108,24 @@ def test_a_lost_links_unretrieved_error_is_not_reported_as_an_error(
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert [r.exc_info[1].__class__ for r in errors if r.exc_info] == [ValueError]
     assert any("already handled" in r.getMessage() for r in caplog.records)
+
+
+def test_a_board_in_auto_mode_finds_a_3_1_1_broker_after_three_silences(tmp_path: Path) -> None:
+    """amqtt neither answers nor hangs up on an MQTT 5 CONNECT with a Will: a board tries
+    three times (an overloaded MQTT 5 broker is silent too), then speaks 3.1.1."""
+    from firmware_sim.cluster import SimConfig
+
+    from devices.areas import generate
+    from tests.integration.harness import SimThread
+    from tests.utils.broker import wait_for
+
+    broker = Broker(tmp_path, embedded=True).start()
+    net = generate(1, 1)
+    sim = SimThread(net, SimConfig(port=broker.port, heartbeat_s=3600, protocol="auto",
+                                   reconnect_min_s=0.1, reconnect_max_s=0.2)).start()
+    try:
+        board = sim.by_id(next(iter(net.clusters)))
+        wait_for(board.connected.is_set, 40, "the board on the 3.1.1 broker")
+    finally:
+        sim.stop()
+        broker.kill()

@@ -107,4 +107,6 @@ class Broker:
             asyncio.run_coroutine_threadsafe(broker.stop(), loop).result(10)
             loop.call_soon_threadsafe(loop.stop)
             t.join(10)
+            if not loop.is_running():
+                loop.close()  # its selector's sockets with it
             self._embedded = None
