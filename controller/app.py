@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
 import logging
 from collections.abc import AsyncIterator, Iterable
+from typing import Any
 from contextlib import asynccontextmanager
 from importlib import resources
 
 from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from starlette.routing import NoMatchFound
 
@@ -30,32 +32,97 @@ from controller.api.routes import (
     users,
 )
 from controller.metrics import render
+from controller.db.models import utcnow
 from controller.runtime import Runtime
 from controller.settings import Settings
+from controller.storage import StorageProblem, classify, is_storage_error
 
 log = logging.getLogger(__name__)
 
 __all__ = ["create_app"]
 
+#: while the storage refuses the controller's start, it tries again this often
+RETRY_START_S = 5.0
+
+
+def startup_storage_problem(exc: BaseException) -> StorageProblem | None:
+    """A start that failed on its storage (a database error, or the data folder refusing
+    a file: full, read-only, not ours), as a coded problem; None for any other failure."""
+    if is_storage_error(exc):
+        return StorageProblem(classify(exc), utcnow(), str(exc).splitlines()[0][:300])
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES,
+                                                  errno.EPERM, errno.EDQUOT):
+        reason = "disk_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "read_only"
+        return StorageProblem(reason, utcnow(), str(exc)[:300])
+    cause = exc.__cause__ or exc.__context__
+    return startup_storage_problem(cause) if cause is not None else None
+
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
     settings = settings or Settings()
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def start(app: FastAPI) -> Runtime:
         # blocking start/stop run in a thread: an embedded broker may share this event loop
         rt = runtime if runtime is not None else await asyncio.to_thread(Runtime.build, settings)
+        try:
+            await asyncio.to_thread(rt.start)
+        except BaseException:
+            await asyncio.to_thread(rt.stop)
+            raise
         app.state.runtime = rt
-        await asyncio.to_thread(rt.start)
+        app.state.degraded = None
         await asyncio.to_thread(_build_routes, app)
+        return rt
+
+    async def start_when_storage_returns(app: FastAPI) -> None:
+        while True:
+            await asyncio.sleep(RETRY_START_S)
+            try:
+                await start(app)
+                log.warning("storage is back: the controller runs")
+                return
+            except Exception as exc:
+                if not startup_storage_problem(exc):
+                    raise
+                app.state.degraded = startup_storage_problem(exc)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.runtime = None
+        retry: asyncio.Task[None] | None = None
+        try:
+            await start(app)
+        except Exception as exc:
+            problem = startup_storage_problem(exc)
+            if problem is None:
+                raise
+            # degraded: the API says why (503 storage_unavailable) instead of a traceback,
+            # and the controller starts for real once the storage takes writes
+            log.error("controller degraded at start: %s; retrying every %.0f s",
+                      problem.body()["message"], RETRY_START_S)
+            app.state.degraded = problem
+            retry = asyncio.create_task(start_when_storage_returns(app))
         try:
             yield
         finally:
-            await asyncio.to_thread(rt.stop)
+            if retry is not None:
+                retry.cancel()
+            rt = app.state.runtime
+            if rt is not None:
+                await asyncio.to_thread(rt.stop)
 
     app = FastAPI(title="Loa controller", version="0.1.0", lifespan=lifespan,
                   description="Schedules announcements to a commune's smart loudspeaker "
                               "clusters and tracks their health.")
+
+    @app.middleware("http")
+    async def degraded_mode(request: Request, call_next: Any) -> Response:
+        problem = getattr(request.app.state, "degraded", None)
+        if problem is not None and request.url.path.startswith(("/api/", "/metrics")):
+            return JSONResponse(problem.body(), status_code=503, headers={"Retry-After": "5"})
+        response: Response = await call_next(request)
+        return response
+
     errors.install(app)
     api = APIRouter(prefix="/api/v1")
     for r in (auth.router, areas.router, contents.router, broadcasts.router, health.router,
@@ -75,8 +142,20 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         return Response(render(rt), media_type="text/plain; version=0.0.4")
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    def healthz(request: Request) -> JSONResponse:
+        """The operator's probe: 200 when the controller runs with its storage and its
+        broker link, 503 (with the coded reason) when it is degraded."""
+        problem = request.app.state.degraded
+        rt: Runtime | None = request.app.state.runtime
+        if problem is None and rt is not None:
+            problem = rt.storage.problem
+        mqtt = rt is not None and rt.link.connected.is_set()
+        body: dict[str, Any] = {
+            "status": "ok" if problem is None and mqtt else "degraded",
+            "storage": None if problem is None else problem.body(),
+            "mqtt": "connected" if mqtt else "disconnected",
+            "unrecorded": len(rt.dispatcher.unrecorded) if rt is not None else 0}
+        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
     @app.get("/", include_in_schema=False, response_class=HTMLResponse)
     def console() -> str:

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from datetime import datetime, timedelta
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.broadcasting.content_server import ContentServer
@@ -23,6 +23,7 @@ from controller.fleet.actions import ActionService
 from controller.fleet.availability import check_upcoming_slots
 from controller.fleet.health import HealthTracker
 from controller.fleet.history import TelemetryHistory
+from controller.storage import StorageMonitor, is_storage_error
 from controller.transport.link import Inbound, Link
 from devices import topics
 from devices.messages import (
@@ -56,10 +57,15 @@ FLUSH_S = 1.0
 IDLE_FLUSH_S = 0.1
 
 
+class _Stopping(Exception):
+    """The controller stops while a batch waits for the database."""
+
+
 class Ingest:
     def __init__(self, link: Link, sessions: sessionmaker[Session], health: HealthTracker,
                  dispatcher: Dispatcher, content: ContentServer, actions: ActionService,
-                 history: TelemetryHistory, batch: int = 2000):
+                 history: TelemetryHistory, batch: int = 2000,
+                 storage: StorageMonitor | None = None):
         self.link = link
         self.sessions = sessions
         self.health = health
@@ -68,6 +74,8 @@ class Ingest:
         self.actions = actions
         self.history = history
         self.batch = batch
+        self.storage = storage or dispatcher.storage
+        self.retries = 0  # batch attempts the database refused
         self._last_slow_sweep = 0.0
         self._last_prune = 0.0
         self.rejected: Counter[str] = Counter()
@@ -107,8 +115,12 @@ class Ingest:
                 self.content.flush()
                 if time.monotonic() - self._last_sweep >= 1.0:
                     self._sweep()
-            except Exception:
-                log.exception("ingest batch failed; continuing")
+            except Exception as exc:
+                if is_storage_error(exc):
+                    self.storage.failed(exc)  # (logged there when it starts)
+                    self._last_sweep = time.monotonic()
+                else:
+                    log.exception("ingest housekeeping failed; continuing")
 
     def _flush_heartbeats(self) -> None:
         upto = self.processed
@@ -123,39 +135,52 @@ class Ingest:
         log.debug("dropped message on %s: %s %s", topic, reason, detail[:200])
 
     def _apply(self, msgs: list[Inbound]) -> None:
-        """Apply a batch in one transaction. A batch that loses a deadlock (PostgreSQL) is
-        retried, never dropped. One that fails otherwise (a message that trips a bug) is
-        applied again message by message: only the message that fails is dropped, and
-        counted ("error"); the rest of its batch is not lost with it."""
+        """Apply a batch in one transaction, then acknowledge its QoS 1 messages to the
+        broker. A batch the database refuses (down, full, read-only, a lost deadlock) is
+        retried until it commits, never dropped: until then nothing is acknowledged, and
+        the broker's session holds the rest. A batch that fails otherwise (a message that
+        trips a bug) is applied again message by message: only the message that fails is
+        dropped, and counted ("error"); the rest of its batch is not lost with it."""
         try:
-            self._apply_retrying(msgs)
-            return
+            self._apply_until_committed(msgs)
+        except _Stopping:
+            return  # not acknowledged: delivered again from the session on the next start
         except Exception:
             log.exception("ingest batch of %d messages failed%s", len(msgs),
                           "; applying them one by one" if len(msgs) > 1 else "")
             self._resync()
-        if len(msgs) == 1:
-            self._reject("error", msgs[0].topic)
-            return
-        for m in msgs:
-            try:
-                self._apply_retrying([m])
-            except Exception as exc:
-                log.exception("message on %s dropped", m.topic)
-                self._reject("error", m.topic, repr(exc))
-                self._resync()
+            if len(msgs) == 1:
+                self._reject("error", msgs[0].topic)
+            else:
+                for m in msgs:
+                    try:
+                        self._apply_until_committed([m])
+                    except _Stopping:
+                        return
+                    except Exception as exc:
+                        log.exception("message on %s dropped", m.topic)
+                        self._reject("error", m.topic, repr(exc))
+                        self._resync()
+        self.link.ack(msgs)
 
-    def _apply_retrying(self, msgs: list[Inbound]) -> None:
-        for attempt in range(3):
+    def _apply_until_committed(self, msgs: list[Inbound]) -> None:
+        delay = 0.05
+        while True:
             try:
                 self._apply_once(msgs)
                 return
-            except OperationalError as exc:
-                log.warning("ingest batch of %d rolled back (%s); retrying", len(msgs),
-                            str(exc).splitlines()[0][:120])
+            except Exception as exc:
+                if not is_storage_error(exc):
+                    raise
+                problem = self.storage.failed(exc)
+                self.retries += 1
+                if self.retries % 20 == 1:
+                    log.warning("ingest batch of %d not committed (%s: %s); retrying",
+                                len(msgs), problem.reason, str(exc).splitlines()[0][:120])
                 self._resync()
-                time.sleep(0.05 * (attempt + 1))
-        self._apply_once(msgs)
+                if self._stop.wait(delay):
+                    raise _Stopping() from exc
+                delay = min(delay * 2, 2.0)
 
     def _resync(self) -> None:
         """After a rolled-back batch: the in-memory health views and alert index had taken
@@ -170,10 +195,14 @@ class Ingest:
     def _apply_once(self, msgs: list[Inbound]) -> None:
         # reports and births wait while an immediate emergency is between its publish and
         # its rows being committed (Dispatcher.dispatch_immediate): a report must find its
-        # delivery, and a cluster coming online must be sent what it missed. Heartbeats
-        # never wait for it.
+        # delivery, and a cluster coming online must be sent what it missed. So do they
+        # while an airing sent before it was recorded is not yet written (spool.py).
+        # Heartbeats never wait for either.
         if not all(m.topic.endswith("/telemetry") for m in msgs):
             with self.dispatcher.gate:
+                if self.dispatcher.unrecorded:
+                    with self.sessions() as db:
+                        self.dispatcher.record_unrecorded(db)
                 self._apply_batch(msgs)
         else:
             self._apply_batch(msgs)
@@ -195,8 +224,7 @@ class Ingest:
                 except MessageError as exc:
                     self._reject("invalid", m.topic, str(exc))
             self.dispatcher.write_batch(db)  # before resend_to reads deliveries
-            for cid in online:
-                self.dispatcher.resend_to(db, cid)
+            self.dispatcher.resend_to(db, online)
             db.commit()
         self.processed += len(msgs)
         self.dispatcher.end_batch()
@@ -283,9 +311,24 @@ class Ingest:
                                expires_at=utcnow() + timedelta(seconds=60))
         self.link.publish(topic, payload, 1)
 
+    def _probe_storage(self) -> None:
+        """While writes fail: does the database take one now? (A write that changes
+        nothing, but that SQLite and PostgreSQL both have to journal.)"""
+        with self.sessions() as db:
+            db.execute(text("UPDATE alembic_version SET version_num = version_num"))
+            db.commit()
+        self.storage.ok()
+
     def _sweep(self) -> None:
         self._last_sweep = time.monotonic()
         now = utcnow()
+        if self.storage.problem is not None:
+            self._probe_storage()
+        if self.storage.problem is None:
+            self.storage.record(self.sessions)
+        if self.dispatcher.unrecorded:  # (also before each batch of reports)
+            with self.dispatcher.gate, self.sessions() as db:
+                self.dispatcher.record_unrecorded(db)
         slow = time.monotonic() - self._last_slow_sweep >= 10.0
         with self.sessions() as db:  # (heartbeats are written behind by _loop, not here)
             self.health.sweep(db, now)

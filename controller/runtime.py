@@ -16,6 +16,8 @@ from controller.access.security import ensure_admin
 from controller.broadcasting.content_server import ContentServer
 from controller.broadcasting.dispatcher import Dispatcher
 from controller.broadcasting.scheduling import Scheduler
+from controller.broadcasting.spool import Spool
+from controller.db.lock import DatabaseLock
 from controller.db.models import ContentBlob
 from controller.db.session import make_engine, make_sessionmaker, upgrade
 from controller.fleet.actions import ActionService
@@ -24,6 +26,7 @@ from controller.fleet.health import HealthTracker
 from controller.fleet.history import TelemetryHistory
 from controller.ingest import Ingest
 from controller.settings import Settings
+from controller.storage import StorageMonitor
 from controller.transport.link import Link, Outbound
 from controller.transport.mqtt import make_link
 from devices import topics
@@ -60,6 +63,8 @@ class Runtime:
     alerts: AlertManager
     webhooks: WebhookSender
     tts: TTSEngine
+    storage: StorageMonitor
+    lock: DatabaseLock
     generated_admin_password: str | None = None
     started: bool = field(default=False)
 
@@ -68,6 +73,17 @@ class Runtime:
         """Every part, wired; ``link`` replaces the broker connection (tests: a
         :class:`~controller.transport.memory.MemoryLink`)."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        lock = DatabaseLock(settings.db_url)
+        lock.acquire()  # before anything runs: a second controller stops here
+        try:
+            return cls._build(settings, lock, migrate, link)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _build(cls, settings: Settings, lock: DatabaseLock, migrate: bool,
+               link: Link | None) -> Runtime:
         if migrate:
             upgrade(settings.db_url)
         engine = make_engine(settings.db_url)
@@ -79,7 +95,8 @@ class Runtime:
                              will=Outbound(topics.CONTROLLER_STATUS,
                                            dumps(ControllerStatus(v=1, state="offline")), 1,
                                            True),
-                             announce=_announce)
+                             announce=_announce, client_id=settings.client_id,
+                             session_expiry_s=settings.mqtt_session_expiry_s)
         link.subscribe(SUBSCRIPTIONS)
 
         def load_blob(sha: str) -> bytes | None:
@@ -88,19 +105,23 @@ class Runtime:
                 return blob.data if blob else None
 
         content = ContentServer(link.publish, load_blob, settings.chunk_size)
-        dispatcher = Dispatcher(settings, sessions, key, link.publish, content,
-                                link.wait_written)
         webhooks = WebhookSender(settings.alert_webhooks)
+        storage = StorageMonitor(webhooks)
+        dispatcher = Dispatcher(settings, sessions, key, link.publish, content,
+                                link.wait_written, spool=Spool(settings.data_dir / "spool"),
+                                storage=storage, link_up=link.connected.is_set)
+        link.on_connect(dispatcher.link_returned)
         alerts = AlertManager(webhooks)
         health = HealthTracker(settings.heartbeat_timeout_factor, settings.default_heartbeat_s,
                                alerts)
-        scheduler = Scheduler(settings.db_url, dispatcher, settings.dispatch_lead_s)
+        scheduler = Scheduler(dispatcher, settings.dispatch_lead_s)
         actions = ActionService(key, link.publish)
-        ingest = Ingest(link, sessions, health, dispatcher, content, actions, TelemetryHistory())
+        ingest = Ingest(link, sessions, health, dispatcher, content, actions, TelemetryHistory(),
+                        storage=storage)
         with sessions() as db:
             generated = ensure_admin(db, settings.admin_password)
         return cls(settings, engine, sessions, key, link, health, content, dispatcher, scheduler,
-                   ingest, actions, alerts, webhooks, EspeakNg(), generated)
+                   ingest, actions, alerts, webhooks, EspeakNg(), storage, lock, generated)
 
     def audio_settings(self, chime: bool | None = None) -> AudioSettings:
         s = self.settings
@@ -129,10 +150,12 @@ class Runtime:
 
     def stop(self) -> None:
         if not self.started:
+            self.lock.release()
             return
         self.ingest.stop()  # first: no more database work from MQTT
         self.scheduler.shutdown()
         self.link.stop()
         self.webhooks.stop()
         self.engine.dispose()
+        self.lock.release()
         self.started = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import cached_property
 from pathlib import Path
@@ -25,6 +26,13 @@ class Settings(BaseSettings):
     mqtt_protocol: Literal["auto", "5", "3.1.1"] = Field(
         "auto", description="MQTT version to the broker: auto tries MQTT 5 first and falls "
                             "back to 3.1.1 for a broker that speaks only that (amqtt)")
+    mqtt_client_id: str | None = Field(
+        None, description="the controller's MQTT client id; default loa-controller-<hash of "
+                          "the database URL>, the same on every start, so its broker session "
+                          "(what clusters reported while it was down) is taken up again")
+    mqtt_session_expiry_s: int = Field(
+        86400, ge=0, description="how long the broker keeps the controller's session and "
+                                 "queues reports for it while it is down (0: no session)")
     admin_password: str | None = Field(None, description="password of the bootstrap admin")
     timezone: str = Field("Asia/Ho_Chi_Minh", description="local time of schedules")
     dispatch_lead_s: float = Field(60.0, ge=1, description="send commands this long before start")
@@ -88,6 +96,12 @@ class Settings(BaseSettings):
                 url = "postgresql+psycopg://" + url[len("postgresql://"):]
             return url
         return f"sqlite:///{(self.data_dir / 'loa.db').resolve()}"
+
+    @cached_property
+    def client_id(self) -> str:
+        if self.mqtt_client_id:
+            return self.mqtt_client_id
+        return "loa-controller-" + hashlib.sha256(self.db_url.encode()).hexdigest()[:12]
 
     @cached_property
     def mqtt(self) -> tuple[str, int, str | None, str | None]:

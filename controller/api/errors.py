@@ -13,9 +13,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controller.errors import LoaError, Unauthorized
+from controller.db.models import utcnow
+from controller.storage import StorageMonitor, StorageProblem, classify, is_storage_error
 
 __all__ = ["install"]
 
@@ -48,7 +51,21 @@ def _http(_request: Request, exc: Exception) -> JSONResponse:
                         headers=exc.headers)
 
 
+def _storage(request: Request, exc: Exception) -> JSONResponse:
+    """The database refused the request's reads or writes: 503 ``storage_unavailable`` with
+    the reason (disk_full, read_only, unreachable, busy); the storage alert opens."""
+    if not is_storage_error(exc):
+        raise exc
+    rt = getattr(request.app.state, "runtime", None)
+    monitor: StorageMonitor | None = getattr(rt, "storage", None)
+    problem = monitor.failed(exc) if monitor is not None else None
+    if problem is None:
+        problem = StorageProblem(classify(exc), utcnow(), str(exc)[:300])
+    return JSONResponse(problem.body(), status_code=503, headers={"Retry-After": "5"})
+
+
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(DBAPIError, _storage)
     app.add_exception_handler(LoaError, _loa_error)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)

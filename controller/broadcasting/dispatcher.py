@@ -35,8 +35,10 @@ from controller.broadcasting.programme import (
     place,
 )
 from controller.broadcasting.recurrence import Recurrence
+from controller.broadcasting.spool import Intent, Spool, columns, record
 from controller.broadcasting.states import (
     BROADCAST_LIVE,
+    CLUSTER_FINAL,
     DELIVERY_FINAL,
     OCCURRENCE_OPEN,
     REPORT_MOVES,
@@ -47,8 +49,10 @@ from controller.broadcasting.states import (
 )
 from controller.broadcasting.targeting import Resolved, TargetError, resolve
 from controller.db.models import Broadcast, Cluster, Content, Delivery, Occurrence, table_of, utcnow
+from controller.errors import Unavailable
 from controller.fleet.health import UP_STATES
 from controller.settings import Settings
+from controller.storage import StorageMonitor, is_storage_error
 from devices import topics
 from devices.messages import (
     CancelBody,
@@ -66,17 +70,22 @@ log = logging.getLogger(__name__)
 __all__ = ["Dispatcher"]
 
 TERMINAL = DELIVERY_FINAL
+#: final states a cluster reports: they replace a final state the controller concluded
+REPORTED_FINAL = CLUSTER_FINAL & DELIVERY_FINAL
 
 
 #: a delivery as a batch of reports sees it: plain columns. Loading an emergency's 600
 #: deliveries as ORM objects, and flushing them one UPDATE at a time, was the slow part.
 _REPORTS = select(Delivery.id, Delivery.cluster_id, Delivery.state, Delivery.started_at,
-                  Delivery.finished_at, Delivery.error, Delivery.revision)
+                  Delivery.finished_at, Delivery.error, Delivery.revision, Delivery.assumed,
+                  Delivery.corrected_from, Delivery.corrected_at)
 _REPORT_UPDATE = (update(table_of(Delivery)).where(table_of(Delivery).c.id == bindparam("_id"))
                   .values(state=bindparam("_state"), updated_at=bindparam("_updated_at"),
                           started_at=bindparam("_started_at"),
                           finished_at=bindparam("_finished_at"), error=bindparam("_error"),
-                          revision=bindparam("_revision")))
+                          revision=bindparam("_revision"), assumed=bindparam("_assumed"),
+                          corrected_from=bindparam("_corrected_from"),
+                          corrected_at=bindparam("_corrected_at")))
 
 
 @dataclass(slots=True)
@@ -88,6 +97,9 @@ class _Report:
     finished_at: datetime | None
     error: str | None
     revision: int | None
+    assumed: bool
+    corrected_from: str | None
+    corrected_at: datetime | None
     occ_revision: int = 0
     updated_at: datetime | None = None
     dirty: bool = False
@@ -95,7 +107,8 @@ class _Report:
     def params(self) -> dict[str, object]:
         return {"_id": self.id, "_state": self.state, "_updated_at": self.updated_at,
                 "_started_at": self.started_at, "_finished_at": self.finished_at,
-                "_error": self.error, "_revision": self.revision}
+                "_error": self.error, "_revision": self.revision, "_assumed": self.assumed,
+                "_corrected_from": self.corrected_from, "_corrected_at": self.corrected_at}
 
 
 #: how long an immediate emergency waits for its command to be in the broker's socket
@@ -106,8 +119,19 @@ WRITE_WAIT_S = 0.05
 class Dispatcher:
     def __init__(self, settings: Settings, sessions: sessionmaker[Session], key: SigningKey,
                  publish: Callable[[str, bytes, int], bool], content: ContentServer,
-                 wait_written: Callable[[float], bool] | None = None):
+                 wait_written: Callable[[float], bool] | None = None,
+                 spool: Spool | None = None, storage: StorageMonitor | None = None,
+                 link_up: Callable[[], bool] | None = None):
         self.settings = settings
+        #: is the broker link up (nothing is retried while it is not)
+        self.link_up = link_up or (lambda: True)
+        self.spool = spool
+        self.storage = storage or StorageMonitor()
+        #: airings on the wire whose rows are not committed yet (occurrence id -> intent):
+        #: written by :meth:`record_unrecorded` before any report about them is applied
+        self.unrecorded: dict[str, Intent] = {}
+        #: the link came back: clusters that have not confirmed a play get it again
+        self._link_returned = False
         self.sessions = sessions
         self.key = key
         self.publish = publish
@@ -147,8 +171,18 @@ class Dispatcher:
                                            bc.target.clusters)
                     except TargetError as exc:
                         log.error("broadcast %s: %s", bc.id, exc)
-                occ = self._create_occurrence(db, bc, scheduled_at,
-                                              resolved.cluster_ids if resolved else [])
+                try:
+                    occ = self._create_occurrence(db, bc, scheduled_at,
+                                                  resolved.cluster_ids if resolved else [])
+                except Exception as exc:
+                    if not is_storage_error(exc) or resolved is None:
+                        raise
+                    db.rollback()
+                    self.storage.failed(exc)
+                    occ = self._send_unrecorded(db, bc, scheduled_at, resolved)
+                    if bc.recurrence and self.plan_next is not None:
+                        self.plan_next(bc, scheduled_at)
+                    return occ
                 if occ is None:
                     return None
             if occ.status in OCCURRENCE_OPEN:
@@ -177,6 +211,10 @@ class Dispatcher:
         body = self._play_body(occ, bc)
         expires = self._expiry(occ, bc)
         with self.gate:
+            # described on disk before it is on the wire: a crash before the rows are
+            # committed cannot leave it aired and unrecorded (spool.py)
+            intent = self._intent(bc, occ, resolved, "sent", new_broadcast=True)
+            spooled = self.spool is not None and self.spool.add(intent)
             ok = self._publish_play(occ, bc, resolved, body, expires)
             if ok and self.wait_written is not None:
                 # on the wire before this thread writes the rows (bounded: a link that is
@@ -193,6 +231,8 @@ class Dispatcher:
                      "state": "sent" if ok else "pending",
                      "error": "cluster offline when sent" if c in offline else None,
                      "updated_at": sent_at} for c in resolved.cluster_ids]
+            if not ok:
+                intent = self._intent(bc, occ, resolved, "pending", new_broadcast=True)
             # it is on the air already: a write that fails (a lock held too long, a lost
             # connection) is tried again before the request gives up, reports held meanwhile
             for attempt in range(3):
@@ -208,9 +248,104 @@ class Dispatcher:
                     log.error("emergency %s is on the air but not yet recorded (attempt %d): %s",
                               occ.id, attempt + 1, str(exc).splitlines()[0][:200])
                     if attempt == 2:
-                        raise
+                        # recorded as soon as the database takes writes (before any report
+                        # about it is applied); the caller answers 503 with the reason
+                        problem = self.storage.failed(exc)
+                        self.unrecorded[occ.id] = intent
+                        if not spooled and self.spool is not None:
+                            self.spool.add(intent)
+                        raise Unavailable(
+                            "storage_unavailable", "the emergency is on the air; the database "
+                            "refuses writes, and it is recorded as soon as it takes them",
+                            reason=problem.reason, since=problem.since.isoformat(),
+                            on_air=ok, broadcast_id=bc.id, occurrence_id=occ.id) from exc
                     time.sleep(0.2 * (attempt + 1))
+            if spooled and self.spool is not None:
+                self.spool.done(occ.id)
         return occ
+
+    # --- airings sent before their rows (spool.py) ------------------------------------
+
+    def _intent(self, bc: Broadcast, occ: Occurrence, resolved: Resolved, state: str,
+                new_broadcast: bool = False) -> Intent:
+        now = utcnow()
+        offline = resolved.offline if state == "sent" else frozenset()
+        bcols = None
+        if new_broadcast:
+            bcols = columns(bc)
+            bcols["status"] = BroadcastStatus.ACTIVE.value
+        ocols = columns(occ)
+        if state == "sent":
+            ocols["status"], ocols["sent_at"] = OccurrenceStatus.SENT.value, now
+        return {"id": occ.id, "broadcast_id": bc.id, "broadcast": bcols, "occurrence": ocols,
+                "deliveries": [{"cluster_id": c, "state": state, "updated_at": now,
+                                "error": "cluster offline when sent" if c in offline else None}
+                               for c in resolved.cluster_ids]}
+
+    def _send_unrecorded(self, db: Session, bc: Broadcast, scheduled_at: datetime,
+                         resolved: Resolved) -> Occurrence | None:
+        """The database refuses writes at an airing's dispatch: send it from memory, and
+        record it (:meth:`record_unrecorded`) once writes succeed again."""
+        now = utcnow()
+        lead = (self.settings.emergency_lead_s if bc.priority == "emergency"
+                else self.settings.min_start_lead_s)
+        start = max(scheduled_at, now + timedelta(seconds=lead))
+        occ = Occurrence(id=uuid.uuid4().hex, broadcast_id=bc.id, scheduled_at=scheduled_at,
+                         start_at=start, ends_at=start + timedelta(
+                             milliseconds=bc.content.duration_ms),
+                         status="pending", content_id=bc.content_id, revision=bc.revision or 0)
+        if (start - scheduled_at).total_seconds() > self.settings.late_grace_s or (
+                bc.expires_at is not None and start >= bc.expires_at) or not resolved.cluster_ids:
+            occ.status = OccurrenceStatus.MISSED.value  # recorded missed, with the reason
+            intent = self._intent(bc, occ, resolved, "missed")
+            for d in intent["deliveries"]:
+                d["error"] = "too late to start while the database refused writes"
+            with self.gate:
+                self.unrecorded[occ.id] = intent
+            return None
+        body = self._play_body(occ, bc, self._volume_cap(db, bc, occ, resolved.cluster_ids))
+        ok = self._publish_play(occ, bc, resolved, body, self._expiry(occ, bc))
+        intent = self._intent(bc, occ, resolved, "sent" if ok else "pending")
+        with self.gate:
+            self.unrecorded[occ.id] = intent
+        if self.spool is not None:
+            self.spool.add(intent)
+        log.error("occurrence %s of %s sent from memory (%s): recorded once the database "
+                  "takes writes", occ.id, bc.id, "on the wire" if ok else "link down")
+        return occ
+
+    def record_unrecorded(self, db: Session) -> int:
+        """Write the rows of airings sent before they were recorded, and commit. Raises what
+        the database raises (the caller retries): reports about them must wait."""
+        if not self.unrecorded:
+            return 0
+        pending = list(self.unrecorded.values())
+        n = sum(record(db, intent) for intent in pending)
+        db.commit()
+        for intent in pending:
+            self.unrecorded.pop(intent["id"], None)
+            if self.spool is not None:
+                self.spool.done(intent["id"])
+        log.warning("%d airing(s) sent before they were recorded are recorded now", n)
+        return n
+
+    def recover_spool(self) -> int:
+        """On start: what a crash left between a publish and its commit."""
+        if self.spool is None:
+            return 0
+        pending = self.spool.pending()
+        for intent in pending:
+            self.unrecorded[intent["id"]] = intent
+        try:
+            with self.sessions() as db:
+                n = self.record_unrecorded(db)
+        except Exception as exc:
+            if not is_storage_error(exc):
+                raise
+            self.storage.failed(exc)
+            return 0
+        self.spool.compact([])
+        return n
 
     def _create_occurrence(self, db: Session, bc: Broadcast, scheduled_at: datetime,
                            cluster_ids: list[str]) -> Occurrence | None:
@@ -330,6 +465,11 @@ class Dispatcher:
             return
         ok = self._publish_play(occ, bc, resolved, body, expires)
         now = utcnow()
+        if not ok:
+            # stays pending: sent again by the sweep (retry_unsent) once the link is back
+            self.counters["send_failed"] += 1
+            log.warning("occurrence %s of %s not sent (the broker link is down); it is sent "
+                        "again when the link returns", occ.id, bc.id)
         if ok:
             # conditional updates: reports may already have moved a delivery past "sent"
             pending = update(Delivery).where(Delivery.occurrence_id == occ.id,
@@ -381,31 +521,98 @@ class Dispatcher:
         self.counters[f"commands_{kind}"] += 1
         return self.publish(topic, payload, 1)
 
-    def resend_to(self, db: Session, cluster_id: str) -> int:
-        """A cluster came (back) online: send it what it should still play."""
+    def resend_to(self, db: Session, cluster_ids: list[str]) -> int:
+        """Clusters that (re)connected, or that have not confirmed a play since the link
+        returned: send each, on its own topic, what it should still play (an occurrence
+        not yet over whose play it has not confirmed). Clusters ignore a play they hold."""
+        if not cluster_ids:
+            return 0
         now = utcnow()
-        rows = db.scalars(
-            select(Delivery).join(Occurrence)
-            .where(Delivery.cluster_id == cluster_id, Delivery.state.in_(("pending", "sent")),
-                   Occurrence.status == OccurrenceStatus.SENT, Occurrence.start_at > now)).all()
-        for d in rows:
-            occ = d.occurrence
+        sent = 0
+        for i in range(0, len(cluster_ids), 500):
+            part = cluster_ids[i:i + 500]
+            rows = db.scalars(
+                select(Delivery).join(Occurrence)
+                .where(Delivery.cluster_id.in_(part), Delivery.state.in_(("pending", "sent")),
+                       Occurrence.status == OccurrenceStatus.SENT, Occurrence.ends_at > now)
+            ).all()
+            for d in rows:
+                occ = d.occurrence
+                bc = occ.broadcast
+                if self._expiry(occ, bc) <= now:
+                    continue
+                body = self._play_body(occ, bc, self._volume_cap(db, bc, occ, [d.cluster_id]))
+                if self._publish_command("play", topics.cluster_cmd(d.cluster_id), body,
+                                         self._expiry(occ, bc), occ.id):
+                    sent += 1
+                    if d.state == DeliveryStatus.PENDING:
+                        move(d, DeliveryStatus.SENT)
+                        d.updated_at = now
+                    d.error = None
+        return sent
+
+    def link_returned(self) -> None:
+        """The broker link is up again (its on_connect hook): the next sweep sends what
+        could not be sent, and re-sends each play no cluster has confirmed."""
+        self._link_returned = True
+
+    def retry_unsent(self, db: Session, now: datetime,
+                     window: timedelta | None = timedelta(minutes=10)) -> int:
+        """Occurrences whose play never reached the broker (the link was down at their
+        dispatch): sent now, all clusters together, at their start if it is still ahead,
+        else as soon as possible within ``late_grace_s``, else recorded missed."""
+        q = select(Occurrence).where(Occurrence.status == OccurrenceStatus.PENDING)
+        if window is not None:  # (the sweep: only what is due soon; a start sends them all)
+            q = q.where(Occurrence.start_at <= now + window)
+        pending = db.scalars(q).all()
+        sent = 0
+        for occ in pending:
             bc = occ.broadcast
-            body = self._play_body(occ, bc, self._volume_cap(db, bc, occ, [cluster_id]))
-            self._publish_command("play", topics.cluster_cmd(cluster_id), body,
-                                  self._expiry(occ, bc), occ.id)
-            d.error = None
-        return len(rows)
+            if bc.status not in BROADCAST_LIVE:
+                continue
+            lead = timedelta(seconds=self.settings.emergency_lead_s if bc.priority ==
+                             "emergency" else self.settings.min_start_lead_s)
+            if occ.start_at < now + lead:
+                start = now + lead
+                late = (start - occ.scheduled_at).total_seconds() > self.settings.late_grace_s
+                if late or (bc.expires_at is not None and start >= bc.expires_at):
+                    move(occ, OccurrenceStatus.MISSED)
+                    for d in occ.deliveries:
+                        if d.state in (DeliveryStatus.PENDING, DeliveryStatus.SENT):
+                            move(d, DeliveryStatus.MISSED)
+                            d.error, d.updated_at = ("not sent: the broker could not be "
+                                                     "reached before the late-start limit"), now
+                    db.commit()
+                    log.warning("occurrence %s of %s missed: the broker link was down past "
+                                "its late-start limit", occ.id, bc.id)
+                    continue
+                # late, but everywhere together: a new start (and revision, in case some
+                # clusters got the first attempt's play before the link dropped)
+                duration = occ.ends_at - occ.start_at
+                occ.start_at, occ.ends_at = start, start + duration
+                occ.revision = (occ.revision or 0) + 1
+                db.commit()
+            self._send(db, occ, bc)
+            sent += occ.status == OccurrenceStatus.SENT
+        return sent
+
+    def _resend_unconfirmed(self, db: Session, now: datetime) -> int:
+        """After the link returned: each up cluster whose delivery of an occurrence not yet
+        over is still unconfirmed (pending or sent) gets the play again, on its own topic."""
+        rows = db.execute(
+            select(Delivery.cluster_id).join(Occurrence).join(
+                Cluster, Cluster.id == Delivery.cluster_id)
+            .where(Delivery.state.in_(("pending", "sent")),
+                   Occurrence.status == OccurrenceStatus.SENT, Occurrence.ends_at > now,
+                   Cluster.state.in_(UP_STATES)).distinct()).scalars().all()
+        return self.resend_to(db, sorted(rows))
 
     def recover(self) -> int:
-        """After a restart: send occurrences created but never sent (crash in between)."""
+        """After a restart: record what the spool holds (aired before a crash let it be
+        recorded), then send occurrences created but never sent (crash in between)."""
+        self.recover_spool()
         with self.sessions() as db:
-            pending = db.scalars(select(Occurrence).where(
-                Occurrence.status == OccurrenceStatus.PENDING)).all()
-            for occ in pending:
-                if occ.broadcast.status in ("scheduled", "active"):
-                    self._send(db, occ, occ.broadcast)
-            return len(pending)
+            return self.retry_unsent(db, utcnow(), window=None)
 
     # --- update ---------------------------------------------------------------------------
 
@@ -544,10 +751,20 @@ class Dispatcher:
                                                                      "failed"):
             self._unconfirmed_cancels[ev.occurrence_id][0].discard(ev.cluster_id)
         # forward only; "cancelled" and "missed" may be the controller's assumption, and the
-        # cluster's own report of what happened wins over it (states.REPORT_MOVES)
-        if DeliveryStatus(new) not in REPORT_MOVES[DeliveryStatus(d.state)]:
+        # cluster's own report of what happened wins over it (states.REPORT_MOVES); so does
+        # any final state the controller concluded for want of a report (``assumed``)
+        here, to = DeliveryStatus(d.state), DeliveryStatus(new)
+        if to not in REPORT_MOVES[here] and not (d.assumed and to in REPORTED_FINAL
+                                                 and to != here):
             return
-        d.state, d.updated_at, d.dirty = new, utcnow(), True
+        now = utcnow()
+        if here in DELIVERY_FINAL:  # a conclusion replaced by what the cluster says happened
+            d.corrected_from = f"{here.value}: {d.error or ''}".strip()[:300]
+            d.corrected_at, d.assumed = now, False
+            self.counters["corrected"] += 1
+            log.info("delivery of %s to %s corrected: %s -> %s by the cluster's report",
+                     ev.occurrence_id, ev.cluster_id, here.value, new)
+        d.state, d.updated_at, d.dirty = new, now, True
         if ev.state is DeliveryState.PLAYING and d.started_at is None:
             d.started_at = ev.at  # the first start; a resume keeps it
         if new in ("playing", "played") and ev.revision is not None:
@@ -572,7 +789,16 @@ class Dispatcher:
     # --- housekeeping ------------------------------------------------------------------------
 
     def sweep(self, db: Session, now: datetime) -> None:
-        """Close occurrences whose reports are overdue: unreported deliveries fail."""
+        """Send what the link could not take; close occurrences whose reports are overdue:
+        unreported deliveries are concluded missed or failed, as the controller's
+        assumption (``assumed``), which a genuine report arriving later corrects."""
+        if self.link_up():
+            if self._link_returned:
+                self._link_returned = False
+                n = self._resend_unconfirmed(db, now)
+                if n:
+                    log.info("link back: %d unconfirmed play(s) sent again", n)
+            self.retry_unsent(db, now)
         # every cluster reported a final state: the occurrence is complete now
         done = select(Occurrence).where(
             Occurrence.status == OccurrenceStatus.SENT, Occurrence.start_at <= now,
@@ -582,14 +808,20 @@ class Dispatcher:
         limit = now - timedelta(seconds=self.settings.report_grace_s)
         for occ in db.scalars(select(Occurrence).where(Occurrence.status == OccurrenceStatus.SENT,
                                                        Occurrence.ends_at < limit)):
+            offline = set(db.scalars(select(Cluster.id).where(
+                Cluster.id.in_([d.cluster_id for d in occ.deliveries]),
+                Cluster.state.not_in(UP_STATES))))
             for d in occ.deliveries:
+                where = "; cluster offline" if d.cluster_id in offline else ""
                 if d.state in (DeliveryStatus.PENDING, DeliveryStatus.SENT):
                     move(d, DeliveryStatus.MISSED)
-                    d.error = d.error or "no report from the cluster"
+                    d.error = (d.error or "no report from the cluster") + where
+                    d.assumed = True
                 elif d.state not in TERMINAL:
                     last = d.state
                     move(d, DeliveryStatus.FAILED)
-                    d.error = f"no final report (last: {last})"
+                    d.error = f"no final report (last: {last}){where}"
+                    d.assumed = True
                 d.updated_at = now
             self._complete(occ)
         for bc in db.scalars(select(Broadcast).where(Broadcast.status == BroadcastStatus.ACTIVE,

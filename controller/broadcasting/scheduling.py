@@ -1,13 +1,12 @@
-"""APScheduler 3 with a persistent SQLAlchemy job store: one job per upcoming slot.
+"""APScheduler 3, one job per upcoming slot, in memory: the database's broadcasts and
+occurrences are the plan, and the jobs only its next steps.
 
-Jobs reference the importable function :func:`run_slot` and carry only ids (the store
-pickles them). ``misfire_grace_time=None``: a job due while the controller was down still
-runs when it comes back, and the dispatcher decides whether the slot can still air (within
-``late_grace_s``) or is recorded as missed. On start, :meth:`Scheduler.reconcile` re-plans
-every active broadcast from the database, so a job lost in a crash is re-created; the
-occurrence's unique constraint makes a duplicate harmless.
-
-Only one scheduler may use a job store: run one controller process per database.
+On start, :meth:`Scheduler.reconcile` plans every live broadcast's next slot from the
+database, a slot due while the controller was down included (it runs at once, and the
+dispatcher decides whether it can still air, within ``late_grace_s``, or is recorded as
+missed); the occurrence's unique constraint makes a duplicate harmless. Jobs are not kept
+in the database: a job store there was a second copy of the plan, and a write to it (a
+full disk, a database that is down) could fail where the plan itself stands.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -24,31 +23,40 @@ from sqlalchemy.orm import Session
 from controller.broadcasting.dispatcher import Dispatcher
 from controller.broadcasting.states import BROADCAST_LIVE
 from controller.db.models import Broadcast, Occurrence, utcnow
-from controller.db.session import make_engine
+from controller.storage import is_storage_error
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Scheduler", "run_slot"]
 
 _dispatcher: Dispatcher | None = None
+_scheduler: Scheduler | None = None
+#: a slot whose dispatch the database refused is tried again this often
+RETRY_S = 2.0
 
 
 def run_slot(broadcast_id: str, slot_iso: str) -> None:
-    """Job entry point (persisted by reference)."""
+    """Job entry point."""
     if _dispatcher is None:
         raise RuntimeError("scheduler job ran without a dispatcher")
-    _dispatcher.dispatch(broadcast_id, datetime.fromisoformat(slot_iso))
+    slot = datetime.fromisoformat(slot_iso)
+    try:
+        _dispatcher.dispatch(broadcast_id, slot)
+    except Exception as exc:
+        if not is_storage_error(exc) or _scheduler is None:
+            raise
+        # the database cannot even be read (a server that is down): try again shortly;
+        # the dispatcher records the slot missed if it comes back too late for it
+        _dispatcher.storage.failed(exc)
+        _scheduler.retry_slot(broadcast_id, slot)
 
 
 class Scheduler:
-    def __init__(self, db_url: str, dispatcher: Dispatcher, lead_s: float):
+    def __init__(self, dispatcher: Dispatcher, lead_s: float):
         self.dispatcher = dispatcher
         self.lead = timedelta(seconds=lead_s)
-        # its own engine: the job store disposes it on shutdown, which must not pull
-        # connections from under the rest of the controller
-        self.engine = make_engine(db_url)
         self._sched = BackgroundScheduler(
-            jobstores={"default": SQLAlchemyJobStore(engine=self.engine)},
+            jobstores={"default": MemoryJobStore()},
             executors={"default": ThreadPoolExecutor(4)},
             job_defaults={"coalesce": False, "misfire_grace_time": None, "max_instances": 1},
             timezone=UTC,
@@ -56,16 +64,20 @@ class Scheduler:
         dispatcher.plan_next = self._plan_after
 
     def start(self) -> None:
-        global _dispatcher
-        _dispatcher = self.dispatcher
+        global _dispatcher, _scheduler
+        _dispatcher, _scheduler = self.dispatcher, self
         self._sched.start()
 
+    def retry_slot(self, broadcast_id: str, slot: datetime) -> None:
+        self._sched.add_job(run_slot, "date", run_date=utcnow() + timedelta(seconds=RETRY_S),
+                            args=[broadcast_id, slot.isoformat()],
+                            id=f"{broadcast_id}@{slot.isoformat()}", replace_existing=True)
+
     def shutdown(self) -> None:
-        global _dispatcher
+        global _dispatcher, _scheduler
         if self._sched.running:
             self._sched.shutdown(wait=True)  # let a running dispatch finish with its connection
-        self.engine.dispose()
-        _dispatcher = None
+        _dispatcher = _scheduler = None
 
     def plan_slot(self, bc: Broadcast, slot: datetime) -> None:
         run_at = max(slot - self.lead, utcnow())

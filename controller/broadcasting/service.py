@@ -173,9 +173,9 @@ def schedule(req: BroadcastCreate, db: Session, rt: Runtime, user: User,
         # nothing between the checks and the wire: the broadcast, its occurrence and its
         # deliveries are written straight after the command is published
         bc.content = plan.content  # (a pending object does not load its relationships)
+        bc.commune_id = single_commune(db, plan)  # (before it is added: nothing flushed yet)
         db.add(bc)
         rt.dispatcher.dispatch_immediate(db, bc, plan.resolved)
-        bc.commune_id = single_commune(db, plan)
         db.commit()
         db.refresh(bc)
         return bc

@@ -19,8 +19,10 @@ expired); ``pending | sent → cancelled``.
 Delivery (one cluster, one airing): ``pending → sent → received → ready → playing ⇄
 preempted → played``, or ``failed`` / ``cancelled`` / ``missed``. A cluster's report only
 moves it forward (``REPORT_MOVES``), except that its own final report replaces a final
-state the controller had assumed (``ASSUMED``); the controller itself may send again,
-cancel, and close what was never reported (``DELIVERY_MOVES``).
+state the controller had assumed (``ASSUMED``, and any delivery whose ``assumed`` flag
+says the controller concluded it for want of a report: the replaced conclusion is kept in
+``corrected_from``); the controller itself may send again, cancel, and close what was never
+reported (``DELIVERY_MOVES``).
 
 Remote actions (per cluster) have their table in :mod:`controller.fleet.actions`.
 """

@@ -235,6 +235,12 @@ class Delivery(Base):
     error: Mapped[str | None] = mapped_column(String(256))
     #: the revision the cluster reported playing (proof of which content aired)
     revision: Mapped[int | None] = mapped_column(Integer)
+    #: the final state is the controller's conclusion (no report came in time), not a
+    #: cluster's report: a genuine report arriving later replaces it (``corrected_from``)
+    assumed: Mapped[bool] = mapped_column(default=False)
+    #: "<state>: <reason>" the controller had concluded, replaced by the cluster's report
+    corrected_from: Mapped[str | None] = mapped_column(String(300))
+    corrected_at: Mapped[datetime | None]
     occurrence: Mapped[Occurrence] = relationship(back_populates="deliveries")
 
 

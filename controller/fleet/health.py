@@ -179,7 +179,9 @@ class HealthTracker:
             self._set_state(db, c, "online", now, reason)
 
     def on_birth(self, db: Session, birth: Birth, now: datetime) -> bool:
-        """Returns True when the cluster (re)appeared online."""
+        """Returns True for a provisioned cluster: a birth is a new connection (after a
+        broker restart, one the controller may not have seen drop), and whatever was
+        published for the cluster meanwhile may not have reached it."""
         c = self._cluster(db, birth.cluster_id, now)
         was_up = c.state in UP_STATES
         c.bd_seq = birth.bd_seq
@@ -196,7 +198,9 @@ class HealthTracker:
         self._dirty.discard(c.id)
         if c.provisioned:
             self._up_state(db, c, now, "birth")
-        return c.provisioned and not was_up
+        if c.provisioned and was_up:
+            self.counters["births_while_up"] += 1
+        return c.provisioned
 
     def on_death(self, db: Session, death: Death, now: datetime) -> None:
         c = db.get(Cluster, death.cluster_id)

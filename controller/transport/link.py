@@ -20,10 +20,14 @@ log = logging.getLogger(__name__)
 
 
 class Inbound(NamedTuple):
-    """A message from the broker, as the ingest thread takes it."""
+    """A message from the broker, as the ingest thread takes it. ``token`` is set on a QoS 1
+    message: it is acknowledged to the broker (:meth:`Link.ack`) only once its effects are
+    committed, so a message the controller never committed (a crash, a database that is
+    down) is delivered again from its broker session."""
 
     topic: str
     payload: bytes
+    token: object = None
 
 
 class Outbound(NamedTuple):
@@ -39,7 +43,9 @@ class Link(Protocol):
     """What the controller needs of a broker connection.
 
     ``publish`` never blocks on the network for long and returns False only when the message
-    could not even be queued. ``subscribe`` adds topic filters that hold for every
+    could not even be queued. ``ack`` acknowledges QoS 1 messages taken from the inbox once
+    their effects are committed (acknowledgements for a connection that has since dropped
+    are discarded: the broker's session delivers those messages again). ``subscribe`` adds topic filters that hold for every
     connection, present and future. Hooks added with ``on_connect`` run after each
     (re)connection, once the subscriptions and the announcement are on the wire."""
 
@@ -56,6 +62,8 @@ class Link(Protocol):
     def stop(self) -> None: ...
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool: ...
+
+    def ack(self, msgs: list[Inbound]) -> None: ...
 
     def wait_written(self, timeout: float) -> bool: ...
 
@@ -103,8 +111,9 @@ class Inbox:
         self._ready = threading.Event()
 
     def put(self, item: Inbound) -> bool:
-        """False when full (the caller counts the drop)."""
-        if len(self._q) >= self.maxsize:
+        """False when full (the caller counts the drop); never for a message that waits for
+        its acknowledgement (see :meth:`put_many`)."""
+        if len(self._q) >= self.maxsize and item.token is None:
             return False
         self._q.append(item)
         if not self._ready.is_set():
@@ -112,11 +121,15 @@ class Inbox:
         return True
 
     def put_many(self, items: list[Inbound]) -> int:
-        """Appends what fits; returns how many did not (the caller counts the drops)."""
+        """Appends what fits; returns how many did not (the caller counts the drops). A
+        message that waits for its acknowledgement (``token``) is never dropped: the
+        broker's receive maximum bounds how many of those there are, and one dropped
+        unacknowledged would hold its place in the broker's window until a reconnect."""
         room = max(self.maxsize - len(self._q), 0)
         if room < len(items):
-            self._q.extend(items[:room])
-            dropped = len(items) - room
+            kept = [m for i, m in enumerate(items) if i < room or m.token is not None]
+            self._q.extend(kept)
+            dropped = len(items) - len(kept)
         else:
             self._q.extend(items)
             dropped = 0

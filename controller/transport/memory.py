@@ -53,6 +53,9 @@ class MemoryLink:
         self.counters["out"] += 1
         return True
 
+    def ack(self, msgs: list[Inbound]) -> None:
+        self.counters["acked"] += sum(m.token is not None for m in msgs)
+
     def wait_written(self, timeout: float) -> bool:
         return self.connected.is_set()
 

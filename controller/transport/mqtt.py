@@ -8,11 +8,15 @@ Messages go to the :class:`~controller.transport.link.Inbox` a read at a time; t
 acknowledgements of one read leave in one ``send``. Publishing writes from the caller's
 thread (under a lock), so a publish that returned True is in the kernel's socket buffer.
 
-Session: clean start, QoS 1 subscriptions; the controller announces itself with a
-retained ``loa/v1/controller/status`` (online, with a fresh ``ts``) after each connection
-and leaves a Last Will saying offline, so clusters re-send their births when they see a
-new ``ts``. A QoS 1 publish not yet acknowledged when the link drops is sent again (DUP)
-on the next connection; commands are idempotent by id. While the link is down
+Session: a stable client id and a session that outlives the connection (``clean_start``
+off, a session expiry interval), QoS 1 subscriptions. While the controller is down (a
+restart, a crash) the broker keeps what clusters report for it, and a QoS 1 message is
+acknowledged only once the ingest thread has committed its effects (:meth:`Mqtt5Link.ack`),
+so a report taken off the wire but never committed is delivered again. The controller
+announces itself with a retained ``loa/v1/controller/status`` (online, with a fresh ``ts``)
+after each connection and leaves a Last Will saying offline, so clusters re-send their
+births when they see a new ``ts``. A QoS 1 publish not yet acknowledged when the link drops
+is sent again (DUP) on the next connection; commands are idempotent by id. While the link is down
 ``publish`` returns False: the caller decides what a message that was never sent means.
 
 Brokers that speak only MQTT 3.1.1 (amqtt, embedded by ``loa demo``) are served by
@@ -108,10 +112,17 @@ class Mqtt5Link(LinkBase):
                  password: str | None = None, client_id: str | None = None, *,
                  inbox_max: int = 200_000, keepalive: int = 15,
                  will: Outbound | None = None,
-                 announce: Callable[[], Outbound] | None = None):
+                 announce: Callable[[], Outbound] | None = None,
+                 session_expiry_s: int = 0):
         super().__init__(host, port, inbox_max)
         self.username, self.password = username, password
         self.client_id = client_id or f"loa-controller-{uuid.uuid4().hex[:8]}"
+        #: how long the broker keeps this session (and queues for it) after a disconnect;
+        #: 0 (and no stable client id) is a session for this connection only
+        self.session_expiry_s = session_expiry_s
+        #: which connection this is: acknowledgements of an older one are not sent
+        self._generation = 0
+        self.session_present = False
         self.keepalive = keepalive
         self.will, self.announce = will, announce
         self._wlock = threading.Lock()
@@ -193,6 +204,16 @@ class Mqtt5Link(LinkBase):
                     ok = True
         self.counters["out" if ok else "out_failed"] += 1
         return ok
+
+    def ack(self, msgs: list[Inbound]) -> None:
+        """Acknowledge the QoS 1 messages among ``msgs`` (their effects are committed)."""
+        with self._wlock:
+            gen = self._generation
+            acks = [mqtt5.PubAckPacket(t[1]).write() for m in msgs
+                    if (t := m.token) is not None and t[0] == gen]  # type: ignore[index]
+            if acks and self._sock is not None:
+                self._write_locked(b"".join(acks))
+                self.counters["acked"] += len(acks)
 
     def wait_written(self, timeout: float) -> bool:
         """True once nothing is held back (everything published is in the kernel's socket
@@ -283,12 +304,15 @@ class Mqtt5Link(LinkBase):
             sock.sendall(mqtt5.ConnectPacket(
                 self.client_id, username=self.username,
                 password=self.password.encode() if self.password else None,
-                clean_start=True, will=will, keep_alive=self.keepalive).write())
+                clean_start=self.session_expiry_s == 0, will=will, keep_alive=self.keepalive,
+                session_expiry_interval=self.session_expiry_s).write())
             connack = _connack_or_refusal(sock, time.monotonic() + 10)
             if connack.reason_code != mqtt5.ConnAckReasonCode.SUCCESS:
                 raise BrokerRefused(connack.reason_code.name.lower())
             sock.settimeout(WRITE_TIMEOUT_S)
+            self.session_present = connack.session_present
             with self._wlock:
+                self._generation += 1
                 self._receive_max = max(1, connack.receive_max)
                 self._sock = sock
                 self._ready_on = None
@@ -320,7 +344,8 @@ class Mqtt5Link(LinkBase):
 
     def _ready(self) -> None:
         """Connected and subscribed (the SUBACK is in): now the link counts as up."""
-        self._connected_now(f"MQTT 5, receive maximum {self._receive_max}")
+        self._connected_now(f"MQTT 5, receive maximum {self._receive_max}, session "
+                            f"{'resumed' if self.session_present else 'new'}")
 
     def _release_held_locked(self) -> None:
         while self._held and len(self._inflight) < self._receive_max and self._sock is not None:
@@ -357,8 +382,8 @@ class Mqtt5Link(LinkBase):
                 data = rest + data
             view, pos, end = memoryview(data), 0, len(data)
             batch: list[Inbound] = []
-            acks: list[bytes] = []
             acked: list[int] = []
+            gen = self._generation
             while pos < end:
                 try:
                     packet, n = mqtt5.read(view[pos:])
@@ -366,10 +391,10 @@ class Mqtt5Link(LinkBase):
                     break  # the rest of this packet is still on its way
                 pos += n
                 if isinstance(packet, publish_type):
-                    batch.append(Inbound(packet.topic, packet.payload))
                     pid = packet.packet_id  # None for QoS 0
-                    if pid is not None:
-                        acks.append(puback_type(pid).write())
+                    # QoS 1: acknowledged by the ingest thread once committed (ack())
+                    batch.append(Inbound(packet.topic, packet.payload,
+                                         None if pid is None else (gen, pid)))
                 elif isinstance(packet, puback_type):
                     acked.append(packet.packet_id)
                 else:
@@ -380,10 +405,8 @@ class Mqtt5Link(LinkBase):
                 dropped = inbox.put_many(batch)
                 if dropped:
                     counters["dropped_overload"] += dropped
-            if acks or acked:
+            if acked:
                 with self._wlock:
-                    if acks:
-                        self._write_locked(b"".join(acks))
                     for pid in acked:
                         self._inflight.pop(pid, None)
                     if self._held:
@@ -410,10 +433,13 @@ class Mqtt5Link(LinkBase):
 def make_link(host: str, port: int, username: str | None = None,
               password: str | None = None, *, protocol: str = "auto",
               will: Outbound | None = None, announce: Callable[[], Outbound] | None = None,
-              inbox_max: int = 200_000) -> Link:
+              inbox_max: int = 200_000, client_id: str | None = None,
+              session_expiry_s: int = 0) -> Link:
     """The link for this broker: MQTT 5 (:class:`Mqtt5Link`) unless ``protocol`` says
     ``3.1.1`` or, with ``auto``, the broker answers an MQTT 5 CONNECT as a 3.1.1 broker.
-    An unreachable broker under ``auto`` gets MQTT 5."""
+    An unreachable broker under ``auto`` gets MQTT 5. With a ``client_id`` and a
+    ``session_expiry_s``, the broker keeps the session (and queues QoS 1 messages for it)
+    across disconnects and restarts of the controller."""
     if protocol == "auto":
         v5 = probe_mqtt5(host, port, username, password)
         protocol = "3.1.1" if v5 is False else "5"
@@ -422,9 +448,10 @@ def make_link(host: str, port: int, username: str | None = None,
     if protocol == "3.1.1":
         from controller.transport.mqtt311 import Mqtt311Link
 
-        return Mqtt311Link(host, port, username, password, will=will, announce=announce,
-                           inbox_max=inbox_max)
+        return Mqtt311Link(host, port, username, password, client_id, will=will,
+                           announce=announce, inbox_max=inbox_max,
+                           persistent=session_expiry_s > 0)
     if protocol != "5":
         raise ValueError(f"unknown MQTT protocol {protocol!r} (5, 3.1.1 or auto)")
-    return Mqtt5Link(host, port, username, password, will=will, announce=announce,
-                     inbox_max=inbox_max)
+    return Mqtt5Link(host, port, username, password, client_id, will=will, announce=announce,
+                     inbox_max=inbox_max, session_expiry_s=session_expiry_s)

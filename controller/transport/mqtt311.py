@@ -3,7 +3,9 @@ embeds on a machine without a broker): paho-mqtt's client, through its public AP
 
 A demo or a single commune's traffic; a province's broker speaks MQTT 5 and gets
 :class:`controller.transport.mqtt.Mqtt5Link`. Same contract as that link: while the link is
-down ``publish`` returns False and nothing is queued behind the caller's back.
+down ``publish`` returns False and nothing is queued behind the caller's back; with
+``persistent`` the session outlives the connection (clean session off) and QoS 1 messages
+are acknowledged only once their effects are committed (paho's ``manual_ack``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ class Mqtt311Link(LinkBase):
                  password: str | None = None, client_id: str | None = None, *,
                  inbox_max: int = 200_000, keepalive: int = 15,
                  will: Outbound | None = None,
-                 announce: Callable[[], Outbound] | None = None):
+                 announce: Callable[[], Outbound] | None = None,
+                 persistent: bool = False):
         super().__init__(host, port, inbox_max)
         self.keepalive = keepalive
         self.will, self.announce = will, announce
@@ -35,7 +38,7 @@ class Mqtt311Link(LinkBase):
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or f"loa-controller-{uuid.uuid4().hex[:8]}",
-            protocol=mqtt.MQTTv311, clean_session=True,
+            protocol=mqtt.MQTTv311, clean_session=not persistent, manual_ack=True,
         )
         if username:
             self._client.username_pw_set(username, password)
@@ -50,6 +53,8 @@ class Mqtt311Link(LinkBase):
         self._client.on_subscribe = self._on_subscribe
         #: the SUBSCRIBE whose SUBACK makes this connection count as up
         self._ready_on: int | None = None
+        #: which connection this is: acknowledgements of an older one are not sent
+        self._generation = 0
 
     def subscribe(self, filters: list[tuple[str, int]]) -> None:
         self._subscriptions.extend(filters)
@@ -86,6 +91,12 @@ class Mqtt311Link(LinkBase):
         self.counters["out"] += 1
         return True
 
+    def ack(self, msgs: list[Inbound]) -> None:
+        gen = self._generation
+        for m in msgs:  # (those of an older connection come again from the session)
+            if m.token is not None and m.token[0] == gen:  # type: ignore[index]
+                self._client.ack(m.token[1], 1)  # type: ignore[index]
+
     def wait_written(self, timeout: float) -> bool:
         """True once the last publish is acknowledged by the broker (paho's public API
         tells when a message is published, not when it is written)."""
@@ -105,6 +116,7 @@ class Mqtt311Link(LinkBase):
         if reason.is_failure:
             log.error("MQTT connect refused: %s", reason)
             return
+        self._generation += 1
         if self.announce is not None:
             a = self.announce()
             client.publish(a.topic, a.payload, qos=a.qos, retain=a.retain)
@@ -139,5 +151,6 @@ class Mqtt311Link(LinkBase):
         except UnicodeDecodeError:  # a broker should refuse such a topic; drop and count
             self.counters["dropped_bad_topic"] += 1
             return
-        if not self.inbox.put(Inbound(topic, bytes(msg.payload))):
+        token = (self._generation, msg.mid) if msg.qos else None
+        if not self.inbox.put(Inbound(topic, bytes(msg.payload), token)):
             self.counters["dropped_overload"] += 1

@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat", type=float, default=float(os.environ.get("LOA_SIM_HEARTBEAT", "30")))
     p.add_argument("--record-dir", type=Path, default=None,
                    help="write the audio each cluster played to DIR/<cluster>/<occurrence>.*")
+    p.add_argument("--state-dir", type=Path, default=None,
+                   help="keep each board's outbox (events not yet acknowledged) in "
+                        "DIR/<cluster>/, so it survives a restart of the simulator (a reboot)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--connect-spread", type=float, default=None,
                    help="spread connects over this many seconds (default: 1 s per 500 clusters, at least 1 s)")
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                          "(the controller writes it on first start)")
     cfg = SimConfig(host=url.hostname or "127.0.0.1", port=url.port or 1883,
                     keys=[load_verify_key(pubkey)], heartbeat_s=args.heartbeat,
-                    record_dir=args.record_dir, seed=args.seed,
+                    record_dir=args.record_dir, state_dir=args.state_dir, seed=args.seed,
                     protocol=args.mqtt_protocol)
     # jittered connects: a province-wide power return must not be a thundering herd
     spread = (args.connect_spread if args.connect_spread is not None

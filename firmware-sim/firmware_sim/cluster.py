@@ -14,7 +14,6 @@ import json
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -54,6 +53,7 @@ from firmware_sim import mqtt
 from firmware_sim.content import Assembly, SharedStore
 from firmware_sim.faults import Physics
 from firmware_sim.mqtt import MqttError, NoConnack, ProtocolUnsupported
+from firmware_sim.outbox import Outbox
 from firmware_sim.player import Occurrence, Player
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,8 @@ class SimConfig:
     keys: list[VerifyKey] = field(default_factory=list)
     heartbeat_s: float = 30.0
     record_dir: Path | None = None
+    #: where each board keeps what must survive a reboot (its outbox); None: in memory
+    state_dir: Path | None = None
     password: str | None = None
     content_retry_s: float = 2.0
     content_max_requests: int = 8
@@ -124,9 +126,13 @@ class SimCluster:
         #: cancels for occurrences not (yet) held: occurrence id -> cancel's expiry
         self.cancelled_unknown: dict[str, datetime] = {}
         self._client: mqtt.Session | None = None
-        self._outbox: deque[tuple[str, bytes, int]] = deque(maxlen=10_000)
+        self._outbox = Outbox(cfg.state_dir / self.id if cfg.state_dir else None)
         self._outbox_ready = asyncio.Event()
         self._controller_ts: datetime | None = None
+        #: the controller's retained status says online, on this connection: events are
+        #: published only then (protocol §3), so none is lost to a broker that restarted
+        #: empty and holds no subscription of the controller's yet
+        self.controller_online = asyncio.Event()
         self._wake_heartbeat = asyncio.Event()
         self._v5 = cfg.protocol in ("5", "auto")
         self._v5_silences = 0  # MQTT 5 CONNECTs in a row that got no answer
@@ -242,6 +248,7 @@ class SimCluster:
 
     async def _run_session(self, client: mqtt.Session) -> None:
         self._client = client
+        self.controller_online.clear()  # until the status (retained) says so again
         subs = [(topics.cluster_cmd(self.id), 1), (topics.CONTROLLER_STATUS, 1)]
         subs += [(topics.area_cmd(a), 1) for a in self.area_path]
         subs += [(topics.area_content_filter(a), 1) for a in self.area_path]
@@ -272,6 +279,7 @@ class SimCluster:
     async def stop(self) -> None:
         """Clean shutdown: publish offline (retained) ourselves, then disconnect."""
         await self.player.close()
+        self._outbox.close()
         if self._client is not None:
             death = Death(v=1, cluster_id=self.id, state="offline", bd_seq=self.bd_seq)
             try:
@@ -287,28 +295,38 @@ class SimCluster:
         return self.seq
 
     def _send(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        """Queue for publishing; survives link loss (sent, in order, after reconnect)."""
-        self._outbox.append((topic, payload, qos))
+        """Queue an event for publishing; it survives link loss (sent, in order, after the
+        reconnect) and, with a state folder, a reboot."""
+        self._outbox.append(topic, payload, qos)
         self._outbox_ready.set()
 
     async def _drain_outbox(self) -> None:
-        """Publish queued messages in order. A message leaves the queue only once its publish
-        completed, so a link lost (or a session cancelled) mid-publish loses nothing; the
-        controller tolerates the occasional duplicate (at-least-once)."""
+        """Publish queued events in order while the controller is online. An event leaves
+        the queue only once the broker acknowledged it, so a link lost (or a session
+        cancelled) mid-publish loses nothing; the controller tolerates the occasional
+        duplicate (at-least-once)."""
         while True:
             while not self._outbox:
                 self._outbox_ready.clear()
                 await self._outbox_ready.wait()
+            await self.controller_online.wait()
             client = self._client
             if client is None:
                 return
-            topic, payload, qos = self._outbox[0]
+            topic, payload, qos = self._outbox.first()
             await client.publish(topic, payload, qos)
-            self._outbox.popleft()
+            self._outbox.pop()
 
     async def _heartbeats(self) -> None:
+        """Heartbeats go straight out (QoS 0, never queued: an old one says nothing)."""
         while True:
-            self._send(topics.cluster_telemetry(self.id), dumps(self.telemetry()), qos=0)
+            client = self._client
+            if client is not None and self.controller_online.is_set():
+                try:
+                    await client.publish(topics.cluster_telemetry(self.id),
+                                         dumps(self.telemetry()), qos=0)
+                except MqttError:
+                    pass  # the session ends; the next one has its own heartbeats
             self._wake_heartbeat.clear()
             try:
                 await asyncio.wait_for(self._wake_heartbeat.wait(), self.heartbeat_s)
@@ -429,12 +447,17 @@ class SimCluster:
         self._handlers[cmd.kind](cmd)
 
     def _on_controller_status(self, payload: bytes) -> None:
+        if not payload:  # the retained status cleared
+            self.controller_online.clear()
+            return
         try:
             status = ControllerStatus.model_validate_json(payload)
         except ValueError:
             return
         if status.state != "online":
+            self.controller_online.clear()  # events wait on the board until it is back
             return
+        self.controller_online.set()
         # a restarted controller announces itself: re-send our birth so it rebuilds its view
         if self._controller_ts is not None and status.ts != self._controller_ts:
             asyncio.get_running_loop().create_task(self._rebirth())

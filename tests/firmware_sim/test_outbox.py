@@ -13,6 +13,7 @@ from firmware_sim.cluster import SimConfig
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices import topics
+from devices.messages import ControllerStatus, dumps, now_utc
 from devices.areas import generate
 from tests.integration.harness import SimThread
 from tests.utils.broker import Broker, wait_for
@@ -34,6 +35,9 @@ def test_sent_messages_arrive_in_order_before_and_after_a_lost_link(tmp_path: Pa
     watcher.connect("127.0.0.1", broker.port)
     watcher.subscribe(topics.cluster_event(cid) + "/test", qos=1)
     watcher.loop_start()
+    # a board publishes events only while the controller's retained status says online
+    watcher.publish(topics.CONTROLLER_STATUS, dumps(ControllerStatus(
+        v=1, state="online", ts=now_utc())), qos=1, retain=True).wait_for_publish(5)
     try:
         assert subscribed.wait(5)
         board = sim.by_id(cid)
@@ -64,4 +68,57 @@ def test_sent_messages_arrive_in_order_before_and_after_a_lost_link(tmp_path: Pa
     finally:
         watcher.loop_stop()
         sim.stop()
+        broker.kill()
+
+
+def test_events_wait_for_the_controller_and_survive_a_reboot(tmp_path: Path) -> None:
+    """While the controller's status says offline, a board keeps its events; a board
+    restarted with the same state folder still has them, and sends them, in order, once
+    the controller is online."""
+    broker = Broker(tmp_path).start()
+    net = generate(1, 1)
+    cid = next(iter(net.clusters))
+    topic = topics.cluster_event(cid) + "/test"
+    got: list[bytes] = []
+    subscribed = threading.Event()
+    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="outbox-watch-2")
+    watcher.on_message = lambda _c, _u, m: got.append(m.payload)
+    watcher.on_subscribe = lambda *_: subscribed.set()
+    watcher.connect("127.0.0.1", broker.port)
+    watcher.subscribe(topic, qos=1)
+    watcher.loop_start()
+
+    def status(state: str) -> None:
+        watcher.publish(topics.CONTROLLER_STATUS, dumps(ControllerStatus(
+            v=1, state=state, ts=now_utc() if state == "online" else None)), qos=1,
+            retain=True).wait_for_publish(5)
+
+    cfg = SimConfig(port=broker.port, heartbeat_s=3600, reconnect_min_s=0.1,
+                    reconnect_max_s=0.5, state_dir=tmp_path / "state")
+    try:
+        assert subscribed.wait(5)
+        status("offline")
+        sim = SimThread(net, cfg).start()
+        board = sim.by_id(cid)
+        wait_for(board.connected.is_set, 10, "the cluster online")
+        sim.call(lambda: [board._send(topic, f"e-{i}".encode()) for i in range(5)])
+        sim.stop()  # the board reboots with its events still queued
+        journal = tmp_path / "state" / cid / "outbox.jsonl"
+        assert journal.exists()
+        assert got == []
+        sim = SimThread(net, cfg).start()
+        board = sim.by_id(cid)
+        assert len(board._outbox) == 5
+        wait_for(board.connected.is_set, 10, "the rebooted cluster online")
+        status("online")
+        wait_for(lambda: len(got) == 5, 10, "the kept events at the watcher")
+        wait_for(lambda: not board._outbox, 5, "the outbox drained")
+        assert got == [f"e-{i}".encode() for i in range(5)]
+        sim.stop()
+        # and a third boot has nothing left to send
+        sim = SimThread(net, cfg).start()
+        assert len(sim.by_id(cid)._outbox) == 0
+        sim.stop()
+    finally:
+        watcher.loop_stop()
         broker.kill()

@@ -35,7 +35,9 @@ def drain(link: Link, n: int, timeout: float = 30) -> list[Inbound]:
     got: list[Inbound] = []
 
     def enough() -> bool:
-        got.extend(link.inbox.take(n, timeout=0))
+        taken = link.inbox.take(n, timeout=0)
+        link.ack(taken)  # as the ingest thread does once their effects are committed
+        got.extend(taken)
         return len(got) >= n
 
     wait_for(enough, timeout, f"{n} messages through the link (got {len(got)})", every=0.02)

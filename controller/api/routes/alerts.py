@@ -15,13 +15,19 @@ router = APIRouter(tags=["alerts"])
 
 
 @router.get("/alerts")
-def list_alerts(db: SessionDep, user: CurrentUser,
+def list_alerts(db: SessionDep, user: CurrentUser, rt: RuntimeDep,
                 status: Literal["open", "resolved", "all"] = "open",
                 cluster_id: str | None = None, area_id: str | None = None,
                 code: str | None = None,
                 limit: Annotated[int, Query(ge=1, le=2000)] = 200) -> list[dict[str, Any]]:
-    return [alert_dict(a) for a in visible_alerts(db, user, status=status, cluster_id=cluster_id,
-                                                  area_id=area_id, code=code, limit=limit)]
+    out = [alert_dict(a) for a in visible_alerts(db, user, status=status, cluster_id=cluster_id,
+                                                 area_id=area_id, code=code, limit=limit)]
+    # the controller's own storage alert lives in memory while the database fails
+    storage = rt.storage.alert()
+    if storage is not None and status != "resolved" and cluster_id is None and \
+            area_id is None and code in (None, storage.code):
+        out.insert(0, alert_dict(storage))
+    return out
 
 
 @router.post("/alerts/{alert_id}/ack")
