@@ -71,8 +71,21 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from controller.app import create_app
+    from controller.db.lock import AnotherController, DatabaseLock
 
     settings = Settings()
+    # a second controller on this database says so and stops, before it starts anything
+    # (the runtime takes the lock itself, for its whole life; this is the plain answer)
+    probe = DatabaseLock(settings.db_url)
+    try:
+        probe.acquire()
+    except AnotherController as exc:
+        print(f"loa serve: {exc}", file=sys.stderr)
+        return 3
+    except Exception:
+        pass  # a storage problem: the controller starts degraded and says why
+    finally:
+        probe.release()
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0
 

@@ -76,6 +76,7 @@ class Ingest:
         self.batch = batch
         self.storage = storage or dispatcher.storage
         self.retries = 0  # batch attempts the database refused
+        self._stalled = False
         self._last_slow_sweep = 0.0
         self._last_prune = 0.0
         self.rejected: Counter[str] = Counter()
@@ -96,10 +97,15 @@ class Ingest:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
-        with self.sessions() as db:  # keep the open telemetry buckets and last heartbeats
-            self.health.flush(db)
-            self.history.flush(db, utcnow(), force=True)
-            db.commit()
+        try:
+            with self.sessions() as db:  # keep the open telemetry buckets and last heartbeats
+                self.health.flush(db)
+                self.history.flush(db, utcnow(), force=True)
+                db.commit()
+        except Exception as exc:
+            if not is_storage_error(exc):
+                raise
+            log.error("last heartbeats not written at stop: %s", str(exc).splitlines()[0])
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -113,7 +119,9 @@ class Ingest:
                         since >= FLUSH_S or (not msgs and since >= IDLE_FLUSH_S)):
                     self._flush_heartbeats()
                 self.content.flush()
-                if time.monotonic() - self._last_sweep >= 1.0:
+                if self._stalled and not msgs and not self.link.inbox.qsize():
+                    self._stalled = False  # the backlog is in: the views are current again
+                if time.monotonic() - self._last_sweep >= 1.0 and not self._stalled:
                     self._sweep()
             except Exception as exc:
                 if is_storage_error(exc):
@@ -141,6 +149,9 @@ class Ingest:
         the broker's session holds the rest. A batch that fails otherwise (a message that
         trips a bug) is applied again message by message: only the message that fails is
         dropped, and counted ("error"); the rest of its batch is not lost with it."""
+        # content requests need no database: served first, so a board fetching what it
+        # must play is not held behind a database that refuses writes
+        self._serve_content_requests(msgs)
         try:
             self._apply_until_committed(msgs)
         except _Stopping:
@@ -174,13 +185,32 @@ class Ingest:
                     raise
                 problem = self.storage.failed(exc)
                 self.retries += 1
+                # no timeouts are judged (heartbeats, reports) until what arrived during
+                # the stall is applied: the delay was the controller's, not the clusters'
+                self._stalled = True
                 if self.retries % 20 == 1:
                     log.warning("ingest batch of %d not committed (%s: %s); retrying",
                                 len(msgs), problem.reason, str(exc).splitlines()[0][:120])
                 self._resync()
+                self.content.flush()  # (chunks asked for meanwhile still go out)
                 if self._stop.wait(delay):
                     raise _Stopping() from exc
                 delay = min(delay * 2, 2.0)
+                if self.link.inbox.qsize():
+                    # what came in meanwhile: its content requests are served now
+                    self._serve_content_requests(self.link.inbox.peek_content_requests())
+
+    def _serve_content_requests(self, msgs: list[Inbound]) -> None:
+        for m in msgs:
+            if not m.topic.endswith("/event") or b"content_request" not in m.payload:
+                continue
+            try:
+                ev = parse_event(m.payload)
+            except MessageError:
+                continue  # rejected (and counted) when its batch is applied
+            t = topics.parse_cluster_topic(m.topic)
+            if isinstance(ev, ContentRequest) and t is not None and t.cluster_id == ev.cluster_id:
+                self.content.request(ev.sha256, ev.missing)
 
     def _resync(self) -> None:
         """After a rolled-back batch: the in-memory health views and alert index had taken
@@ -298,8 +328,7 @@ class Ingest:
             elif isinstance(ev, AckEvent):
                 if not self.actions.on_ack(db, ev):
                     self._reject("unknown_command", m.topic)
-            elif isinstance(ev, ContentRequest):
-                self.content.request(ev.sha256, ev.missing)
+            # (a ContentRequest was served before its batch: _serve_content_requests)
 
     def _request_rebirth(self, cluster_id: str) -> None:
         last = self._rebirth_sent.get(cluster_id, 0.0)

@@ -151,6 +151,12 @@ class DeliveryOut(BaseModel):
     error: str | None
     updated_at: datetime
     revision: int | None = Field(None, description="the revision the cluster reported playing")
+    assumed: bool = Field(False, description="the state is the controller's conclusion (no "
+                                             "report came in time), not a cluster's report")
+    corrected_from: str | None = Field(
+        None, description="'<state>: <reason>' the controller had concluded, replaced by the "
+                          "cluster's own report arriving later")
+    corrected_at: datetime | None = None
 
 
 class OccurrenceOut(BaseModel):

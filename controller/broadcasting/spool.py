@@ -128,6 +128,8 @@ class Spool:
     def compact(self, keep: list[Intent]) -> None:
         """Rewrite the spool with only ``keep`` (after the others were recorded)."""
         with self._lock:
+            if not keep and not self.path.exists():
+                return
             tmp = self.path.with_suffix(".tmp")
             try:
                 with tmp.open("w") as f:

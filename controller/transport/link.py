@@ -151,6 +151,15 @@ class Inbox:
     def qsize(self) -> int:
         return len(self._q)
 
+    def peek_content_requests(self, limit: int = 10_000) -> list[Inbound]:
+        """Content requests waiting in the inbox, left in it (served early, see
+        ``Ingest``: they need no database; serving one twice only re-sends chunks)."""
+        out = []
+        for m in list(self._q)[:limit]:
+            if m.topic.endswith("/event") and b"content_request" in m.payload:
+                out.append(m)
+        return out
+
 
 def topic_matches(pattern: str, topic: str) -> bool:
     """MQTT topic-filter matching (``+`` one level, ``#`` the rest)."""

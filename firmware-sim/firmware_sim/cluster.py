@@ -410,11 +410,15 @@ class SimCluster:
         folder.mkdir(parents=True, exist_ok=True)
         ext = occ.body.content.container
         (folder / f"{occ.id}.{ext}").write_bytes(occ.content)
-        (folder / f"{occ.id}.json").write_text(json.dumps({
-            "occurrence_id": occ.id, "sha256": occ.body.content.sha256,
-            "started_at": started.isoformat(), "finished_at": finished.isoformat(),
-            "volume_pct": self.playback_volume(occ), "revision": occ.body.revision,
-        }))
+        entry = json.dumps({
+            "occurrence_id": occ.id, "broadcast_id": occ.body.broadcast_id,
+            "sha256": occ.body.content.sha256, "started_at": started.isoformat(),
+            "finished_at": finished.isoformat(), "volume_pct": self.playback_volume(occ),
+            "revision": occ.body.revision,
+        })
+        (folder / f"{occ.id}.json").write_text(entry)
+        with (folder / "plays.jsonl").open("a") as f:  # one line per airing, repeats too
+            f.write(entry + "\n")
 
     # --- incoming ------------------------------------------------------------------------
 

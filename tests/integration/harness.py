@@ -107,7 +107,8 @@ def running_controller(settings: Settings) -> Iterator[TestClient]:
 class ControllerProcess:
     """``loa serve`` as a real process, to kill and restart."""
 
-    def __init__(self, settings: Settings, env_extra: dict[str, str] | None = None):
+    def __init__(self, settings: Settings, env_extra: dict[str, str] | None = None,
+                 log: Path | None = None):
         self.settings = settings
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -117,7 +118,7 @@ class ControllerProcess:
                     **(env_extra or {})}
         if settings.database_url:
             self.env["LOA_DATABASE_URL"] = settings.database_url
-        self.log = settings.data_dir / "controller.log"
+        self.log = log or settings.data_dir / "controller.log"
 
     @property
     def base(self) -> str:
@@ -158,11 +159,11 @@ class HttpApi:
         import urllib.parse
 
         body = urllib.parse.urlencode({"username": "admin", "password": ADMIN_PASSWORD}).encode()
-        self.token = self._call("POST", "/api/v1/auth/token", body,
+        self.token = self.call("POST", "/api/v1/auth/token", body,
                                 "application/x-www-form-urlencoded")[1]["access_token"]
         return self
 
-    def _call(self, method: str, path: str, body: bytes | None = None,
+    def call(self, method: str, path: str, body: bytes | None = None,
               ctype: str = "application/json") -> tuple[int, Any]:
         import json
         import urllib.error
@@ -178,15 +179,25 @@ class HttpApi:
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"null")
 
+    def text(self, path: str) -> str:
+        """A plain-text resource (``/metrics``)."""
+        import urllib.request
+
+        req = urllib.request.Request(self.base + path)
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.read().decode()  # type: ignore[no-any-return]
+
     def get(self, path: str) -> Any:
-        status, body = self._call("GET", path)
+        status, body = self.call("GET", path)
         assert status == 200, (path, status, body)
         return body
 
     def post(self, path: str, obj: Any) -> tuple[int, Any]:
         import json
 
-        return self._call("POST", path, json.dumps(obj).encode())
+        return self.call("POST", path, json.dumps(obj).encode())
 
 
 def sim_process(broker: Broker, pubkey: Path, heartbeat: float, *extra: str,
