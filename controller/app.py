@@ -7,9 +7,9 @@ import errno
 import inspect
 import logging
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
 from contextlib import asynccontextmanager
 from importlib import resources
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -31,8 +31,8 @@ from controller.api.routes import (
     policy,
     users,
 )
-from controller.metrics import render
 from controller.db.models import utcnow
+from controller.metrics import render
 from controller.runtime import Runtime
 from controller.settings import Settings
 from controller.storage import StorageProblem, classify, is_storage_error

@@ -70,6 +70,8 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from controller.app import create_app
     from controller.db.lock import AnotherController, DatabaseLock
 
@@ -82,8 +84,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except AnotherController as exc:
         print(f"loa serve: {exc}", file=sys.stderr)
         return 3
-    except Exception:
-        pass  # a storage problem: the controller starts degraded and says why
+    except (OSError, SQLAlchemyError) as exc:  # the controller starts degraded, says why
+        logging.getLogger(__name__).debug("lock probe: %s", exc)
     finally:
         probe.release()
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")

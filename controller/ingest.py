@@ -77,6 +77,9 @@ class Ingest:
         self.storage = storage or dispatcher.storage
         self.retries = 0  # batch attempts the database refused
         self._stalled = False
+        #: content requests served ahead of their batch (id -> the message, kept alive so
+        #: that its id is not reused before the batch is applied)
+        self._served: dict[int, Inbound] = {}
         self._last_slow_sweep = 0.0
         self._last_prune = 0.0
         self.rejected: Counter[str] = Counter()
@@ -173,6 +176,9 @@ class Ingest:
                         self._reject("error", m.topic, repr(exc))
                         self._resync()
         self.link.ack(msgs)
+        if self._served:
+            for m in msgs:
+                self._served.pop(id(m), None)
 
     def _apply_until_committed(self, msgs: list[Inbound]) -> None:
         delay = 0.05
@@ -204,6 +210,9 @@ class Ingest:
         for m in msgs:
             if not m.topic.endswith("/event") or b"content_request" not in m.payload:
                 continue
+            if id(m) in self._served:
+                continue  # (served while its batch waited for the database)
+            self._served[id(m)] = m
             try:
                 ev = parse_event(m.payload)
             except MessageError:
@@ -325,9 +334,8 @@ class Ingest:
                     self.dispatcher.on_refused(db, ev)
                 else:
                     self.dispatcher.counters[f"refused_{ev.reason.value}"] += 1
-            elif isinstance(ev, AckEvent):
-                if not self.actions.on_ack(db, ev):
-                    self._reject("unknown_command", m.topic)
+            elif isinstance(ev, AckEvent) and not self.actions.on_ack(db, ev):
+                self._reject("unknown_command", m.topic)
             # (a ContentRequest was served before its batch: _serve_content_requests)
 
     def _request_rebirth(self, cluster_id: str) -> None:

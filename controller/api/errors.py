@@ -16,8 +16,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from controller.errors import LoaError, Unauthorized
 from controller.db.models import utcnow
+from controller.errors import LoaError, Unauthorized
 from controller.storage import StorageMonitor, StorageProblem, classify, is_storage_error
 
 __all__ = ["install"]

@@ -21,9 +21,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import inspect, insert
+from sqlalchemy import insert, inspect
 from sqlalchemy.orm import Session
 
+from controller.broadcasting.states import BroadcastStatus, move
 from controller.db.models import Broadcast, Delivery, Occurrence, table_of
 
 log = logging.getLogger(__name__)
@@ -69,8 +70,8 @@ def record(db: Session, intent: Intent) -> bool:
                       intent["broadcast_id"])
             return False
         db.add(Broadcast(**intent["broadcast"]))
-    elif bc.status == "scheduled":
-        bc.status = "active"
+    elif bc.status == BroadcastStatus.SCHEDULED:
+        move(bc, BroadcastStatus.ACTIVE)
     db.add(Occurrence(**intent["occurrence"]))
     db.flush()
     if intent["deliveries"]:
@@ -83,12 +84,24 @@ class Spool:
     def __init__(self, folder: Path):
         self.path = folder / "airings.jsonl"
         self._lock = threading.Lock()
+        self._open: set[str] = set()  # intents written and not yet done
 
     def add(self, intent: Intent) -> bool:
         """Append and fsync; False when the disk refuses (the caller keeps it in memory)."""
-        return self._append({"intent": intent})
+        ok = self._append({"intent": intent})
+        if ok:
+            self._open.add(intent["id"])
+        return ok
 
     def done(self, intent_id: str) -> None:
+        self._open.discard(intent_id)
+        if not self._open:  # nothing left to replay: the journal starts over
+            with self._lock:
+                try:
+                    os.truncate(self.path, 0)
+                    return
+                except OSError:
+                    pass
         self._append({"done": intent_id})
 
     def _append(self, entry: dict[str, Any]) -> bool:

@@ -11,6 +11,7 @@ the process: a second ``loa serve`` on the same database refuses to start.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import logging
@@ -20,7 +21,8 @@ import threading
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ class DatabaseLock:
         self.db_url = db_url
         self._fd: int | None = None
         self._conn: Connection | None = None
-        self._engine = None
+        self._engine: Engine | None = None
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
         #: called when the lock is lost for good (another controller holds it now)
@@ -72,10 +74,8 @@ class DatabaseLock:
             os.close(self._fd)  # (closing the file releases the flock)
             self._fd = None
         if self._conn is not None:
-            try:
+            with contextlib.suppress(SQLAlchemyError):  # (a connection already lost)
                 self._conn.close()
-            except Exception:
-                pass
             self._conn = None
         if self._engine is not None:
             self._engine.dispose()
@@ -129,13 +129,11 @@ class DatabaseLock:
                 self._conn.execute(text("SELECT 1"))
                 self._conn.commit()
                 continue
-            except Exception:
-                pass
-            try:
-                if self._conn is not None:
+            except SQLAlchemyError as exc:
+                log.debug("database lock connection: %s", exc)
+            if self._conn is not None:
+                with contextlib.suppress(SQLAlchemyError):
                     self._conn.close()
-            except Exception:
-                pass
             self._conn = None
             log.warning("lost the database lock's connection; taking the lock again")
             while not self._stop.is_set():
@@ -147,6 +145,6 @@ class DatabaseLock:
                                  "was away: this one stops")
                     self.on_lost()
                     return
-                except Exception:
+                except SQLAlchemyError:  # the server is not back yet
                     if self._stop.wait(2.0):
                         return

@@ -27,7 +27,8 @@ class Inbound(NamedTuple):
 
     topic: str
     payload: bytes
-    token: object = None
+    #: (connection number, packet id) of a QoS 1 message; None for QoS 0
+    token: tuple[int, int] | None = None
 
 
 class Outbound(NamedTuple):

@@ -210,7 +210,7 @@ class Mqtt5Link(LinkBase):
         with self._wlock:
             gen = self._generation
             acks = [mqtt5.PubAckPacket(t[1]).write() for m in msgs
-                    if (t := m.token) is not None and t[0] == gen]  # type: ignore[index]
+                    if (t := m.token) is not None and t[0] == gen]
             if acks and self._sock is not None:
                 self._write_locked(b"".join(acks))
                 self.counters["acked"] += len(acks)

@@ -94,8 +94,8 @@ class Mqtt311Link(LinkBase):
     def ack(self, msgs: list[Inbound]) -> None:
         gen = self._generation
         for m in msgs:  # (those of an older connection come again from the session)
-            if m.token is not None and m.token[0] == gen:  # type: ignore[index]
-                self._client.ack(m.token[1], 1)  # type: ignore[index]
+            if m.token is not None and m.token[0] == gen:
+                self._client.ack(m.token[1], 1)
 
     def wait_written(self, timeout: float) -> bool:
         """True once the last publish is acknowledged by the broker (paho's public API

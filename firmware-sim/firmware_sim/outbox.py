@@ -17,6 +17,7 @@ import logging
 import os
 from collections import deque
 from pathlib import Path
+from typing import TextIO
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class Outbox:
         self._done_lines = 0
         self.dropped = 0
         self.path = folder / "outbox.jsonl" if folder is not None else None
-        self._f = None
+        self._f: TextIO | None = None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._load()

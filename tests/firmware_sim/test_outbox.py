@@ -13,8 +13,8 @@ from firmware_sim.cluster import SimConfig
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices import topics
-from devices.messages import ControllerStatus, dumps, now_utc
 from devices.areas import generate
+from devices.messages import ControllerStatus, dumps, now_utc
 from tests.integration.harness import SimThread
 from tests.utils.broker import Broker, wait_for
 

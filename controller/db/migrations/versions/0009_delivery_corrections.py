@@ -5,9 +5,9 @@ Revises: 0008
 Create Date: 2026-12-04 19:30:00
 """
 import sqlalchemy as sa
+from alembic import op
 
 import controller.db.types
-from alembic import op
 
 revision = '0009'
 down_revision = '0008'
