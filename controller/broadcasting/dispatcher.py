@@ -277,10 +277,11 @@ class Dispatcher:
         ocols = columns(occ)
         if state == "sent":
             ocols["status"], ocols["sent_at"] = OccurrenceStatus.SENT.value, now
+        # (deliveries as lists of ids, not a row each: it is written before the publish)
         return {"id": occ.id, "broadcast_id": bc.id, "broadcast": bcols, "occurrence": ocols,
-                "deliveries": [{"cluster_id": c, "state": state, "updated_at": now,
-                                "error": "cluster offline when sent" if c in offline else None}
-                               for c in resolved.cluster_ids]}
+                "deliveries": {"state": state, "updated_at": now, "error": None,
+                               "clusters": list(resolved.cluster_ids),
+                               "offline": sorted(offline)}}
 
     def _send_unrecorded(self, db: Session, bc: Broadcast, scheduled_at: datetime,
                          resolved: Resolved) -> Occurrence | None:
@@ -298,8 +299,7 @@ class Dispatcher:
                 bc.expires_at is not None and start >= bc.expires_at) or not resolved.cluster_ids:
             occ.status = OccurrenceStatus.MISSED.value  # recorded missed, with the reason
             intent = self._intent(bc, occ, resolved, "missed")
-            for d in intent["deliveries"]:
-                d["error"] = "too late to start while the database refused writes"
+            intent["deliveries"]["error"] = "too late to start while the database refused writes"
             with self.gate:
                 self.unrecorded[occ.id] = intent
             return None

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 __all__ = ["Intent", "Spool", "columns", "record"]
 
 #: {"id", "broadcast": columns or None (it exists), "broadcast_id", "occurrence": columns,
-#:  "deliveries": [{"cluster_id", "state", "error", "updated_at"}]}
+#:  "deliveries": {"state", "error", "updated_at", "clusters": [ids], "offline": [ids]}}
+#: (clusters offline when it was sent get the error "cluster offline when sent")
 Intent = dict[str, Any]
 
 
@@ -74,9 +75,14 @@ def record(db: Session, intent: Intent) -> bool:
         move(bc, BroadcastStatus.ACTIVE)
     db.add(Occurrence(**intent["occurrence"]))
     db.flush()
-    if intent["deliveries"]:
+    d = intent["deliveries"]
+    offline = set(d["offline"])
+    if d["clusters"]:
         db.execute(insert(table_of(Delivery)), [
-            {"occurrence_id": intent["id"], **d} for d in intent["deliveries"]])
+            {"occurrence_id": intent["id"], "cluster_id": c, "state": d["state"],
+             "updated_at": d["updated_at"],
+             "error": "cluster offline when sent" if c in offline else d["error"]}
+            for c in d["clusters"]])
     return True
 
 

@@ -59,7 +59,10 @@ class ProtocolUnsupported(ConnectionError):
     """The broker does not speak MQTT 5 (it answered as an MQTT 3.1.1 broker, or hung up)."""
 
 
-def _connack_or_refusal(sock: socket.socket, deadline: float) -> mqtt5.ConnAckPacket:
+def _connack_or_refusal(sock: socket.socket,
+                        deadline: float) -> tuple[mqtt5.ConnAckPacket, bytes]:
+    """The CONNACK, and what came after it in the same read (a resumed session's queued
+    messages follow the CONNACK at once)."""
     buf = b""
     while True:
         left = deadline - time.monotonic()
@@ -74,12 +77,12 @@ def _connack_or_refusal(sock: socket.socket, deadline: float) -> mqtt5.ConnAckPa
             # a 3.1.1 CONNACK (two bytes, return code 1: unacceptable protocol version)
             raise ProtocolUnsupported(f"MQTT 3.1.1 broker (CONNACK return code {buf[3]})")
         try:
-            packet, _ = mqtt5.read(memoryview(buf))
+            packet, n = mqtt5.read(memoryview(buf))
         except IndexError:
             continue
         if not isinstance(packet, mqtt5.ConnAckPacket):
             raise ConnectionError(f"expected CONNACK, got {type(packet).__name__}")
-        return packet
+        return packet, buf[n:]
 
 
 def probe_mqtt5(host: str, port: int, username: str | None = None,
@@ -271,9 +274,9 @@ class Mqtt5Link(LinkBase):
         while not self._stopping.is_set():
             sock = None
             try:
-                sock = self._connect()
+                sock, first = self._connect()
                 backoff = 0.5
-                self._read_loop(sock)
+                self._read_loop(sock, first)
             except BrokerRefused as exc:
                 log.error("MQTT connect refused: %s", exc)
             except (OSError, ValueError) as exc:  # ValueError: a malformed packet
@@ -292,7 +295,9 @@ class Mqtt5Link(LinkBase):
                 return
             backoff = min(backoff * 2, 10.0)
 
-    def _connect(self) -> socket.socket:
+    def _connect(self) -> tuple[socket.socket, bytes]:
+        """Connected (and the SUBSCRIBE on its way): the socket, and the bytes read after
+        the CONNACK, which the read loop starts with."""
         sock = socket.create_connection((self.host, self.port), timeout=5)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -306,7 +311,7 @@ class Mqtt5Link(LinkBase):
                 password=self.password.encode() if self.password else None,
                 clean_start=self.session_expiry_s == 0, will=will, keep_alive=self.keepalive,
                 session_expiry_interval=self.session_expiry_s).write())
-            connack = _connack_or_refusal(sock, time.monotonic() + 10)
+            connack, after = _connack_or_refusal(sock, time.monotonic() + 10)
             if connack.reason_code != mqtt5.ConnAckReasonCode.SUCCESS:
                 raise BrokerRefused(connack.reason_code.name.lower())
             sock.settimeout(WRITE_TIMEOUT_S)
@@ -340,7 +345,7 @@ class Mqtt5Link(LinkBase):
             raise
         if self._ready_on is None:
             self._ready()
-        return sock
+        return sock, after
 
     def _ready(self) -> None:
         """Connected and subscribed (the SUBACK is in): now the link counts as up."""
@@ -356,13 +361,10 @@ class Mqtt5Link(LinkBase):
         if not self._held:
             self._drained.notify_all()
 
-    def _read_loop(self, sock: socket.socket) -> None:
-        rest = b""
+    def _read_loop(self, sock: socket.socket, first: bytes = b"") -> None:
+        rest = self._feed(first) if first else b""
         last_read = time.monotonic()
         half_keepalive = self.keepalive / 2
-        counters, inbox = self.counters, self.inbox
-        publish_type, puback_type = mqtt5.PublishPacket, mqtt5.PubAckPacket
-        packet: mqtt5.Packet
         while not self._stopping.is_set():
             readable, _, _ = select.select([sock], [], [], 1.0)
             now = time.monotonic()
@@ -378,39 +380,43 @@ class Mqtt5Link(LinkBase):
             if not data:
                 raise ConnectionError("the broker closed the connection")
             last_read = now
-            if rest:
-                data = rest + data
-            view, pos, end = memoryview(data), 0, len(data)
-            batch: list[Inbound] = []
-            acked: list[int] = []
-            gen = self._generation
-            while pos < end:
-                try:
-                    packet, n = mqtt5.read(view[pos:])
-                except IndexError:
-                    break  # the rest of this packet is still on its way
-                pos += n
-                if isinstance(packet, publish_type):
-                    pid = packet.packet_id  # None for QoS 0
-                    # QoS 1: acknowledged by the ingest thread once committed (ack())
-                    batch.append(Inbound(packet.topic, packet.payload,
-                                         None if pid is None else (gen, pid)))
-                elif isinstance(packet, puback_type):
-                    acked.append(packet.packet_id)
-                else:
-                    self._control(packet)
-            rest = bytes(view[pos:])
-            if batch:
-                counters["in"] += len(batch)
-                dropped = inbox.put_many(batch)
-                if dropped:
-                    counters["dropped_overload"] += dropped
-            if acked:
-                with self._wlock:
-                    for pid in acked:
-                        self._inflight.pop(pid, None)
-                    if self._held:
-                        self._release_held_locked()
+            rest = self._feed(rest + data if rest else data)
+
+    def _feed(self, data: bytes) -> bytes:
+        """Decode every whole packet in ``data``; returns the bytes of an unfinished one."""
+        view, pos, end = memoryview(data), 0, len(data)
+        batch: list[Inbound] = []
+        acked: list[int] = []
+        gen = self._generation
+        publish_type, puback_type = mqtt5.PublishPacket, mqtt5.PubAckPacket
+        packet: mqtt5.Packet
+        while pos < end:
+            try:
+                packet, n = mqtt5.read(view[pos:])
+            except IndexError:
+                break  # the rest of this packet is still on its way
+            pos += n
+            if isinstance(packet, publish_type):
+                pid = packet.packet_id  # None for QoS 0
+                # QoS 1: acknowledged by the ingest thread once committed (ack())
+                batch.append(Inbound(packet.topic, packet.payload,
+                                     None if pid is None else (gen, pid)))
+            elif isinstance(packet, puback_type):
+                acked.append(packet.packet_id)
+            else:
+                self._control(packet)
+        if batch:
+            self.counters["in"] += len(batch)
+            dropped = self.inbox.put_many(batch)
+            if dropped:
+                self.counters["dropped_overload"] += dropped
+        if acked:
+            with self._wlock:
+                for pid in acked:
+                    self._inflight.pop(pid, None)
+                if self._held:
+                    self._release_held_locked()
+        return bytes(view[pos:])
 
     def _control(self, packet: object) -> None:
         if isinstance(packet, mqtt5.SubAckPacket):

@@ -222,8 +222,8 @@ def test_an_airing_in_the_spool_is_recorded_on_start(tmp_path: Path) -> None:
         "revision": 0, "sent_at": now},
         "broadcast": {"id": bc_id, "title": "Khẩn", "content_id": "c1", "targets": {},
                       "priority": "emergency", "status": "active", "start_at": None},
-        "deliveries": [{"cluster_id": c, "state": "sent", "error": None, "updated_at": now}
-                       for c in clusters]}
+        "deliveries": {"state": "sent", "error": None, "updated_at": now,
+                       "clusters": clusters, "offline": clusters[:1]}}
     assert spool.add(intent)
     with (tmp_path / "spool" / "airings.jsonl").open("a") as f:
         f.write('{"intent": {"id": "cut sho')  # the crash cut the next line short
@@ -233,8 +233,11 @@ def test_an_airing_in_the_spool_is_recorded_on_start(tmp_path: Path) -> None:
     with sessions() as db:  # type: ignore[operator]
         bc = db.get(Broadcast, bc_id)
         assert bc is not None and bc.priority == "emergency" and bc.status == "active"
-        assert {r.state for r in db.scalars(select(Delivery).where(
-            Delivery.occurrence_id == occ_id))} == {"sent"}
+        rows = {r.cluster_id: r for r in db.scalars(select(Delivery).where(
+            Delivery.occurrence_id == occ_id))}
+        assert {r.state for r in rows.values()} == {"sent"} and set(rows) == set(clusters)
+        assert rows[clusters[0]].error == "cluster offline when sent"
+        assert rows[clusters[1]].error is None
     assert spool.pending() == []
     assert d.recover_spool() == 0  # and a second start records nothing twice
 

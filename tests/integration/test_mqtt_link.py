@@ -244,3 +244,41 @@ def test_a_quiet_link_stays_up_past_its_keepalive(tmp_path: Path) -> None:
     finally:
         link.stop()
         broker.kill()
+
+
+@pytest.mark.parametrize("protocol", sorted(LINKS))
+def test_the_session_keeps_what_came_while_down_and_what_was_never_acknowledged(
+        tmp_path: Path, protocol: str) -> None:
+    """With a stable client id and a lasting session, the broker delivers (again) a report
+    the controller took but never acknowledged (it did not commit it), and one published
+    while it was down."""
+    broker = Broker(tmp_path).start()
+    session = {"session_expiry_s": 3600} if protocol == "5" else {"persistent": True}
+    link = new_link(protocol, broker.port, client_id="loa-controller-session-test", **session)
+    link.start()
+    pub = publisher(broker.port)
+    topic = topics.cluster_event("hd-c01")
+    try:
+        assert link.connected.is_set()
+        pub.publish(topic, b"taken, never committed", qos=1).wait_for_publish(5)
+        taken = wait_for(lambda: link.inbox.take(10, timeout=0), 10, "the first report")
+        assert [m.payload for m in taken] == [b"taken, never committed"]
+        link.stop()  # (as a crash: nothing was acknowledged)
+        pub.publish(topic, b"while down", qos=1).wait_for_publish(5)
+        again = new_link(protocol, broker.port, client_id="loa-controller-session-test",
+                         **session)
+        again.start()
+        got = drain(again, 2)
+        assert [m.payload for m in got] == [b"taken, never committed", b"while down"]
+        again.stop()
+        # acknowledged now: a third connection gets nothing more
+        third = new_link(protocol, broker.port, client_id="loa-controller-session-test",
+                         **session)
+        third.start()
+        pub.publish(topic, b"marker", qos=1).wait_for_publish(5)
+        assert [m.payload for m in drain(third, 1)] == [b"marker"]
+        third.stop()
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        broker.kill()
