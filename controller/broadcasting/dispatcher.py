@@ -646,9 +646,13 @@ class Dispatcher:
     # --- cancel ---------------------------------------------------------------------------
 
     def cancel(self, db: Session, bc: Broadcast) -> None:
+        """Record the cancel, then send it: a cancel on the air is never one the database
+        does not know (a commit that fails leaves everything as it was, and the caller is
+        told). A cancel the link could not take is sent again by :meth:`retry_cancels`."""
         now = utcnow()
         move(bc, BroadcastStatus.CANCELLED)
         bc.cancelled_at = now
+        sends: list[tuple[str, datetime, list[str]]] = []
         for occ in bc.occurrences:
             if occ.status not in (OccurrenceStatus.SENT, OccurrenceStatus.PENDING):
                 continue
@@ -656,8 +660,7 @@ class Dispatcher:
             # the wire too (clusters ignore a cancel for an occurrence they never got)
             resolved = resolve(db, bc.target.areas, bc.target.clusters)
             exp = max(occ.ends_at, now) + timedelta(seconds=self.settings.late_grace_s)
-            for topic in resolved.topics:
-                self._publish_command("cancel", topic, CancelBody(occurrence_id=occ.id), exp)
+            sends.append((occ.id, exp, resolved.topics))
             move(occ, OccurrenceStatus.CANCELLED)
             waiting = {d.cluster_id for d in occ.deliveries
                        if d.state in ("sent", "received", "ready", "playing", "preempted")}
@@ -668,7 +671,15 @@ class Dispatcher:
                                DeliveryStatus.RECEIVED, DeliveryStatus.READY):
                     move(d, DeliveryStatus.CANCELLED)
                     d.updated_at = now
-        db.commit()
+        try:
+            db.commit()
+        except Exception:
+            for occ_id, _exp, _topics in sends:
+                self._unconfirmed_cancels.pop(occ_id, None)
+            raise
+        for occ_id, exp, cmd_topics in sends:
+            for topic in cmd_topics:
+                self._publish_command("cancel", topic, CancelBody(occurrence_id=occ_id), exp)
 
     def retry_cancels(self, now: datetime) -> int:
         """Re-send a cancel to each cluster that has not confirmed it (its own topic)."""

@@ -339,7 +339,6 @@ def cancel(db: Session, rt: Runtime, user: User, broadcast_id: str) -> Broadcast
         target = db.get(Broadcast, target_id)
         if target is None or target.status in FINAL:
             continue
-        rt.scheduler.unplan(target_id)
         for attempt in range(3):  # PostgreSQL may pick this transaction as a deadlock victim
             try:
                 assert target is not None
@@ -348,8 +347,10 @@ def cancel(db: Session, rt: Runtime, user: User, broadcast_id: str) -> Broadcast
             except OperationalError:
                 db.rollback()
                 if attempt == 2:
-                    raise
+                    raise  # (storage_unavailable: nothing changed, its slots still planned)
                 target = db.get(Broadcast, target_id)  # type: ignore[assignment]
+        # once recorded (a job that fires in between finds it cancelled and sends nothing)
+        rt.scheduler.unplan(target_id)
     for target_id in [c.id for c in bc.children] + [bc.id]:
         target = db.get(Broadcast, target_id)
         if target is not None and target.priority != "emergency":

@@ -54,8 +54,8 @@ def ingest(body: bytes, db: Session, rt: Runtime, user: User) -> tuple[int, dict
             require_cancel(db, user, bc)
         for bc in referenced:
             if bc.status in BROADCAST_LIVE:
-                rt.scheduler.unplan(bc.id)
                 rt.dispatcher.cancel(db, bc)
+                rt.scheduler.unplan(bc.id)
         note = f"cancelled {len(referenced)} broadcast(s)"
         return 200, {"identifier": alert.identifier, "msgType": "Cancel", "signature": signature,
                      "cancelled": [b.id for b in referenced],
@@ -98,8 +98,8 @@ def ingest(body: bytes, db: Session, rt: Runtime, user: User) -> tuple[int, dict
     for bc in referenced:  # Update: the new one replaces it where it has not played
         require_cancel(db, user, bc)
         if bc.status in BROADCAST_LIVE:
-            rt.scheduler.unplan(bc.id)
             rt.dispatcher.cancel(db, bc)
+            rt.scheduler.unplan(bc.id)
     start = None
     if priority != "emergency":
         onset = info.onset if info.onset and info.onset > now else None
