@@ -4,19 +4,16 @@ after it comes back."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 from firmware_sim.cluster import SimConfig
-from paho.mqtt.enums import CallbackAPIVersion
 
 from devices import topics
 from devices.areas import generate
 from devices.messages import ControllerStatus, dumps, now_utc
 from tests.integration.harness import SimThread
-from tests.utils.broker import Broker, wait_for
+from tests.utils.broker import Broker, Watcher, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -27,19 +24,12 @@ def test_sent_messages_arrive_in_order_before_and_after_a_lost_link(tmp_path: Pa
     cid = next(iter(net.clusters))
     sim = SimThread(net, SimConfig(port=broker.port, heartbeat_s=3600,
                                    reconnect_min_s=0.1, reconnect_max_s=0.5)).start()
-    got: list[bytes] = []
-    subscribed = threading.Event()
-    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="outbox-watch")
-    watcher.on_message = lambda _c, _u, m: got.append(m.payload)
-    watcher.on_subscribe = lambda *_: subscribed.set()
-    watcher.connect("127.0.0.1", broker.port)
-    watcher.subscribe(topics.cluster_event(cid) + "/test", qos=1)
-    watcher.loop_start()
+    watcher = Watcher(broker.port, topics.cluster_event(cid) + "/test")
+    got = watcher.got
     # a board publishes events only while the controller's retained status says online
     watcher.publish(topics.CONTROLLER_STATUS, dumps(ControllerStatus(
-        v=1, state="online", ts=now_utc())), qos=1, retain=True).wait_for_publish(5)
+        v=1, state="online", ts=now_utc())), retain=True)
     try:
-        assert subscribed.wait(5)
         board = sim.by_id(cid)
         wait_for(board.connected.is_set, 10, "the cluster online")
         topic = topics.cluster_event(cid) + "/test"
@@ -66,7 +56,7 @@ def test_sent_messages_arrive_in_order_before_and_after_a_lost_link(tmp_path: Pa
                        + [f"b-{i}".encode() for i in range(10)]
                        + [f"c-{i}".encode() for i in range(5)])
     finally:
-        watcher.loop_stop()
+        watcher.close()
         sim.stop()
         broker.kill()
 
@@ -79,24 +69,16 @@ def test_events_wait_for_the_controller_and_survive_a_reboot(tmp_path: Path) -> 
     net = generate(1, 1)
     cid = next(iter(net.clusters))
     topic = topics.cluster_event(cid) + "/test"
-    got: list[bytes] = []
-    subscribed = threading.Event()
-    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="outbox-watch-2")
-    watcher.on_message = lambda _c, _u, m: got.append(m.payload)
-    watcher.on_subscribe = lambda *_: subscribed.set()
-    watcher.connect("127.0.0.1", broker.port)
-    watcher.subscribe(topic, qos=1)
-    watcher.loop_start()
+    watcher = Watcher(broker.port, topic)
+    got = watcher.got
 
     def status(state: str) -> None:
         watcher.publish(topics.CONTROLLER_STATUS, dumps(ControllerStatus(
-            v=1, state=state, ts=now_utc() if state == "online" else None)), qos=1,
-            retain=True).wait_for_publish(5)
+            v=1, state=state, ts=now_utc() if state == "online" else None)), retain=True)
 
     cfg = SimConfig(port=broker.port, heartbeat_s=3600, reconnect_min_s=0.1,
                     reconnect_max_s=0.5, state_dir=tmp_path / "state")
     try:
-        assert subscribed.wait(5)
         status("offline")
         sim = SimThread(net, cfg).start()
         board = sim.by_id(cid)
@@ -120,5 +102,5 @@ def test_events_wait_for_the_controller_and_survive_a_reboot(tmp_path: Path) -> 
         assert len(sim.by_id(cid)._outbox) == 0
         sim.stop()
     finally:
-        watcher.loop_stop()
+        watcher.close()
         broker.kill()

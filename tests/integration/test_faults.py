@@ -29,11 +29,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 from firmware_sim.cluster import SimConfig
 from firmware_sim.runner import load_verify_key
-from paho.mqtt.enums import CallbackAPIVersion
 
 from devices import topics
 from devices.areas import load_fixture
@@ -46,7 +44,7 @@ from tests.integration.harness import (
     seed,
     sim_process,
 )
-from tests.utils.broker import Broker, free_port, port_open, wait_for
+from tests.utils.broker import Broker, Watcher, port_open, wait_for
 from tests.utils.postgres import PgServer, pg_binaries
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -217,7 +215,7 @@ def test_emergency_killed_between_its_publish_and_its_record(tmp_path: Path) -> 
     is held by another writer), and the controller is killed: it airs, and the controller
     records it when it is back (its spool)."""
     with Station.open(tmp_path) as st:
-        commands = _watch(st.broker.port, topics.area_cmd(COMMUNE))
+        commands = Watcher(st.broker.port, topics.area_cmd(COMMUNE))
         db = sqlite3.connect(tmp_path / "data" / "loa.db", timeout=30)
         db.execute("BEGIN IMMEDIATE")  # the controller's writes now wait
         answer: list[Any] = []
@@ -225,8 +223,9 @@ def test_emergency_killed_between_its_publish_and_its_record(tmp_path: Path) -> 
             "/api/v1/broadcasts", {"content_id": st.content_id, "priority": "emergency",
                                    "targets": {"areas": [COMMUNE]}}))))
         post.start()
-        wait_for(lambda: commands, 15, "the emergency's play on the broker")
+        wait_for(lambda: commands.got, 15, "the emergency's play on the broker")
         st.ctl.kill()
+        commands.close()
         post.join(35)
         db.rollback()
         db.close()
@@ -244,19 +243,6 @@ def _try(fn: Any) -> Any:
         return fn()
     except OSError as exc:  # (the controller was killed under the request)
         return exc
-
-
-def _watch(port: int, topic: str) -> list[bytes]:
-    got: list[bytes] = []
-    ready = threading.Event()
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"watch-{free_port()}")
-    c.on_message = lambda _c, _u, m: got.append(m.payload)
-    c.on_subscribe = lambda *_: ready.set()
-    c.connect("127.0.0.1", port)
-    c.subscribe(topic, qos=1)
-    c.loop_start()
-    assert ready.wait(5)
-    return got
 
 
 # --- the database -------------------------------------------------------------------------

@@ -6,7 +6,6 @@ what was published and not acknowledged is sent again after a reconnect."""
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from controller.transport.link import Inbound, Link, Outbound
 from controller.transport.mqtt import Mqtt5Link, make_link, probe_mqtt5
 from controller.transport.mqtt311 import Mqtt311Link
 from devices import topics
-from tests.utils.broker import Broker, wait_for
+from tests.utils.broker import Broker, Watcher, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -159,16 +158,9 @@ def test_wait_written_returns_once_a_publish_is_on_the_wire_and_never_hangs(
     broker = Broker(tmp_path).start()
     link = new_link("5", broker.port)
     link.start()
-    seen: list[bytes] = []
-    subscribed = threading.Event()
-    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="link-test-watch")
-    watcher.on_message = lambda _c, _u, m: seen.append(m.payload)
-    watcher.on_subscribe = lambda *_: subscribed.set()
-    watcher.connect("127.0.0.1", broker.port)
-    watcher.subscribe("loa/v1/area/hd/cmd", qos=1)
-    watcher.loop_start()
+    watcher = Watcher(broker.port, "loa/v1/area/hd/cmd")
+    seen = watcher.got
     try:
-        assert subscribed.wait(5)
         wait_for(link.connected.is_set, 10, "the link")
         for i in range(200):  # more than Mosquitto's receive maximum (20) in flight
             assert link.publish("loa/v1/area/hd/cmd", b"x" * 20_000 + str(i).encode(), 1)
@@ -181,7 +173,7 @@ def test_wait_written_returns_once_a_publish_is_on_the_wire_and_never_hangs(
         assert not link.wait_written(0.2)
         assert time.monotonic() - t0 < 1.0
     finally:
-        watcher.loop_stop()
+        watcher.close()
         link.stop()
         broker.kill()
 

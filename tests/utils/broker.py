@@ -19,7 +19,7 @@ from typing import Any
 
 from controller.transport.broker import EmbeddedBroker, free_port
 
-__all__ = ["Broker", "free_port", "mosquitto_binary", "port_open", "wait_for"]
+__all__ = ["Broker", "Watcher", "free_port", "mosquitto_binary", "port_open", "wait_for"]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
@@ -110,3 +110,31 @@ class Broker:
             if not loop.is_running():
                 loop.close()  # its selector's sockets with it
             self._embedded = None
+
+
+class Watcher:
+    """An independent MQTT client (paho) that records every payload arriving on one topic
+    filter: what went over the broker, whatever the controller or the simulator say."""
+
+    def __init__(self, port: int, topic: str, name: str | None = None):
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.got: list[bytes] = []
+        subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                  client_id=name or f"watch-{free_port()}")
+        self.client.on_message = lambda _c, _u, m: self.got.append(m.payload)
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(topic, qos=1)
+        self.client.loop_start()
+        if not subscribed.wait(5):
+            raise AssertionError(f"the watcher could not subscribe to {topic}")
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
