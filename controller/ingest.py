@@ -77,6 +77,7 @@ class Ingest:
         self.storage = storage or dispatcher.storage
         self.retries = 0  # batch attempts the database refused
         self._stalled = False
+        self._backlog_left = 0
         #: content requests served ahead of their batch (id -> the message, kept alive so
         #: that its id is not reused before the batch is applied)
         self._served: dict[int, Inbound] = {}
@@ -122,8 +123,12 @@ class Ingest:
                         since >= FLUSH_S or (not msgs and since >= IDLE_FLUSH_S)):
                     self._flush_heartbeats()
                 self.content.flush()
-                if self._stalled and not msgs and not self.link.inbox.qsize():
-                    self._stalled = False  # the backlog is in: the views are current again
+                if self._stalled:
+                    # the backlog of the stall is in: the views are current again (counted,
+                    # since under a steady load the inbox is never empty)
+                    self._backlog_left -= len(msgs)
+                    if self._backlog_left <= 0 or not (msgs or self.link.inbox.qsize()):
+                        self._stalled = False
                 if time.monotonic() - self._last_sweep >= 1.0 and not self._stalled:
                     self._sweep()
             except Exception as exc:
@@ -182,15 +187,19 @@ class Ingest:
 
     def _apply_until_committed(self, msgs: list[Inbound]) -> None:
         delay = 0.05
+        refused = False
         while True:
             try:
                 self._apply_once(msgs)
+                if refused:  # what arrived while this batch waited: applied before timeouts
+                    self._backlog_left = self.link.inbox.qsize()
                 return
             except Exception as exc:
                 if not is_storage_error(exc):
                     raise
                 problem = self.storage.failed(exc)
                 self.retries += 1
+                refused = True
                 # no timeouts are judged (heartbeats, reports) until what arrived during
                 # the stall is applied: the delay was the controller's, not the clusters'
                 self._stalled = True

@@ -592,7 +592,18 @@ class Dispatcher:
                 occ.start_at, occ.ends_at = start, start + duration
                 occ.revision = (occ.revision or 0) + 1
                 db.commit()
-            self._send(db, occ, bc)
+            try:
+                self._send(db, occ, bc)
+            except TargetError as exc:  # its areas are gone: it can never be sent
+                db.rollback()
+                move(occ, OccurrenceStatus.MISSED)
+                for d in occ.deliveries:
+                    if d.state in (DeliveryStatus.PENDING, DeliveryStatus.SENT):
+                        move(d, DeliveryStatus.MISSED)
+                        d.error, d.updated_at = f"not sent: {exc}"[:256], now
+                db.commit()
+                log.error("occurrence %s of %s missed: %s", occ.id, bc.id, exc)
+                continue
             sent += occ.status == OccurrenceStatus.SENT
         return sent
 
