@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from audio import AudioError, prepare_file, prepare_segment
@@ -17,7 +17,7 @@ from controller.api.schemas import BroadcastCreate, Targets
 from controller.broadcasting import service
 from controller.broadcasting.contents import store_content
 from controller.broadcasting.proof import rollup
-from controller.broadcasting.states import BROADCAST_LIVE
+from controller.broadcasting.states import BROADCAST_FINAL
 from controller.cap.alert import (
     CapAlert,
     CapError,
@@ -27,7 +27,7 @@ from controller.cap.alert import (
     parse_cap,
     verify_signature,
 )
-from controller.db.models import Area, Broadcast, User, utcnow
+from controller.db.models import Area, Broadcast, Delivery, Occurrence, User, utcnow
 from controller.errors import Invalid, Unavailable
 
 if TYPE_CHECKING:
@@ -52,14 +52,10 @@ def ingest(body: bytes, db: Session, rt: Runtime, user: User) -> tuple[int, dict
                           references=list(alert.references))
         for bc in referenced:
             require_cancel(db, user, bc)
-        for bc in referenced:
-            if bc.status in BROADCAST_LIVE:
-                rt.dispatcher.cancel(db, bc)
-                rt.scheduler.unplan(bc.id)
-        note = f"cancelled {len(referenced)} broadcast(s)"
+        stopped = _stop(db, rt, user, referenced)
         return 200, {"identifier": alert.identifier, "msgType": "Cancel", "signature": signature,
-                     "cancelled": [b.id for b in referenced],
-                     "ack": ack_xml(alert, sender, now, note)}
+                     "cancelled": [b.id for b in referenced], "stopped": stopped,
+                     "ack": ack_xml(alert, sender, now, _stopped_note(db, stopped))}
     info = next((i for i in alert.infos if i.language.lower().startswith("vi")), alert.infos[0])
     for i in alert.infos:
         if i.expires is not None and i.expires <= now:
@@ -97,9 +93,7 @@ def ingest(body: bytes, db: Session, rt: Runtime, user: User) -> tuple[int, dict
                      source_name=f"CAP {alert.identifier}"[:255], text=info.text()[:10_000])
     for bc in referenced:  # Update: the new one replaces it where it has not played
         require_cancel(db, user, bc)
-        if bc.status in BROADCAST_LIVE:
-            rt.dispatcher.cancel(db, bc)
-            rt.scheduler.unplan(bc.id)
+    replaced = _stop(db, rt, user, referenced)
     start = None
     if priority != "emergency":
         onset = info.onset if info.onset and info.onset > now else None
@@ -111,10 +105,56 @@ def ingest(body: bytes, db: Session, rt: Runtime, user: User) -> tuple[int, dict
     rows = rollup(db, bc)
     note = "; ".join(f"{r['name']}: {r['targeted']} clusters targeted, {r['online']} online"
                      for r in rows)
+    if replaced:
+        note += "; replaces: " + _stopped_note(db, replaced)
     return 201, {"identifier": alert.identifier, "msgType": alert.msg_type,
                  "priority": priority, "broadcast_id": bc.id,
-                 "replaced": [b.id for b in referenced], "signature": signature,
-                 "rollup": rows, "ack": ack_xml(alert, sender, now, note)}
+                 "replaced": [b.id for b in referenced], "stopped": replaced,
+                 "signature": signature, "rollup": rows, "ack": ack_xml(alert, sender, now, note)}
+
+
+def _stop(db: Session, rt: Runtime, user: User,
+          referenced: list[Broadcast]) -> list[dict[str, Any]]:
+    """Cancel what a CAP Cancel or Update references, wherever it went: the issuer's own
+    broadcast and every commune's copy (scheduled, in the inbox, on the air), as the REST
+    cancel does. Returns, per copy, what it was and whether it was stopped."""
+    out: list[dict[str, Any]] = []
+    for bc in referenced:
+        copies = [bc, *bc.children]
+        before = {c.id: (c.commune_id, c.status, _on_air(db, c)) for c in copies}
+        if bc.status not in BROADCAST_FINAL:
+            service.cancel(db, rt, user, bc.id)
+        for c in copies:
+            db.refresh(c)
+            commune, was, on_air = before[c.id]
+            if c is bc and c.children:
+                continue  # the issuer's original: its copies carry the airings
+            out.append({"broadcast_id": c.id, "commune_id": commune, "was": was,
+                        "on_air_clusters": on_air,
+                        "stopped": was not in BROADCAST_FINAL and c.status == "cancelled"})
+    return out
+
+
+def _on_air(db: Session, bc: Broadcast) -> int:
+    """Clusters playing (or preempted in) ``bc`` now."""
+    return int(db.scalar(select(func.count()).select_from(Delivery).join(Occurrence).where(
+        Occurrence.broadcast_id == bc.id, Occurrence.status == "sent",
+        Delivery.state.in_(("playing", "preempted")))) or 0)
+
+
+def _stopped_note(db: Session, stopped: list[dict[str, Any]]) -> str:
+    names = {a.id: a.name for a in db.scalars(select(Area).where(
+        Area.id.in_([s["commune_id"] for s in stopped if s["commune_id"]])))}
+    parts = []
+    for s in stopped:
+        where = names.get(s["commune_id"], s["commune_id"] or s["broadcast_id"])
+        if s["stopped"]:
+            what = f"stopped on the air on {s['on_air_clusters']} cluster(s)" if \
+                s["on_air_clusters"] else f"cancelled (was {s['was']})"
+        else:
+            what = f"nothing to stop (already {s['was']})"
+        parts.append(f"{where}: {what}")
+    return "; ".join(parts) or "nothing to stop"
 
 
 def _check_signature(body: bytes, alert: CapAlert, rt: Runtime) -> tuple[CapAlert, str | None]:

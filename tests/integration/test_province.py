@@ -252,12 +252,13 @@ CAP_ALERT = """<?xml version="1.0" encoding="UTF-8"?>
 def cap(prov: Province, ident: str, msg_type: str = "Alert", status: str = "Actual",
         refs: str = "", headline: str = "Cảnh báo bão số 3",
         expires: datetime | None = None, signer: tuple[bytes, bytes] | None = None,
-        tamper: bool = False) -> tuple[int, dict]:  # type: ignore[type-arg]
+        tamper: bool = False, severity: str = "Extreme") -> tuple[int, dict]:  # type: ignore[type-arg]
     now = datetime.now(VN).replace(microsecond=0)
     xml = CAP_ALERT.format(
         ident=ident, sent=now.isoformat(), status=status, msg_type=msg_type, headline=headline,
         expires=(expires or now + timedelta(hours=3)).isoformat(),
         refs=f"\n  <references>{refs}</references>" if refs else "").encode()
+    xml = xml.replace(b"<severity>Extreme</severity>", f"<severity>{severity}</severity>".encode())
     if signer is not None:
         xml = sign_xml(xml, *signer)
     if tamper:
@@ -298,6 +299,48 @@ def test_cap_alert_airs_update_replaces_and_cancel_stops_everywhere(prov: Provin
                                params={"format": "csv"})
     assert report.status_code == 200 and report.text.startswith("area_id,name,targeted")
     assert "vn-vp-tamduong-huongdao,Hướng Đạo,15" in report.text
+
+
+def test_cap_cancel_and_update_follow_a_priority_alert_to_every_commune_copy(
+        prov: Province) -> None:
+    """A priority alert becomes a copy in each commune's programme: its Update replaces that
+    copy and its Cancel stops it, and the Ack says what was stopped where."""
+    sender = "pccc@vinhphuc.gov.vn"
+    status, first = cap(prov, "VP-2026-0101", severity="Moderate")
+    assert status == 201, first
+    assert first["priority"] == "priority"
+
+    def copy_of(bid: str) -> dict:  # type: ignore[type-arg]
+        kids = prov.province.get(f"/api/v1/broadcasts/{bid}").json()["children"]
+        assert [k["commune_id"] for k in kids] == [COMMUNE], kids
+        return kids[0]  # type: ignore[no-any-return]
+
+    old = copy_of(first["broadcast_id"])
+    assert old["status"] in ("scheduled", "active")
+    status, upd = cap(prov, "VP-2026-0102", "Update", severity="Moderate",
+                      refs=f"{sender},VP-2026-0101,2026-01-01T00:00:00+07:00")
+    assert status == 201, upd
+    assert [(s["broadcast_id"], s["commune_id"], s["stopped"]) for s in upd["stopped"]] == [
+        (old["broadcast_id"], COMMUNE, True)]
+    assert "Hướng Đạo" in upd["ack"] and "replaces" in upd["ack"]
+    assert copy_of(first["broadcast_id"])["status"] == "cancelled"
+    new = copy_of(upd["broadcast_id"])
+    assert new["status"] in ("scheduled", "active")
+    status, cancel = cap(prov, "VP-2026-0103", "Cancel",
+                         refs=f"{sender},VP-2026-0102,2026-01-01T00:00:00+07:00")
+    assert status == 200, cancel
+    assert [(s["broadcast_id"], s["stopped"]) for s in cancel["stopped"]] == [
+        (new["broadcast_id"], True)]
+    assert copy_of(upd["broadcast_id"])["status"] == "cancelled"
+    # and neither airs anywhere: once their start has passed, every cluster that got them
+    # holds them cancelled
+    b = prov.commune.get(f"/api/v1/broadcasts/{new['broadcast_id']}").json()
+    if b["occurrence"]:
+        start = datetime.fromisoformat(b["occurrence"]["start_at"])
+        wait_for(lambda: datetime.now(UTC) > start + timedelta(seconds=2), 60,
+                 "the copy's start to pass")
+    for kid in (old["broadcast_id"], new["broadcast_id"]):
+        assert occ_states(prov, kid) <= {"cancelled", "-"}, (kid, occ_states(prov, kid))
 
 
 def test_a_signed_cap_alert_is_verified_against_the_trusted_issuers(
