@@ -68,6 +68,12 @@ class Settings(BaseSettings):
                           "{urgency, severity, certainty, priority}; '*' matches any); "
                           "default: controller.cap.alert.DEFAULT_PRIORITY_RULES")
 
+    cap_sender: str | None = Field(
+        None, description="the <sender> of the controller's CAP answers (Ack); default "
+                          "loa-controller@<this host's name>")
+    cap_onset_lead_s: float = Field(
+        1800.0, ge=0, description="a CAP alert that is not an emergency airs this long "
+                                  "before its <onset> (never before now)")
     cap_trusted_certs: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="PEM certificates of CAP issuers whose XML-DSig "
         "signatures are trusted (env: JSON list or comma-separated paths)")

@@ -4,6 +4,7 @@ stops it everywhere; the answer carries a CAP Ack and the roll-up per commune.""
 
 from __future__ import annotations
 
+import socket
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +41,7 @@ def ingest(body: bytes, db: Session, rt: Runtime, user: User) -> tuple[int, dict
         raise Invalid("cap_invalid", f"invalid CAP 1.2: {exc}", detail=str(exc)) from None
     alert, signature = _check_signature(body, alert, rt)
     now = utcnow()
-    sender = f"loa@{rt.settings.timezone}"
+    sender = rt.settings.cap_sender or f"loa-controller@{socket.getfqdn()}"
     if alert.msg_type in ("Ack", "Error"):
         raise Invalid("cap_reply", f"a CAP {alert.msg_type} is a reply; nothing to broadcast",
                       msg_type=alert.msg_type)
@@ -96,8 +97,12 @@ def ingest(body: bytes, db: Session, rt: Runtime, user: User) -> tuple[int, dict
     replaced = _stop(db, rt, user, referenced)
     start = None
     if priority != "emergency":
-        onset = info.onset if info.onset and info.onset > now else None
-        start = onset or now + timedelta(seconds=max(5.0, rt.settings.min_start_lead_s))
+        # from now, not from the request's arrival: synthesising a long text takes time
+        # (tens of seconds), and a start computed before it would be in the past by now
+        soonest = utcnow() + timedelta(seconds=max(5.0, rt.settings.min_start_lead_s))
+        start = soonest
+        if info.onset is not None:  # ahead of what it warns of, not as it begins
+            start = max(soonest, info.onset - timedelta(seconds=rt.settings.cap_onset_lead_s))
     req = BroadcastCreate(content_id=content.id, targets=Targets(areas=targets),
                           title=(info.headline or info.event)[:200], start_at=start,
                           priority=priority, expires_at=info.expires)  # type: ignore[arg-type]
