@@ -746,7 +746,10 @@ class Dispatcher:
             missing = sorted(c for c in cluster_ids if c not in by_cluster)
             for i in range(0, len(missing), 500):  # (bounded IN lists)
                 part = missing[i:i + 500]
-                got = {r.cluster_id: _Report(**r._mapping, occ_revision=revision)
+                got = {r.cluster_id: _Report(r.id, r.cluster_id, r.state, r.started_at,
+                                             r.finished_at, r.error, r.revision, r.assumed,
+                                             r.corrected_from, r.corrected_at,
+                                             occ_revision=revision)
                        for r in db.execute(_REPORTS.where(Delivery.occurrence_id == occurrence_id,
                                                           Delivery.cluster_id.in_(part)))}
                 by_cluster.update((c, got.get(c)) for c in part)  # None: no such delivery
