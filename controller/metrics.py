@@ -1,4 +1,5 @@
-"""Prometheus metrics: clusters by state, open alerts, deliveries by state, MQTT traffic."""
+"""Prometheus metrics: clusters by state, open alerts, deliveries by state, storage, MQTT
+traffic."""
 
 from __future__ import annotations
 
@@ -40,6 +41,15 @@ class _LoaCollector(Collector):
         for s, n in sorted(deliveries.items()):
             d.add_metric([s], n)
         yield d
+        problem = rt.storage.problem
+        st = GaugeMetricFamily("loa_storage_ok", "1 while the database takes writes, 0 while "
+                               "it refuses them (the reason as a label)", labels=["reason"])
+        st.add_metric([problem.reason if problem else ""], 0 if problem else 1)
+        yield st
+        yield CounterMetricFamily("loa_storage_failures", "Database operations refused "
+                                  "(down, full, read-only), retried", value=rt.storage.failures)
+        yield GaugeMetricFamily("loa_airings_unrecorded", "Airings on the air whose rows are "
+                                "not yet written", value=len(rt.dispatcher.unrecorded))
         c = rt.link.counters
         yield CounterMetricFamily("loa_mqtt_messages_in", "MQTT messages received",
                                   value=c["in"])

@@ -188,6 +188,9 @@ def test_a_batch_the_database_refuses_is_retried_and_acknowledged_only_once_comm
         assert rt.dispatcher.counters["delivery_unknown"] == 1  # applied, after the retries
         # the outage opened the controller's storage alert, and it cleared
         wait_for(lambda: rt.storage.problem is None, 10, "storage ok again")
+        metrics = api.get("/metrics").text
+        assert "loa_storage_failures_total 3.0" in metrics
+        assert 'loa_storage_ok{reason=""} 1.0' in metrics
 
 
 def test_storage_errors_are_classified() -> None:
