@@ -68,6 +68,8 @@ TICK_S = 0.25
 IDLE_TICK_S = 1.0
 #: how long an emergency's fetch waits for its pushed chunks before it subscribes or asks
 PUSH_GRACE_S = 0.5
+#: a clean shutdown's longest wait (its offline status, on a link that may be stuck)
+STOP_S = 3.0
 
 
 @dataclass(slots=True)
@@ -277,16 +279,19 @@ class SimCluster:
         await self._client.publish(topics.cluster_status(self.id), dumps(birth), qos=1, retain=True)
 
     async def stop(self) -> None:
-        """Clean shutdown: publish offline (retained) ourselves, then disconnect."""
-        await self.player.close()
-        self._outbox.close()
-        if self._client is not None:
-            death = Death(v=1, cluster_id=self.id, state="offline", bd_seq=self.bd_seq)
-            try:
-                await self._client.publish(topics.cluster_status(self.id), dumps(death),
-                                           qos=1, retain=True, timeout=2)
-            except MqttError:
-                pass
+        """Clean shutdown: publish offline (retained) ourselves, then disconnect; bounded
+        (STOP_S) whatever the link is doing, so a board never holds up its process's exit."""
+        try:
+            async with asyncio.timeout(STOP_S):
+                await self.player.close()
+                if self._client is not None:
+                    death = Death(v=1, cluster_id=self.id, state="offline", bd_seq=self.bd_seq)
+                    await self._client.publish(topics.cluster_status(self.id), dumps(death),
+                                               qos=1, retain=True, timeout=2)
+        except (MqttError, TimeoutError):
+            pass  # the broker publishes our Will instead
+        finally:
+            self._outbox.close()  # (after the player: what it reported on stopping is kept)
 
     # --- outgoing ------------------------------------------------------------------------
 
