@@ -8,6 +8,7 @@ implementing :class:`TTSEngine`.
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 import unicodedata
 import warnings
@@ -34,6 +35,10 @@ class TTSEngine(Protocol):
 
     def voices(self) -> list[str]: ...
 
+    def voice_for(self, language: str) -> str | None:
+        """The voice that reads ``language`` (a BCP 47 tag, e.g. ``en-US``), or None."""
+        ...
+
     def synthesize(self, text: str, voice: str = "vi", speed: float = 1.0) -> AudioSegment:
         """Speak ``text``; ``speed`` is a factor of the voice's normal rate (0.5-2.0)."""
         ...
@@ -45,6 +50,8 @@ _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _ESPEAK_RATE = 1
 _CHARS_UTF8 = 1
 _BASE_WPM = 150
+#: regional voices espeak-ng names by language and region (the rest go by language alone)
+_REGIONAL = frozenset({"en-us", "en-gb", "pt-br", "es-419", "fr-be", "fr-ch", "zh-yue"})
 
 
 def clean_text(text: str) -> str:
@@ -66,6 +73,7 @@ class EspeakNg:
     _lock = threading.Lock()  # libespeak-ng has process-global state
     _lib: ctypes.CDLL | None = None
     _rate = 22050
+    _langs: set[str] | None = None
 
     def __init__(self, library: str | None = None, data_path: str | None = None):
         self._library = library
@@ -91,11 +99,39 @@ class EspeakNg:
         return EspeakNg._lib
 
     def voices(self) -> list[str]:
+        """The Vietnamese voices offered to officers (northern, central, southern)."""
         return ["vi", "vi-vn-x-central", "vi-vn-x-south"]
+
+    def _languages(self) -> set[str]:
+        """Languages espeak-ng has a dictionary for in its data (``<lang>_dict``)."""
+        if EspeakNg._langs is None:
+            data = self._data_path
+            if data is None:
+                try:
+                    import espeakng_loader
+
+                    data = espeakng_loader.get_data_path()
+                except ImportError:
+                    data = None
+            names = os.listdir(data) if data and os.path.isdir(data) else []
+            EspeakNg._langs = {n[:-5] for n in names if n.endswith("_dict")}
+        return EspeakNg._langs
+
+    def voice_for(self, language: str) -> str | None:
+        """``vi-VN`` → ``vi``; ``en-US`` → ``en-us`` (espeak-ng's voices are named by
+        language, with a few regional variants); None where espeak-ng has no dictionary
+        for the language."""
+        tag = language.strip().lower().replace("_", "-")
+        base = tag.split("-")[0]
+        if base == "vi":
+            return "vi"
+        if base not in self._languages():
+            return None
+        return tag if tag in _REGIONAL else base
 
     def synthesize(self, text: str, voice: str = "vi", speed: float = 1.0) -> AudioSegment:
         text = clean_text(text)
-        if voice not in self.voices():
+        if voice not in self.voices() and voice.split("-")[0] not in self._languages():
             raise TTSError(f"Unknown voice {voice!r}; available: {', '.join(self.voices())}.")
         if not 0.5 <= speed <= 2.0:
             raise TTSError("speed must be between 0.5 and 2.0")

@@ -81,13 +81,21 @@ def ingest(body: bytes, db: Session, rt: Runtime, user: User) -> tuple[int, dict
                      "reason": f"status {alert.status}: validated, not aired",
                      "priority": priority, "targets": targets,
                      "ack": ack_xml(alert, sender, now, f"{alert.status}: not aired")}
+    # read in the info's own language, by a voice for it; where there is none, by the
+    # Vietnamese voice, and the Ack says so
+    voice = rt.tts.voice_for(info.language or "vi-VN")
+    voice_note = f"read in {info.language} (voice {voice})"
+    if voice is None:
+        voice = "vi"
+        voice_note = f"no voice for {info.language}: read by the Vietnamese voice"
     try:
         if info.audio:
             prepared = prepare_file(info.audio[0][1], rt.audio_settings(True))
+            voice_note = "its attached recording"
         else:
             text = info.text() or info.event
-            prepared = prepare_segment(rt.tts.synthesize(text[:10_000]), rt.audio_settings(True),
-                                       source_format="tts")
+            prepared = prepare_segment(rt.tts.synthesize(text[:10_000], voice=voice),
+                                       rt.audio_settings(True), source_format="tts")
     except AudioError as exc:
         raise Invalid(f"audio_{exc.code}", f"CAP content: {exc.message}") from None
     content = store_content(db, prepared, kind="cap", user=user.username,
@@ -110,11 +118,13 @@ def ingest(body: bytes, db: Session, rt: Runtime, user: User) -> tuple[int, dict
     rows = rollup(db, bc)
     note = "; ".join(f"{r['name']}: {r['targeted']} clusters targeted, {r['online']} online"
                      for r in rows)
+    note += f"; {voice_note}"
     if replaced:
         note += "; replaces: " + _stopped_note(db, replaced)
     return 201, {"identifier": alert.identifier, "msgType": alert.msg_type,
-                 "priority": priority, "broadcast_id": bc.id,
-                 "replaced": [b.id for b in referenced], "stopped": replaced,
+                 "priority": priority, "broadcast_id": bc.id, "language": info.language,
+                 "read_as": voice_note, "replaced": [b.id for b in referenced],
+                 "stopped": replaced,
                  "signature": signature, "rollup": rows, "ack": ack_xml(alert, sender, now, note)}
 
 

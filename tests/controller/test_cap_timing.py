@@ -43,16 +43,22 @@ class SlowTTS:
     def __init__(self, inner: TTSEngine, delay_s: float):
         self.inner, self.delay_s, self.name = inner, delay_s, inner.name
 
+    def voice_for(self, language: str) -> str | None:
+        return self.inner.voice_for(language)
+
     def synthesize(self, *args: Any, **kw: Any) -> Any:
         time.sleep(self.delay_s)
         return self.inner.synthesize(*args, **kw)
 
 
-def _post(api: Any, ident: str, onset: datetime | None = None) -> Any:
+def _post(api: Any, ident: str, onset: datetime | None = None, language: str = "vi-VN",
+          text: str = "Mực nước sông Phó Đáy đang lên.") -> Any:
     now = datetime.now(VN).replace(microsecond=0)
     xml = ALERT.format(ident=ident, sent=now.isoformat(),
                        expires=(now + timedelta(hours=6)).isoformat(),
                        onset=f"\n    <onset>{onset.isoformat()}</onset>" if onset else "")
+    xml = xml.replace("<language>vi-VN</language>", f"<language>{language}</language>")
+    xml = xml.replace("Mực nước sông Phó Đáy đang lên.", text)
     return api.post("/api/v1/cap", content=xml.encode(),
                     headers={"Content-Type": "application/xml"})
 
@@ -81,3 +87,16 @@ def test_a_long_synthesis_does_not_make_the_start_late(tmp_path: Path) -> None:
         start = datetime.fromisoformat(api.get(
             f"/api/v1/broadcasts/{r.json()['broadcast_id']}").json()["start_at"])
         assert start >= asked + timedelta(seconds=6 + 5 - 0.5)
+
+
+def test_each_alert_is_read_in_its_own_language(tmp_path: Path) -> None:
+    with memory_commune(tmp_path) as (api, _link):
+        r = _post(api, "VP-LU-0003", language="en-US",
+                  text="The Pho Day river is rising. Move to higher ground.")
+        assert r.status_code == 201, r.text
+        assert r.json()["read_as"] == "read in en-US (voice en-us)"
+        assert "read in en-US" in r.json()["ack"]
+        # a language no voice speaks: the Vietnamese voice, and the Ack says why
+        r = _post(api, "VP-LU-0004", language="km-KH", text="Mực nước đang lên.")
+        assert r.status_code == 201, r.text
+        assert r.json()["read_as"] == "no voice for km-KH: read by the Vietnamese voice"
