@@ -344,7 +344,7 @@ class Dispatcher:
                 raise
             self.storage.failed(exc)
             return 0
-        self.spool.compact([])
+        self.spool.clear()
         return n
 
     def _create_occurrence(self, db: Session, bc: Broadcast, scheduled_at: datetime,

@@ -102,12 +102,8 @@ class Spool:
     def done(self, intent_id: str) -> None:
         self._open.discard(intent_id)
         if not self._open:  # nothing left to replay: the journal starts over
-            with self._lock:
-                try:
-                    os.truncate(self.path, 0)
-                    return
-                except OSError:
-                    pass
+            self.clear()
+            return
         self._append({"done": intent_id})
 
     def _append(self, entry: dict[str, Any]) -> bool:
@@ -144,18 +140,11 @@ class Spool:
                 intents.pop(entry["done"], None)
         return list(intents.values())
 
-    def compact(self, keep: list[Intent]) -> None:
-        """Rewrite the spool with only ``keep`` (after the others were recorded)."""
+    def clear(self) -> None:
+        """Empty the spool (every intent in it is recorded)."""
         with self._lock:
-            if not keep and not self.path.exists():
-                return
-            tmp = self.path.with_suffix(".tmp")
             try:
-                with tmp.open("w") as f:
-                    for intent in keep:
-                        f.write(json.dumps({"intent": intent}, default=_encode) + "\n")
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
+                if self.path.exists():
+                    os.truncate(self.path, 0)
             except OSError as exc:
-                log.error("airing spool %s not compacted (%s)", self.path, exc)
+                log.error("airing spool %s not cleared (%s)", self.path, exc)
