@@ -2,7 +2,7 @@
 and Vietnamese text-to-speech. Imports nothing else of Loa's."""
 
 from audio.errors import AudioError
-from audio.pipeline import AudioSettings, PreparedAudio, prepare_file, prepare_segment
+from audio.pipeline import AudioSettings, PreparedAudio, decode, prepare_file, prepare_segment
 from audio.tts import EspeakNg, TTSEngine, TTSError
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "PreparedAudio",
     "TTSEngine",
     "TTSError",
+    "decode",
     "prepare_file",
     "prepare_segment",
 ]

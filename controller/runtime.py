@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from nacl.signing import SigningKey
@@ -67,6 +68,9 @@ class Runtime:
     lock: DatabaseLock
     generated_admin_password: str | None = None
     started: bool = field(default=False)
+    #: work a request starts and does not wait for (the rest of a CAP emergency's audio)
+    background: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="loa-background"))
 
     @classmethod
     def build(cls, settings: Settings, migrate: bool = True, link: Link | None = None) -> Runtime:
@@ -153,6 +157,7 @@ class Runtime:
             self.lock.release()
             return
         self.ingest.stop()  # first: no more database work from MQTT
+        self.background.shutdown(wait=True, cancel_futures=True)
         self.scheduler.shutdown()
         self.link.stop()
         self.webhooks.stop()

@@ -79,8 +79,23 @@ class Settings(BaseSettings):
         "signatures are trusted (env: JSON list or comma-separated paths)")
     cap_require_signature: bool = Field(
         False, description="refuse CAP alerts that are not signed by a trusted issuer")
+    cap_languages: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["vi"], description="languages CAP <info> blocks are aired "
+        "in, in this order (env: JSON list or comma-separated BCP 47 prefixes); a block in "
+        "another language airs only where no block in one of these covers the cluster")
+    cap_geocodes: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="CAP <geocode> valueName -> {value -> our area id} "
+        '(JSON), e.g. {"VN-DVHC": {"<commune code>": "vn-vp-tamduong-huongdao"}}; '
+        "valueName LOA, or any value equal to an area id, needs no entry")
+    cap_resource_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="hosts a CAP <resource><uri> may be fetched from "
+        "(env: JSON list or comma-separated); empty: any host")
+    cap_resource_max_mb: float = Field(20.0, gt=0, description="largest CAP recording fetched")
+    cap_resource_timeout_s: float = Field(15.0, gt=0, description="deadline for fetching a "
+                                          "CAP recording from its <uri>")
 
-    @field_validator("alert_webhooks", "cap_trusted_certs", mode="before")
+    @field_validator("alert_webhooks", "cap_trusted_certs", "cap_languages",
+                     "cap_resource_hosts", mode="before")
     @classmethod
     def _split(cls, v: object) -> object:
         if isinstance(v, str):

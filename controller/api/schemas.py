@@ -165,6 +165,9 @@ class OccurrenceOut(BaseModel):
     start_at: datetime
     status: str
     summary: dict[str, int]
+    content_id: str | None = Field(
+        None, description="what this airing plays (a part of a broadcast in parts has its "
+                          "own; none yet while that part's audio is being made)")
     start_spread_ms: float | None = Field(
         None, description="latest minus earliest reported start among clusters that played")
 

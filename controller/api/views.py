@@ -45,7 +45,8 @@ def _occurrence_out(o: Occurrence, stats: dict[str, _Stats]) -> OccurrenceOut:
     spread = (last - first).total_seconds() * 1000 if n_started > 1 and first and last \
         else None
     return OccurrenceOut(id=o.id, scheduled_at=o.scheduled_at, start_at=o.start_at,
-                         status=o.status, summary=summary, start_spread_ms=spread)
+                         status=o.status, summary=summary, content_id=o.content_id,
+                         start_spread_ms=spread)
 
 
 def broadcast_out(bc: Broadcast, rt: Runtime, full: bool = True,

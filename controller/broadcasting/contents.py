@@ -16,8 +16,10 @@ __all__ = ["store_content"]
 
 def store_content(db: Session, p: PreparedAudio, *, kind: str, user: str, source_name: str | None,
            text: str | None = None, voice: str | None = None,
-           source_key: str | None = None) -> Content:
-    """Blob (once per sha256) and content row in one transaction: all or nothing."""
+           source_key: str | None = None, commit: bool = True) -> Content:
+    """Blob (once per sha256) and content row in one transaction: all or nothing.
+    ``commit=False``: only flushed, for a caller that still checks the request (a refusal
+    then rolls it back, and the refused request leaves no audio behind)."""
     if db.get(ContentBlob, p.sha256) is None:
         db.add(ContentBlob(sha256=p.sha256, data=p.data))
         try:
@@ -29,5 +31,8 @@ def store_content(db: Session, p: PreparedAudio, *, kind: str, user: str, source
                 source_name=source_name, source_format=p.source_format, text=text, voice=voice,
                 source_key=source_key, created_by=user)
     db.add(c)
-    db.commit()
+    if commit:
+        db.commit()
+    else:
+        db.flush()
     return c

@@ -74,6 +74,10 @@ TERMINAL = DELIVERY_FINAL
 REPORTED_FINAL = CLUSTER_FINAL & DELIVERY_FINAL
 
 
+#: silence between a part of a broadcast and the next (a CAP emergency's headline and the
+#: rest of its text)
+PART_GAP_S = 0.4
+
 #: a delivery as a batch of reports sees it: plain columns. Loading an emergency's 600
 #: deliveries as ORM objects, and flushing them one UPDATE at a time, was the slow part.
 _REPORTS = select(Delivery.id, Delivery.cluster_id, Delivery.state, Delivery.started_at,
@@ -263,6 +267,53 @@ class Dispatcher:
             if spooled and self.spool is not None:
                 self.spool.done(occ.id)
         return occ
+
+    # --- a broadcast in parts: what follows the part on the air ---------------------------
+
+    def reserve_part(self, db: Session, bc: Broadcast, after: Occurrence) -> Occurrence:
+        """A next part of ``bc`` whose audio is still being made (a CAP emergency's
+        description, after its headline went on the air): an occurrence with no content
+        yet, due right after ``after`` ends, with a pending delivery for each cluster
+        ``after`` has. It keeps the broadcast from completing, a cancel cancels it, and
+        :meth:`send_part` sends it once its audio exists (the sweep records it missed if
+        that never happens)."""
+        start = after.ends_at + timedelta(seconds=PART_GAP_S)
+        occ = Occurrence(id=uuid.uuid4().hex, broadcast_id=bc.id, scheduled_at=start,
+                         start_at=start, ends_at=start, status="pending", content_id=None,
+                         revision=0)
+        db.add(occ)
+        db.flush()
+        clusters = db.scalars(select(Delivery.cluster_id).where(
+            Delivery.occurrence_id == after.id)).all()
+        if clusters:
+            db.execute(insert(table_of(Delivery)), [
+                {"occurrence_id": occ.id, "cluster_id": c, "state": "pending",
+                 "updated_at": utcnow()} for c in clusters])
+        db.commit()
+        return occ
+
+    def send_part(self, occurrence_id: str, content_id: str) -> bool:
+        """Give a reserved part its audio and send it: at its planned start if that is
+        still ahead, else as soon as every cluster can have it. False when it is no longer
+        wanted (cancelled, or its broadcast is over)."""
+        with self.sessions() as db:
+            occ = db.get(Occurrence, occurrence_id)
+            content = db.get(Content, content_id)
+            if occ is None or content is None or occ.status != OccurrenceStatus.PENDING:
+                return False
+            bc = occ.broadcast
+            if bc.status not in BROADCAST_LIVE:
+                return False
+            lead = self.settings.emergency_lead_s if bc.priority == "emergency" \
+                else self.settings.min_start_lead_s
+            start = max(occ.scheduled_at, utcnow() + timedelta(seconds=lead))
+            # committed with its "sent" by _send, not before: the sweep sends a pending
+            # occurrence that has content, and must not send this one a second time
+            occ.content_id, occ.content = content.id, content
+            occ.start_at = start
+            occ.ends_at = start + timedelta(milliseconds=content.duration_ms)
+            self._send(db, occ, bc)
+            return occ.status == OccurrenceStatus.SENT
 
     # --- airings sent before their rows (spool.py) ------------------------------------
 
@@ -570,6 +621,10 @@ class Dispatcher:
             bc = occ.broadcast
             if bc.status not in BROADCAST_LIVE:
                 continue
+            if occ.content_id is None:  # a part whose audio is still being made
+                if (now - occ.scheduled_at).total_seconds() > self.settings.late_grace_s:
+                    self._never_made(db, occ, now)
+                continue
             lead = timedelta(seconds=self.settings.emergency_lead_s if bc.priority ==
                              "emergency" else self.settings.min_start_lead_s)
             if occ.start_at < now + lead:
@@ -606,6 +661,22 @@ class Dispatcher:
                 continue
             sent += occ.status == OccurrenceStatus.SENT
         return sent
+
+    def _never_made(self, db: Session, occ: Occurrence, now: datetime) -> None:
+        """A reserved part whose audio never came (its maker failed, or the controller
+        restarted while making it): recorded missed, with the reason, never silently."""
+        move(occ, OccurrenceStatus.MISSED)
+        for d in occ.deliveries:
+            if d.state in (DeliveryStatus.PENDING, DeliveryStatus.SENT):
+                move(d, DeliveryStatus.MISSED)
+                d.error, d.updated_at = "not sent: its audio was never made", now
+        db.commit()
+        log.error("occurrence %s of %s missed: its audio was never made", occ.id,
+                  occ.broadcast_id)
+        if not any(o.status in OCCURRENCE_OPEN for o in occ.broadcast.occurrences) and \
+                occ.broadcast.status == BroadcastStatus.ACTIVE:
+            move(occ.broadcast, BroadcastStatus.COMPLETED)
+            db.commit()
 
     def _resend_unconfirmed(self, db: Session, now: datetime) -> int:
         """After the link returned: each up cluster whose delivery of an occurrence not yet
@@ -867,7 +938,8 @@ class Dispatcher:
     def _complete(occ: Occurrence) -> None:
         move(occ, OccurrenceStatus.COMPLETED)
         bc = occ.broadcast
-        if bc.status == BroadcastStatus.ACTIVE and not bc.recurrence:
+        more = any(o.status in OCCURRENCE_OPEN for o in bc.occurrences if o is not occ)
+        if bc.status == BroadcastStatus.ACTIVE and not bc.recurrence and not more:
             move(bc, BroadcastStatus.COMPLETED)
 
     def next_slot(self, bc: Broadcast, after: datetime) -> datetime | None:

@@ -41,7 +41,6 @@ def rollup(db: Session, bc: Broadcast, by: str = "commune",
         return (c.area_id or "?") if by == "village" else _commune_of(db, c.area_id, cache)
 
     rows: dict[str, dict[str, Any]] = {}
-    duration = bc.content.duration_ms / 1000
     for cid in ids:
         c = clusters.get(cid)
         if c is None:
@@ -64,6 +63,7 @@ def rollup(db: Session, bc: Broadcast, by: str = "commune",
                 r["note"] = child.decision_note
     occurrences = [o for b in [bc, *bc.children] for o in b.occurrences]
     for occ in occurrences:
+        duration = (occ.content or bc.content).duration_ms / 1000  # (its own: a part's)
         for d in occ.deliveries:
             c = clusters.get(d.cluster_id)
             if c is None:

@@ -13,7 +13,7 @@ verified, so nothing outside the signature can change what airs.
 from __future__ import annotations
 
 import base64
-import unicodedata
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -30,10 +30,11 @@ __all__ = [
     "CapArea",
     "CapError",
     "CapInfo",
+    "CapResource",
     "SignatureError",
     "ack_xml",
+    "error_xml",
     "map_priority",
-    "match_area",
     "parse_cap",
     "verify_signature",
 ]
@@ -105,6 +106,31 @@ def verify_signature(data: bytes, trusted_pem: list[bytes]) -> tuple[bytes, str]
 class CapArea:
     desc: str
     geocodes: list[tuple[str, str]] = field(default_factory=list)
+    #: each a closed ring of (lat, lon) points (WGS 84), as CAP writes them
+    polygons: list[list[tuple[float, float]]] = field(default_factory=list)
+    #: each (lat, lon, radius in km)
+    circles: list[tuple[float, float, float]] = field(default_factory=list)
+
+    @property
+    def has_shape(self) -> bool:
+        return bool(self.polygons or self.circles)
+
+
+@dataclass
+class CapResource:
+    """An ``<resource>``: its bytes inline (``derefUri``) or where to fetch them (``uri``)."""
+
+    desc: str
+    mime: str
+    uri: str | None = None
+    data: bytes | None = None
+    size: int | None = None
+    #: SHA-1 of the file, hex (CAP 1.2 §3.2.3 ``<digest>``)
+    digest: str | None = None
+
+    @property
+    def is_audio(self) -> bool:
+        return self.mime.lower().startswith("audio/")
 
 
 @dataclass
@@ -120,11 +146,29 @@ class CapInfo:
     expires: datetime | None
     onset: datetime | None
     areas: list[CapArea]
-    audio: list[tuple[str, bytes]]  # (mime type, bytes) from derefUri resources
+    resources: list[CapResource] = field(default_factory=list)
 
     def text(self) -> str:
-        parts = [p.strip() for p in (self.headline, self.description, self.instruction) if p]
-        return ". ".join(parts)
+        """Everything it says, headline first (what TTS reads when it airs in one part)."""
+        return _sentences(self.headline, self.description, self.instruction) or self.event
+
+    def lead(self) -> str:
+        """What is said first, at once: the headline, else the event."""
+        return (self.headline or self.event).strip()
+
+    def rest(self) -> str:
+        """What follows the lead: description and instruction."""
+        return _sentences(self.description, self.instruction)
+
+    @property
+    def recording(self) -> CapResource | None:
+        """The first audio resource, if the info carries one."""
+        return next((r for r in self.resources if r.is_audio), None)
+
+
+def _sentences(*parts: str | None) -> str:
+    kept = [p.strip().rstrip(".") for p in parts if p and p.strip()]
+    return ". ".join(kept) + "." if kept else ""
 
 
 @dataclass
@@ -201,21 +245,9 @@ def parse_cap(data: bytes) -> CapAlert:
     infos = []
     for i, el in enumerate(root.findall(_N + "info")):
         where = f"info[{i}]"
-        areas = []
-        for a in el.findall(_N + "area"):
-            desc = _text(a, "areaDesc", True, f"{where}/area")
-            codes = [(_text(g, "valueName") or "", _text(g, "value") or "")
-                     for g in a.findall(_N + "geocode")]
-            areas.append(CapArea(desc or "", codes))
-        audio = []
-        for r in el.findall(_N + "resource"):
-            mime = _text(r, "mimeType", True, f"{where}/resource") or ""
-            deref = _text(r, "derefUri")
-            if mime.startswith("audio/") and deref:
-                try:
-                    audio.append((mime, base64.b64decode(deref, validate=False)))
-                except ValueError:
-                    raise CapError(f"{where}/resource: derefUri is not base64") from None
+        areas = [_area(a, f"{where}/area[{j}]") for j, a in enumerate(el.findall(_N + "area"))]
+        resources = [_resource(r, f"{where}/resource[{j}]")
+                     for j, r in enumerate(el.findall(_N + "resource"))]
         infos.append(CapInfo(
             language=_text(el, "language") or "en-US",
             event=_text(el, "event", True, where) or "",
@@ -225,7 +257,7 @@ def parse_cap(data: bytes) -> CapAlert:
             headline=_text(el, "headline"), description=_text(el, "description"),
             instruction=_text(el, "instruction"),
             expires=_time(_text(el, "expires"), "expires"),
-            onset=_time(_text(el, "onset"), "onset"), areas=areas, audio=audio,
+            onset=_time(_text(el, "onset"), "onset"), areas=areas, resources=resources,
         ))
         if not el.findall(_N + "category"):
             raise CapError(f"<category> is required in <{where}>")
@@ -236,6 +268,69 @@ def parse_cap(data: bytes) -> CapAlert:
                     scope, references, infos, signed)
 
 
+def _area(a: Element, where: str) -> CapArea:
+    desc = _text(a, "areaDesc", True, where) or ""
+    codes = [(_text(g, "valueName") or "", _text(g, "value") or "")
+             for g in a.findall(_N + "geocode")]
+    polygons = [_polygon(p.text or "", f"{where}/polygon") for p in a.findall(_N + "polygon")]
+    circles = [_circle(c.text or "", f"{where}/circle") for c in a.findall(_N + "circle")]
+    return CapArea(desc, codes, polygons, circles)
+
+
+def _point(pair: str, where: str) -> tuple[float, float]:
+    try:
+        lat_s, lon_s = pair.split(",")
+        lat, lon = float(lat_s), float(lon_s)
+    except ValueError:
+        raise CapError(f"{where}: {pair!r} is not a 'lat,lon' pair") from None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise CapError(f"{where}: {pair!r} is outside WGS 84 (lat -90..90, lon -180..180)")
+    return lat, lon
+
+
+def _polygon(text: str, where: str) -> list[tuple[float, float]]:
+    """CAP 1.2 §3.2.4: space-separated 'lat,lon' pairs, at least four, first = last."""
+    points = [_point(p, where) for p in text.split()]
+    if len(points) < 4 or points[0] != points[-1]:
+        raise CapError(f"{where}: a polygon needs at least four points, the first repeated "
+                       f"last (got {len(points)})")
+    return points
+
+
+def _circle(text: str, where: str) -> tuple[float, float, float]:
+    """CAP 1.2 §3.2.4: 'lat,lon radius', the radius in kilometres."""
+    parts = text.split()
+    if len(parts) != 2:
+        raise CapError(f"{where}: a circle is 'lat,lon radius_km', not {text.strip()!r}")
+    lat, lon = _point(parts[0], where)
+    try:
+        radius = float(parts[1])
+    except ValueError:
+        raise CapError(f"{where}: radius {parts[1]!r} is not a number of km") from None
+    if not 0 <= radius <= 20_000:
+        raise CapError(f"{where}: radius {radius} km is out of range")
+    return lat, lon, radius
+
+
+def _resource(r: Element, where: str) -> CapResource:
+    desc = _text(r, "resourceDesc", True, where) or ""
+    mime = _text(r, "mimeType", True, where) or ""
+    size_s, deref = _text(r, "size"), _text(r, "derefUri")
+    try:
+        size = int(size_s) if size_s else None
+    except ValueError:
+        raise CapError(f"{where}: <size> {size_s!r} is not a whole number of bytes") from None
+    data = None
+    if deref:
+        try:
+            data = base64.b64decode("".join(deref.split()), validate=True)
+        except ValueError:
+            raise CapError(f"{where}: <derefUri> is not base64") from None
+    digest = _text(r, "digest")
+    return CapResource(desc, mime, _text(r, "uri"), data, size,
+                       digest.lower() if digest else None)
+
+
 def map_priority(info: CapInfo, rules: list[dict[str, Any]] | None = None) -> str:
     for rule in rules or DEFAULT_PRIORITY_RULES:
         if all(rule[k] == "*" or getattr(info, k) in rule[k]
@@ -244,43 +339,49 @@ def map_priority(info: CapInfo, rules: list[dict[str, Any]] | None = None) -> st
     return "normal"
 
 
-def _fold(s: str) -> str:
-    s = unicodedata.normalize("NFD", s.lower().replace("đ", "d"))
-    s = "".join(ch for ch in s if unicodedata.category(ch) != "Mn")
-    for prefix in ("tinh ", "huyen ", "xa ", "thon ", "phuong ", "thi tran "):
-        s = s.removeprefix(prefix)
-    return " ".join(s.split())
-
-
-def match_area(area: CapArea, areas: dict[str, tuple[str, str]]) -> str | None:
-    """Our area id for a CAP area: a geocode naming one of our ids (valueName ``LOA`` or any
-    value equal to an id), else an exact name match of areaDesc (accents and the kind word
-    ignored: "Xã Hướng Đạo" = "huong dao"). ``areas``: id -> (name, kind)."""
-    for name, value in area.geocodes:
-        if value in areas and name.upper() in ("LOA", "LOA-AREA", "VN-LOA", ""):
-            return value
-    for _name, value in area.geocodes:
-        if value in areas:
-            return value
-    wanted = _fold(area.desc)
-    hits = [aid for aid, (aname, _kind) in areas.items() if _fold(aname) == wanted]
-    return hits[0] if len(hits) == 1 else None
-
-
 def ack_xml(alert: CapAlert, sender: str, sent: datetime, note: str, msg_type: str = "Ack") -> str:
     """A CAP Ack (or Error) answering ``alert``, with ``note`` summarising delivery."""
+    return _reply(f"{alert.identifier}-{msg_type.lower()}", alert.status, alert.ref, sender,
+                  sent, note, msg_type)
+
+
+def error_xml(data: bytes, sender: str, sent: datetime, note: str) -> str:
+    """A CAP Error refusing ``data``, which may not even be a valid alert: its
+    ``<references>`` names as much of the refused alert (sender, identifier, sent) as can
+    be read safely, and ``<note>`` says why it was refused."""
+    fields: dict[str, str] = {}
+    try:
+        root = fromstring(data[:MAX_CAP_BYTES], forbid_dtd=True, forbid_entities=True,
+                          forbid_external=True)
+        for name in ("identifier", "sender", "sent", "status"):
+            value = _text(root, name)
+            if value and "," not in value and not any(ch.isspace() for ch in value):
+                fields[name] = value
+    except (DefusedXmlException, ParseError, ValueError):
+        pass
+    ident = fields.get("identifier") or \
+        "unreadable-" + hashlib.sha256(data).hexdigest()[:16]
+    ref = ",".join(fields.get(k, "") for k in ("sender", "identifier", "sent")) \
+        if "identifier" in fields and "sender" in fields else None
+    status = fields.get("status") if fields.get("status") in STATUS else "Actual"
+    return _reply(f"{ident}-error", status or "Actual", ref, sender, sent, note, "Error")
+
+
+def _reply(identifier: str, status: str, references: str | None, sender: str, sent: datetime,
+           note: str, msg_type: str) -> str:
     from xml.sax.saxutils import escape
 
+    refs = f"  <references>{escape(references)}</references>\n" if references else ""
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         f'<alert xmlns="{CAP_NS}">\n'
-        f"  <identifier>{escape(alert.identifier)}-{msg_type.lower()}</identifier>\n"
+        f"  <identifier>{escape(identifier)}</identifier>\n"
         f"  <sender>{escape(sender)}</sender>\n"
         f"  <sent>{_cap_time(sent)}</sent>\n"
-        f"  <status>{alert.status}</status>\n"
+        f"  <status>{status}</status>\n"
         f"  <msgType>{msg_type}</msgType>\n"
         "  <scope>Public</scope>\n"
         f"  <note>{escape(note)}</note>\n"
-        f"  <references>{escape(alert.ref)}</references>\n"
+        f"{refs}"
         "</alert>\n"
     )

@@ -17,9 +17,9 @@ from controller.access.jurisdiction import can_see, scope
 from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
 from controller.broadcasting.proof import rollup
 from controller.cap import service
-from controller.cap.alert import MAX_CAP_BYTES
-from controller.db.models import Broadcast
-from controller.errors import NotFound, TooLarge
+from controller.cap.alert import MAX_CAP_BYTES, error_xml
+from controller.db.models import Broadcast, utcnow
+from controller.errors import LoaError, NotFound, TooLarge
 
 router = APIRouter(tags=["cap", "reports"])
 
@@ -31,12 +31,33 @@ async def cap_ingest(request: Request, db: SessionDep, rt: RuntimeDep, user: Cur
     """POST an OASIS CAP 1.2 alert (``application/xml``). Alert airs it, Update replaces
     the referenced alert where it has not played yet, Cancel stops it everywhere."""
     body = await request.body()
-    if len(body) > MAX_CAP_BYTES:
-        raise TooLarge("cap_too_large", f"CAP documents are limited to {MAX_CAP_BYTES} bytes",
-                       limit_bytes=MAX_CAP_BYTES)
-    status, payload = await run_in_threadpool(service.ingest, body, db, rt, user)
+    try:
+        if len(body) > MAX_CAP_BYTES:
+            raise TooLarge("cap_too_large", f"CAP documents are limited to {MAX_CAP_BYTES} "
+                           "bytes", limit_bytes=MAX_CAP_BYTES)
+        status, payload = await run_in_threadpool(service.ingest, body, db, rt, user)
+    except LoaError as exc:
+        # nothing of a refused alert stays (its audio was only flushed); the issuer's
+        # system gets a CAP Error it can read, beside the coded refusal
+        await run_in_threadpool(db.rollback)
+        xml = error_xml(body, service.sender_of(rt), utcnow(), f"{exc.code}: {exc.message}")
+        if _wants_xml(request):
+            return Response(xml, status_code=exc.status, media_type="application/cap+xml")
+        return Response(json.dumps({**exc.body(), "cap_error": xml}, ensure_ascii=False,
+                                   default=str), status_code=exc.status,
+                        media_type="application/json")
     return Response(json.dumps(payload, ensure_ascii=False, default=str), status_code=status,
                     media_type="application/json")
+
+
+def _wants_xml(request: Request) -> bool:
+    """An issuer that asks for XML (``Accept: application/cap+xml`` or ``application/xml``
+    ahead of JSON) gets the CAP Error as the body of a refusal."""
+    accept = request.headers.get("accept", "").lower()
+    xml = min((accept.find(t) for t in ("application/cap+xml", "application/xml")
+               if t in accept), default=-1)
+    js = accept.find("application/json")
+    return xml >= 0 and (js < 0 or xml < js)
 
 
 @router.get("/broadcasts/{broadcast_id}/report")
