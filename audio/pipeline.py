@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import subprocess
 import tempfile
 import warnings
@@ -210,29 +211,44 @@ def _pcm_filter(pcm: bytes, chain: str) -> bytes:
     return out
 
 
+def _r128(pcm: bytes) -> tuple[float, float]:
+    """Integrated loudness (LUFS) and true peak (dBTP) of mono s16le PCM at WORK_RATE, by
+    ffmpeg's ``ebur128`` meter (BS.1770 with a 4x oversampled true peak). The same figures
+    as ``loudnorm``'s measuring pass at a sixth of its time: ``loudnorm`` resamples
+    everything to 192 kHz first (2 s for a 2.5-minute bulletin here; this takes 0.3 s)."""
+    _, err = run_ffmpeg(
+        ["-f", "s16le", "-ar", str(WORK_RATE), "-ac", "1", "-i", "pipe:0",
+         "-af", "ebur128=peak=true:framelog=quiet", "-f", "null", "-"],
+        stdin=pcm, loglevel="info",
+    )
+    summary = err[err.rindex("Summary:"):]
+    integrated = float(_R128_I.search(summary).group(1))  # type: ignore[union-attr]
+    peak = float(_R128_PEAK.search(summary).group(1))  # type: ignore[union-attr]
+    return integrated, peak
+
+
+_R128_I = re.compile(r"I:\s+(-?[\d.]+|-inf|nan) LUFS")
+_R128_PEAK = re.compile(r"Peak:\s+(-?[\d.]+|-inf|nan) dBFS")
+
+
 def _loudnorm(seg: AudioSegment, s: AudioSettings) -> AudioSegment:
-    """Two-pass EBU R128: measure, then apply a linear gain (no pumping) to the target.
+    """EBU R128 by a linear gain (no pumping): measure, then bring the programme to the
+    target, never past the true-peak ceiling.
 
     Speech (TTS especially) often has peaks too high for the gain it needs; a brick-wall
     limiter then brings those peaks down first (and the result is measured again), so the
-    linear gain reaches the target instead of stopping short at the true-peak ceiling."""
-    pcm = seg.raw_data
-    m = measure_loudness(pcm)
-    if not math.isfinite(m["input_i"]):
+    linear gain reaches the target instead of stopping short at the ceiling."""
+    integrated, peak = _r128(seg.raw_data)
+    if not math.isfinite(integrated):
         # under 400 ms of sound (a one-syllable TTS text): R128's gate has no block to
-        # measure, so loudnorm cannot be told a gain. Bring the peak to the ceiling instead.
+        # measure, so no gain can be told. Bring the peak to the ceiling instead.
         return seg.apply_gain(s.true_peak_db - seg.max_dBFS)
-    gain = s.target_lufs - m["input_i"]
-    if m["input_tp"] + gain > s.true_peak_db:
-        limit_db = max(-24.0, s.true_peak_db - gain - 1.0)
-        pcm = _pcm_filter(pcm, f"alimiter=limit={10 ** (limit_db / 20):.5f}:attack=2:"
-                               "release=50:level=0")
-        m = measure_loudness(pcm)
-    chain = (
-        f"loudnorm=I={s.target_lufs}:TP={s.true_peak_db}:LRA=20:"
-        f"measured_I={m['input_i']}:measured_TP={m['input_tp']}:measured_LRA={m['input_lra']}:"
-        f"measured_thresh={m['input_thresh']}:offset={m['target_offset']}:linear=true,"
-        f"aresample={WORK_RATE}"
-    )
-    return AudioSegment(data=_pcm_filter(pcm, chain), sample_width=2, frame_rate=WORK_RATE,
-                        channels=1)
+    gain = s.target_lufs - integrated
+    if peak + gain > s.true_peak_db:
+        limit_db = max(-24.0, s.true_peak_db - gain - 1.5)
+        limited = _pcm_filter(seg.raw_data, f"alimiter=limit={10 ** (limit_db / 20):.5f}:"
+                                            "attack=2:release=50:level=0")
+        seg = AudioSegment(data=limited, sample_width=2, frame_rate=WORK_RATE, channels=1)
+        integrated, peak = _r128(limited)
+        gain = s.target_lufs - integrated
+    return seg.apply_gain(min(gain, s.true_peak_db - peak))

@@ -40,6 +40,9 @@ __all__ = [
 ]
 
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
+#: a headline longer than this is not read as an emergency's first words (it would delay
+#: them); the event is, and the headline follows with the rest
+LEAD_MAX_CHARS = 160
 DSIG_NS = "http://www.w3.org/2000/09/xmldsig#"
 MAX_CAP_BYTES = 512 * 1024
 _N = "{" + CAP_NS + "}"
@@ -153,12 +156,16 @@ class CapInfo:
         return _sentences(self.headline, self.description, self.instruction) or self.event
 
     def lead(self) -> str:
-        """What is said first, at once: the headline, else the event."""
-        return (self.headline or self.event).strip()
+        """What is said first, at once: the headline (CAP asks for under 160 characters),
+        else the event."""
+        headline = (self.headline or "").strip()
+        return headline if 0 < len(headline) <= LEAD_MAX_CHARS else self.event.strip()
 
     def rest(self) -> str:
-        """What follows the lead: description and instruction."""
-        return _sentences(self.description, self.instruction)
+        """What follows the lead: description and instruction (and a headline too long
+        to be the lead)."""
+        headline = self.headline if self.lead() != (self.headline or "").strip() else None
+        return _sentences(headline, self.description, self.instruction)
 
     @property
     def recording(self) -> CapResource | None:

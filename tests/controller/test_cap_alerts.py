@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -110,9 +110,9 @@ def tone(seconds: float, hz: float = 440.0) -> bytes:
 
 
 class Files(http.server.BaseHTTPRequestHandler):
-    routes: dict[str, tuple[int, str, bytes, float]] = {}
+    routes: ClassVar[dict[str, tuple[int, str, bytes, float]]] = {}
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         code, kind, body, delay = self.routes.get(self.path, (404, "text/plain", b"no", 0))
         time.sleep(delay)
         self.send_response(code)
