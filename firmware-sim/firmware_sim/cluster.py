@@ -609,7 +609,9 @@ class SimCluster:
         PUSH_GRACE_S for the push; only what has not come by then is fetched, and the
         request asks only for what is missing, sparing the controller a request from
         every cluster at once."""
-        asm = self.assemblies[sha]
+        asm = self.assemblies.get(sha)
+        if asm is None:
+            return  # the pushed chunks completed it before this task first ran
         subscribed_bd = -1
         if pushed:
             await asyncio.sleep(PUSH_GRACE_S)

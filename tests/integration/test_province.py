@@ -301,6 +301,41 @@ def test_cap_alert_airs_update_replaces_and_cancel_stops_everywhere(prov: Provin
     assert "vn-vp-tamduong-huongdao,Hướng Đạo,15" in report.text
 
 
+def test_a_cap_emergency_airs_its_headline_at_once_and_the_rest_after_it_everywhere(
+        prov: Province) -> None:
+    """What every cluster played, against what the API records: the headline part, then
+    the rest, each once, in that order, on all 15 clusters."""
+    t0 = time.monotonic()
+    status, body = cap(prov, "VP-2026-0201", headline="Lũ quét")
+    assert status == 201, body
+    bid = body["broadcast_id"]
+
+    def held() -> list[list[Any]]:
+        return [[o for o in c.player.occurrences.values() if o.body.broadcast_id == bid]
+                for c in prov.sim.clusters]
+
+    wait_for(lambda: all(any(o.state.value == "playing" for o in x) for x in held()), 10,
+             "the headline playing everywhere")
+    print(f"\nCAP emergency: POST -> all 15 clusters playing in {time.monotonic() - t0:.2f} s")
+    wait_for(lambda: all(len(x) == 2 and all(o.state.value == "played" for o in x)
+                         for x in held()), 60, "both parts played everywhere")
+    b = wait_for(lambda: (lambda x: x if x["status"] == "completed" else None)(
+        prov.province.get(f"/api/v1/broadcasts/{bid}").json()), 30, "the record complete")
+    assert [o["status"] for o in b["occurrences"]] == ["completed", "completed"]
+    assert [o["summary"] for o in b["occurrences"]] == [{"played": 15}, {"played": 15}]
+    rt = prov.admin.app.state.runtime  # type: ignore[attr-defined]
+    head, rest = (o["id"] for o in b["occurrences"])
+    from controller.db.models import Delivery
+
+    with rt.sessions() as db:
+        rows = {(d.occurrence_id, d.cluster_id): d for d in db.query(Delivery).filter(
+            Delivery.occurrence_id.in_([head, rest]))}
+    for c in prov.sim.clusters:
+        first, second = rows[(head, c.id)], rows[(rest, c.id)]
+        assert first.finished_at is not None and second.started_at is not None
+        assert first.finished_at <= second.started_at, c.id  # after it, never over it
+
+
 def test_cap_cancel_and_update_follow_a_priority_alert_to_every_commune_copy(
         prov: Province) -> None:
     """A priority alert becomes a copy in each commune's programme: its Update replaces that
