@@ -319,8 +319,11 @@ def test_a_cap_emergency_airs_its_headline_at_once_and_the_rest_after_it_everywh
     print(f"\nCAP emergency: POST -> all 15 clusters playing in {time.monotonic() - t0:.2f} s")
     wait_for(lambda: all(len(x) == 2 and all(o.state.value == "played" for o in x)
                          for x in held()), 60, "both parts played everywhere")
-    b = wait_for(lambda: (lambda x: x if x["status"] == "completed" else None)(
-        prov.province.get(f"/api/v1/broadcasts/{bid}").json()), 30, "the record complete")
+    def recorded() -> dict[str, Any] | None:
+        b = prov.province.get(f"/api/v1/broadcasts/{bid}").json()
+        return b if b["status"] == "completed" else None  # type: ignore[no-any-return]
+
+    b = wait_for(recorded, 30, "the record complete")
     assert [o["status"] for o in b["occurrences"]] == ["completed", "completed"]
     assert [o["summary"] for o in b["occurrences"]] == [{"played": 15}, {"played": 15}]
     rt = prov.admin.app.state.runtime  # type: ignore[attr-defined]
