@@ -662,17 +662,26 @@ class Dispatcher:
             sent += occ.status == OccurrenceStatus.SENT
         return sent
 
-    def _never_made(self, db: Session, occ: Occurrence, now: datetime) -> None:
+    def drop_part(self, occurrence_id: str, reason: str) -> None:
+        """A reserved part that will have no audio (nothing was left to say, or making it
+        failed): recorded missed with ``reason`` now, not only once it is overdue."""
+        with self.sessions() as db:
+            occ = db.get(Occurrence, occurrence_id)
+            if occ is not None and occ.status == OccurrenceStatus.PENDING and \
+                    occ.content_id is None:
+                self._never_made(db, occ, utcnow(), reason)
+
+    def _never_made(self, db: Session, occ: Occurrence, now: datetime,
+                    reason: str = "its audio was never made") -> None:
         """A reserved part whose audio never came (its maker failed, or the controller
         restarted while making it): recorded missed, with the reason, never silently."""
         move(occ, OccurrenceStatus.MISSED)
         for d in occ.deliveries:
             if d.state in (DeliveryStatus.PENDING, DeliveryStatus.SENT):
                 move(d, DeliveryStatus.MISSED)
-                d.error, d.updated_at = "not sent: its audio was never made", now
+                d.error, d.updated_at = f"not sent: {reason}"[:256], now
         db.commit()
-        log.error("occurrence %s of %s missed: its audio was never made", occ.id,
-                  occ.broadcast_id)
+        log.error("occurrence %s of %s missed: %s", occ.id, occ.broadcast_id, reason)
         if not any(o.status in OCCURRENCE_OPEN for o in occ.broadcast.occurrences) and \
                 occ.broadcast.status == BroadcastStatus.ACTIVE:
             move(occ.broadcast, BroadcastStatus.COMPLETED)

@@ -365,7 +365,9 @@ def _follow(rt: Runtime, alert: CapAlert, blocks: list[int], broadcast_id: str,
     """Off the request: make the rest of an emergency and send it as its second part."""
     try:
         pieces = _pieces(rt, alert, blocks, skip_first_lead=True)
-        if not pieces:
+        if not pieces:  # its recording could not be had, and it has no text to read
+            rt.dispatcher.drop_part(occurrence_id, "nothing more to say: its recording "
+                                    "could not be had and it has no text")
             return
         settings = dataclasses.replace(rt.audio_settings(True), chime_before=False)
         prepared = _render(rt, pieces, settings)
@@ -381,9 +383,14 @@ def _follow(rt: Runtime, alert: CapAlert, blocks: list[int], broadcast_id: str,
         if rt.dispatcher.send_part(occurrence_id, content_id):
             log.info("CAP %s: the rest of broadcast %s is on its way", alert.identifier,
                      broadcast_id)
-    except Exception:  # recorded missed by the sweep, with the reason; never silent
+    except Exception as exc:  # recorded missed, with the reason; never silent
         log.exception("CAP %s: the rest of broadcast %s could not be made", alert.identifier,
                       broadcast_id)
+        try:
+            rt.dispatcher.drop_part(occurrence_id, f"its audio could not be made ({exc})")
+        except Exception:  # the database too: the sweep records it once overdue
+            log.exception("CAP %s: part %s not recorded missed yet", alert.identifier,
+                          occurrence_id)
 
 
 # --- Cancel and Update ----------------------------------------------------------------------

@@ -401,3 +401,28 @@ def test_an_expired_block_is_dropped_with_a_note_and_all_expired_is_refused(
         assert "info 1 (vi-VN) expired: not aired" in r.json()["notes"]
         r = post(api, alert("VP-EXP-2", info(commune, expires_h=-1)))
         assert r.status_code == 422 and r.json()["code"] == "cap_expired"
+
+
+def test_an_emergency_whose_rest_cannot_be_had_records_why(tmp_path: Path, files: str) -> None:
+    with memory_commune(tmp_path) as (api, link):
+        r = post(api, alert("VP-EM-3", info(
+            "<area><areaDesc>Xã Hướng Đạo</areaDesc></area>", description="",
+            extra=resource(f"{files}/gone.wav"), **EMERGENCY)))
+        assert r.status_code == 201, r.text
+        bid = r.json()["broadcast_id"]
+
+        def second() -> dict[str, Any] | None:
+            occ = api.get(f"/api/v1/broadcasts/{bid}").json()["occurrences"]
+            return occ[1] if len(occ) == 2 and occ[1]["status"] == "missed" else None
+
+        missed = wait_for(second, 20, "the second part recorded missed")
+        assert missed["summary"] == {"missed": 15} and missed["content_id"] is None
+        rt = api.app.state.runtime
+        from controller.db.models import Delivery
+
+        with rt.sessions() as db:
+            errors = set(db.scalars(Delivery.__table__.select().with_only_columns(
+                Delivery.error).where(Delivery.occurrence_id == missed["id"])))
+        assert errors == {("not sent: nothing more to say: its recording could not be had "
+                          "and it has no text")}
+        assert len([p for p in _plays(link) if p["broadcast_id"] == bid]) == 1
