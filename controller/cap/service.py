@@ -217,6 +217,18 @@ def _plan(db: Session, rt: Runtime, user: User, alert: CapAlert) -> Plan:
         if len(covers[i]) < before:
             notes.append(f"info {i + 1} ({alert.infos[i].language}) is not aired where a "
                          f"block in {'/'.join(aired)} covers the same clusters")
+    # the same warning in several other languages (translations reach the same clusters):
+    # read once, in the first of them a voice speaks
+    kept: dict[frozenset[str], int] = {}
+    for i in sorted((i for i in live if i not in primary and covers[i]),
+                    key=lambda i: (rt.tts.voice_for(alert.infos[i].language) is None, i)):
+        same = frozenset(covers[i])
+        if same in kept and alert.infos[kept[same]].language != alert.infos[i].language:
+            notes.append(f"info {i + 1} ({alert.infos[i].language}) is a translation of info "
+                         f"{kept[same] + 1} ({alert.infos[kept[same]].language}): not aired")
+            covers[i] = set()
+        else:
+            kept.setdefault(same, i)
     order = sorted(live, key=lambda i: (_aired_rank(alert.infos[i].language, aired)
                                         if i in primary else len(aired), i))
     heard: dict[str, list[int]] = {}

@@ -426,3 +426,47 @@ def test_an_emergency_whose_rest_cannot_be_had_records_why(tmp_path: Path, files
         assert errors == {("not sent: nothing more to say: its recording could not be had "
                           "and it has no text")}
         assert len([p for p in _plays(link) if p["broadcast_id"] == bid]) == 1
+
+
+# --- the specification's own published examples --------------------------------------------------
+
+SPEC = Path(__file__).parents[1] / "fixtures" / "cap"
+
+
+def test_the_published_thunderstorm_warning_airs_where_its_polygon_is(tmp_path: Path) -> None:
+    """CAP 1.2 Appendix A.2, as the US National Weather Service published it, against a
+    station with one cluster inside its polygon and one just outside (its expiry moved
+    to the future: the original expired in 2003)."""
+    from controller.db.models import Area, Cluster
+
+    later = (datetime.now(VN) + timedelta(hours=2)).replace(microsecond=0).isoformat()
+    xml = (SPEC / "a2-severe-thunderstorm.xml").read_text().replace(
+        "2003-06-17T16:00:00-07:00", later).encode()
+    with memory_commune(tmp_path) as (api, _link):
+        with api.app.state.runtime.sessions() as db:
+            db.add(Area(id="us-ca-tuolumne", name="Tuolumne", kind="commune"))
+            db.add_all([Cluster(id="ca-c01", area_id="us-ca-tuolumne", lat=38.49, lon=-119.93),
+                        Cluster(id="ca-c02", area_id="us-ca-tuolumne", lat=38.30, lon=-120.20)])
+            db.commit()
+        r = post(api, xml)
+        assert r.status_code == 201, r.text
+        body = r.json()
+        assert [b["targets"] for b in body["broadcasts"]] == [{"areas": [],
+                                                               "clusters": ["ca-c01"]}]
+        assert body["priority"] == "emergency"
+        assert "read in en-US (voice en-us)" in body["read_as"]
+
+
+def test_the_published_amber_alert_is_read_once_not_in_both_its_languages(
+        tmp_path: Path) -> None:
+    """CAP 1.2 Appendix A.4: the same Amber alert in English and Spanish. Its SAME county
+    code is mapped to our commune; the station airs Vietnamese, which neither block is,
+    so the warning is read once, in the first language a voice speaks."""
+    xml = (SPEC / "a4-amber-multilingual.xml").read_bytes()
+    with memory_commune(tmp_path, cap_geocodes={"SAME": {"006037": COMMUNE}}) as (api, _l):
+        r = post(api, xml)
+        assert r.status_code == 201, r.text
+        body = r.json()
+        assert [b["blocks"] for b in body["broadcasts"]] == [[0]]
+        assert "info 2 (es-US) is a translation of info 1 (en-US): not aired" in body["notes"]
+        assert clusters_of(api, body["broadcast_id"]) == ALL
