@@ -94,6 +94,14 @@ def ingest(body: bytes, db: Session, rt: Runtime, user: User) -> tuple[int, dict
     if alert.msg_type in ("Ack", "Error"):
         raise Invalid("cap_reply", f"a CAP {alert.msg_type} is a reply; nothing to broadcast",
                       msg_type=alert.msg_type)
+    if alert.msg_type in ("Alert", "Update") and alert.status == "Actual":
+        again = _holding(db, alert.sender, alert.identifier)
+        if again:  # a retried POST, a feed read twice: it airs once
+            return 200, {"identifier": alert.identifier, "msgType": alert.msg_type,
+                         "duplicate": True, "broadcast_ids": [b.id for b in again],
+                         "signature": signature,
+                         "ack": ack_xml(alert, sender, now, "duplicate: this alert was "
+                                        "received before; nothing was aired again")}
     referenced = _referenced(db, alert) if alert.references else []
     if alert.msg_type == "Cancel":
         if not referenced:
@@ -119,14 +127,14 @@ def ingest(body: bytes, db: Session, rt: Runtime, user: User) -> tuple[int, dict
         require_cancel(db, user, bc)
     made = [_air(db, rt, user, alert, plan, aud) for aud in plan.audiences]
     replaced = _stop(db, rt, user, referenced)  # only once the new one is in place
-    bcs = [bc for bc, _ in made]
+    bcs = [bc for bc, _, _ in made]
     rows = [r for bc in bcs for r in rollup(db, bc)]
     names = {a.id: a.name for a in db.scalars(select(Area).where(
         Area.id.in_([x for a in plan.audiences for x in a.areas])))}
     notes = [", ".join([names.get(x, x) for x in aud.areas]
                        + ([f"{len(aud.cluster_targets)} cluster(s)"] if aud.cluster_targets
                           else [])) + f": {said}"
-             for aud, (_bc, said) in zip(plan.audiences, made, strict=True)] + plan.notes
+             for aud, (_bc, said, _n) in zip(plan.audiences, made, strict=True)] + plan.notes
     note = "; ".join(f"{r['name']}: {r['targeted']} clusters targeted, {r['online']} online"
                      for r in rows)
     note += "; " + "; ".join(notes)
@@ -142,8 +150,8 @@ def ingest(body: bytes, db: Session, rt: Runtime, user: User) -> tuple[int, dict
                         "blocks": aud.blocks,
                         "languages": [alert.infos[i].language for i in aud.blocks],
                         "targets": bc.targets, "clusters": len(aud.clusters),
-                        "read_as": said, "parts": len(bc.occurrences) or 1}
-                       for (bc, said), aud in zip(made, plan.audiences, strict=True)],
+                        "read_as": said, "parts": parts}
+                       for (bc, said, parts), aud in zip(made, plan.audiences, strict=True)],
         "notes": plan.notes, "replaced": [b.id for b in referenced], "stopped": replaced,
         "signature": signature, "rollup": rows, "ack": ack_xml(alert, sender, now, note)}
 
@@ -331,9 +339,9 @@ def _expires(alert: CapAlert, aud: Audience) -> datetime | None:
 
 
 def _air(db: Session, rt: Runtime, user: User, alert: CapAlert, plan: Plan,
-         aud: Audience) -> tuple[Broadcast, str]:
-    """Schedule (or put on the air) one audience's broadcast; returns it and what it
-    says it reads. A refusal raises before anything is committed."""
+         aud: Audience) -> tuple[Broadcast, str, int]:
+    """Schedule (or put on the air) one audience's broadcast; returns it, what it says it
+    reads, and in how many parts. A refusal raises before anything is committed."""
     first = alert.infos[aud.blocks[0]]
     title = (first.headline or first.event)[:200]
     emergency = aud.priority == "emergency"
@@ -369,7 +377,8 @@ def _air(db: Session, rt: Runtime, user: User, alert: CapAlert, plan: Plan,
     if rest and bc.occurrences:
         part = rt.dispatcher.reserve_part(db, bc, bc.occurrences[0])
         rt.background.submit(_follow, rt, alert, aud.blocks, bc.id, part.id, user.username)
-    return bc, said
+        return bc, said, 2
+    return bc, said, 1
 
 
 def _follow(rt: Runtime, alert: CapAlert, blocks: list[int], broadcast_id: str,
@@ -487,8 +496,12 @@ def _referenced(db: Session, alert: CapAlert) -> list[Broadcast]:
         parts = ref.split(",")
         if len(parts) < 2 or not parts[0] or not parts[1] or parts[0] != alert.sender:
             continue
-        prefix = f"{parts[0]},{parts[1]},"
-        q = select(Broadcast).where(Broadcast.cap_ref.startswith(prefix, autoescape=True))
-        refs.extend(b for b in db.scalars(q) if b not in refs and b.cap_ref
-                    and b.cap_ref.startswith(prefix))
+        refs.extend(b for b in _holding(db, parts[0], parts[1]) if b not in refs)
     return refs
+
+
+def _holding(db: Session, sender: str, identifier: str) -> list[Broadcast]:
+    """The broadcasts an alert (``sender``, ``identifier``) became, matched exactly."""
+    prefix = f"{sender},{identifier},"
+    q = select(Broadcast).where(Broadcast.cap_ref.startswith(prefix, autoescape=True))
+    return [b for b in db.scalars(q) if b.cap_ref and b.cap_ref.startswith(prefix)]

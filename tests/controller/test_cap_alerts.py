@@ -470,3 +470,20 @@ def test_the_published_amber_alert_is_read_once_not_in_both_its_languages(
         assert [b["blocks"] for b in body["broadcasts"]] == [[0]]
         assert "info 2 (es-US) is a translation of info 1 (en-US): not aired" in body["notes"]
         assert clusters_of(api, body["broadcast_id"]) == ALL
+
+
+def test_an_alert_received_twice_airs_once(tmp_path: Path) -> None:
+    """A POST retried after a timeout, or a feed read twice: the same sender and identifier."""
+    with memory_commune(tmp_path) as (api, link):
+        body = alert("VP-DUP-1", info("<area><areaDesc>Xã Hướng Đạo</areaDesc></area>",
+                                      **EMERGENCY))
+        first = post(api, body)
+        assert first.status_code == 201, first.text
+        assert first.json()["broadcasts"][0]["parts"] == 2
+        again = post(api, body)
+        assert again.status_code == 200 and again.json()["duplicate"] is True
+        assert again.json()["broadcast_ids"] == [first.json()["broadcast_id"]]
+        assert "nothing was aired again" in again.json()["ack"]
+        heads = [p for p in _plays(link) if p["revision"] == 0
+                 and p["content"]["duration_ms"] < 10_000]
+        assert len({p["broadcast_id"] for p in heads}) == 1
