@@ -29,6 +29,7 @@ from controller.api.routes import (
     health,
     inbox,
     policy,
+    provisioning,
     users,
 )
 from controller.db.models import utcnow
@@ -127,7 +128,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     api = APIRouter(prefix="/api/v1")
     for r in (auth.router, areas.router, contents.router, broadcasts.router, health.router,
               actions.router, alerts.router, policy.router, users.router, cap.router,
-              inbox.router):
+              inbox.router, provisioning.router):
         api.include_router(r)
     app.include_router(api)
 

@@ -7,6 +7,10 @@
     loa db upgrade          apply database migrations
     loa seed --fixture huong-dao | --communes N [--clusters-per-commune M]
                             register a network's areas and clusters in the database
+    loa provision (CLUSTER ... | --all) --out DIR
+                            issue boards' broker credentials: one bundle per board in DIR
+    loa broker files [--out DIR]
+                            write the broker's password and ACL files from the registry
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import uvicorn
+from sqlalchemy.orm import Session, sessionmaker
 
 from controller.settings import Settings
 
@@ -66,6 +72,63 @@ def cmd_seed(args: argparse.Namespace) -> int:
         n_areas, n_clusters = register_network(db, _network(args))
     engine.dispose()
     print(f"registered {n_areas} areas and {n_clusters} clusters")
+    return 0
+
+
+def _registry() -> tuple[Settings, sessionmaker[Session]]:
+    from controller.db.session import make_engine, make_sessionmaker, upgrade
+
+    settings = Settings()
+    upgrade(settings.db_url)
+    return settings, make_sessionmaker(make_engine(settings.db_url))
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from controller.access.broker_auth import issue_credential
+    from controller.access.keys import load_or_create_signing_key
+    from controller.db.models import Cluster
+    from controller.fleet.provisioning import BrokerSync, bundle_for
+
+    settings, sessions = _registry()
+    key = load_or_create_signing_key(settings.data_dir)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with sessions() as db:
+        q = select(Cluster).where(Cluster.provisioned.is_(True))
+        if not args.all:
+            q = q.where(Cluster.id.in_(args.clusters))
+        clusters = list(db.scalars(q.order_by(Cluster.id)))
+        missing = sorted(set(args.clusters) - {c.id for c in clusters})
+        if missing:
+            print(f"loa provision: not registered: {', '.join(missing)}", file=sys.stderr)
+            return 2
+        secrets = {c.id: issue_credential(c) for c in clusters}
+        db.commit()
+        for c in clusters:
+            bundle = bundle_for(db, settings, key.verify_key, c, secrets[c.id])
+            path = out / f"{c.id}.json"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(bundle.model_dump_json(indent=1))
+        BrokerSync(settings, sessions).sync(db)
+    print(f"{len(clusters)} bundle(s) in {out}; earlier credentials of these boards no "
+          "longer work")
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from controller.fleet.provisioning import BrokerSync
+
+    settings, sessions = _registry()
+    if args.out:
+        settings = settings.model_copy(update={"broker_files_dir": Path(args.out)})
+    if settings.broker_files_dir is None:
+        print("loa broker files: give --out DIR or set LOA_BROKER_FILES_DIR", file=sys.stderr)
+        return 2
+    out = BrokerSync(settings, sessions).sync()
+    print(f"password_file, acl_file and mosquitto.conf in {out}")
     return 0
 
 
@@ -197,9 +260,19 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--communes", type=int)
     g.add_argument("--clusters", type=int)
     seed.add_argument("--clusters-per-commune", type=int, default=15)
+    prov = sub.add_parser("provision", help="issue boards' broker credentials (bundles)")
+    prov.add_argument("clusters", nargs="*", metavar="CLUSTER")
+    prov.add_argument("--all", action="store_true", help="every registered board")
+    prov.add_argument("--out", required=True, help="folder for the bundles (one per board)")
+    broker = sub.add_parser("broker", help="the broker's password and ACL files")
+    broker.add_argument("action", choices=["files"])
+    broker.add_argument("--out", default=None, help="folder (default LOA_BROKER_FILES_DIR)")
     args = p.parse_args(argv)
+    if args.command == "provision" and not (args.all or args.clusters):
+        p.error("provision: name the boards, or --all")
     _logging(args.verbose)
-    handlers = {"demo": cmd_demo, "serve": cmd_serve, "db": cmd_db, "seed": cmd_seed}
+    handlers = {"demo": cmd_demo, "serve": cmd_serve, "db": cmd_db, "seed": cmd_seed,
+                "provision": cmd_provision, "broker": cmd_broker}
     return handlers[args.command](args)
 
 

@@ -25,6 +25,7 @@ from controller.fleet.actions import ActionService
 from controller.fleet.alerts import AlertManager, WebhookSender
 from controller.fleet.health import HealthTracker
 from controller.fleet.history import TelemetryHistory
+from controller.fleet.provisioning import BrokerSync
 from controller.ingest import Ingest
 from controller.settings import Settings
 from controller.storage import StorageMonitor
@@ -66,6 +67,7 @@ class Runtime:
     tts: TTSEngine
     storage: StorageMonitor
     lock: DatabaseLock
+    broker: BrokerSync
     generated_admin_password: str | None = None
     started: bool = field(default=False)
     #: work a request starts and does not wait for (the rest of a CAP emergency's audio)
@@ -125,7 +127,8 @@ class Runtime:
         with sessions() as db:
             generated = ensure_admin(db, settings.admin_password)
         return cls(settings, engine, sessions, key, link, health, content, dispatcher, scheduler,
-                   ingest, actions, alerts, webhooks, EspeakNg(), storage, lock, generated)
+                   ingest, actions, alerts, webhooks, EspeakNg(), storage, lock,
+                   BrokerSync(settings, sessions), generated)
 
     def audio_settings(self, chime: bool | None = None) -> AudioSettings:
         s = self.settings
@@ -137,6 +140,8 @@ class Runtime:
         )
 
     def start(self) -> None:
+        if self.broker.enabled:  # the broker lets in exactly the boards the registry holds
+            self.broker.sync()
         self.link.start()
         self.ingest.start()
         self.scheduler.start()

@@ -12,7 +12,11 @@ from urllib.parse import urlparse
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["WEAK_SECRETS", "Settings"]
+
+#: secrets that ship in examples and guides: refused in production
+WEAK_SECRETS = frozenset({"change-me", "changeme", "admin", "password", "secret", "loa",
+                          "12345678", "123456789012", "loa-admin", "adminadmin"})
 
 
 class Settings(BaseSettings):
@@ -63,6 +67,16 @@ class Settings(BaseSettings):
         default_factory=list, description="URLs that receive alert opened/resolved as JSON POST "
                                           "(env: JSON list or comma-separated)")
     metrics_public: bool = Field(False, description="serve /metrics without a token")
+    broker_files_dir: Path | None = Field(
+        None, description="write the broker's password_file and acl_file here (Mosquitto "
+                          "format) from the registry, after every provisioning change")
+    broker_pid_file: Path | None = Field(
+        None, description="the broker's pid file: SIGHUP after the files change, so it "
+                          "re-reads them")
+    broker_public_url: str | None = Field(
+        None, description="the broker address boards are given in their bundles "
+                          "(mqtt://host:port or mqtts://host:port); default: LOA_MQTT_URL "
+                          "without its credentials")
     cap_priority_rules: list[dict[str, Any]] | None = Field(
         None, description="CAP urgency/severity/certainty -> priority table (JSON list of "
                           "{urgency, severity, certainty, priority}; '*' matches any); "
@@ -105,8 +119,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _production_needs_secrets(self) -> Settings:
-        if self.env == "production" and not self.admin_password:
+        if self.env != "production":
+            return self
+        if not self.admin_password:
             raise ValueError("LOA_ADMIN_PASSWORD must be set when LOA_ENV=production")
+        if self.admin_password.lower() in WEAK_SECRETS or len(self.admin_password) < 12:
+            raise ValueError("LOA_ADMIN_PASSWORD is a well-known default or shorter than 12 "
+                             "characters: refused when LOA_ENV=production")
         return self
 
     @cached_property

@@ -109,6 +109,10 @@ class Cluster(Base):
     telemetry: Mapped[dict[str, Any] | None]
     #: why the cluster is degraded: [{"code", "subject", "message"}]
     causes: Mapped[list[Any] | None]
+    #: the board's broker password, as Mosquitto's password_file holds it (PBKDF2-SHA512);
+    #: None: no credential (never issued, or revoked), the broker refuses the board
+    credential_hash: Mapped[str | None] = mapped_column(String(200))
+    credential_issued_at: Mapped[datetime | None]
     speakers: Mapped[list[Speaker]] = relationship(
         back_populates="cluster", order_by="Speaker.index", cascade="all, delete-orphan")
 

@@ -15,7 +15,10 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-from devices.areas import generate, load_fixture
+from nacl.signing import VerifyKey
+
+from devices.areas import Network, generate, load_fixture
+from devices.provisioning import ProvisioningBundle
 from firmware_sim.cluster import SimConfig
 from firmware_sim.control import ControlServer
 from firmware_sim.faults import FAULTS
@@ -44,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", type=Path, default=None,
                    help="keep each board's outbox (events not yet acknowledged) in "
                         "DIR/<cluster>/, so it survives a restart of the simulator (a reboot)")
+    p.add_argument("--bundles", type=Path, default=None, metavar="DIR",
+                   help="provisioning bundles, DIR/<cluster id>.json: each board connects "
+                        "with its own broker credential (loa provision writes them)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--connect-spread", type=float, default=None,
                    help="spread connects over this many seconds (default: 1 s per 500 clusters, at least 1 s)")
@@ -113,6 +119,24 @@ def _run_shards(argv: list[str], n: int) -> int:
     return max(c.wait() for c in children)
 
 
+def load_bundles(folder: Path, network: Network) -> dict[str, ProvisioningBundle]:
+    """Each simulated board's bundle, ``folder/<cluster id>.json``; a board without one
+    connects with no credential of its own (and a broker that enforces them refuses it)."""
+    out: dict[str, ProvisioningBundle] = {}
+    for cid in network.clusters:
+        path = folder / f"{cid}.json"
+        if not path.exists():
+            continue
+        try:
+            bundle = ProvisioningBundle.model_validate_json(path.read_bytes())
+        except ValueError as exc:
+            raise SystemExit(f"{path}: not a provisioning bundle ({exc})") from None
+        if bundle.cluster_id != cid:
+            raise SystemExit(f"{path} is the bundle of {bundle.cluster_id}, not of {cid}")
+        out[cid] = bundle
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["fault"]:
@@ -131,12 +155,20 @@ def main(argv: list[str] | None = None) -> int:
     else:
         network = load_fixture(args.fixture or "huong-dao")
     url = urlparse(args.mqtt)
-    pubkey = args.pubkey or Path(os.environ.get("LOA_DATA_DIR", ".loa")) / "controller_ed25519.pub"
-    if not pubkey.exists():
-        raise SystemExit(f"controller public key not found at {pubkey}: pass --pubkey "
-                         "(the controller writes it on first start)")
+    bundles = load_bundles(args.bundles, network) if args.bundles else {}
+    if bundles and args.pubkey is None:  # the key each board was provisioned with
+        keys = list({b.controller_public_key: VerifyKey(bytes.fromhex(b.controller_public_key))
+                     for b in bundles.values()}.values())
+    else:
+        pubkey = args.pubkey or Path(os.environ.get("LOA_DATA_DIR", ".loa")) / \
+            "controller_ed25519.pub"
+        if not pubkey.exists():
+            raise SystemExit(f"controller public key not found at {pubkey}: pass --pubkey "
+                             "(the controller writes it on first start)")
+        keys = [load_verify_key(pubkey)]
     cfg = SimConfig(host=url.hostname or "127.0.0.1", port=url.port or 1883,
-                    keys=[load_verify_key(pubkey)], heartbeat_s=args.heartbeat,
+                    keys=keys, heartbeat_s=args.heartbeat, password=url.password,
+                    passwords={cid: b.password for cid, b in bundles.items()},
                     record_dir=args.record_dir, state_dir=args.state_dir, seed=args.seed,
                     protocol=args.mqtt_protocol)
     # jittered connects: a province-wide power return must not be a thundering herd

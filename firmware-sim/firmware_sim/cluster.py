@@ -81,7 +81,10 @@ class SimConfig:
     record_dir: Path | None = None
     #: where each board keeps what must survive a reboot (its outbox); None: in memory
     state_dir: Path | None = None
+    #: the broker password of a board without one of its own (``passwords``)
     password: str | None = None
+    #: each board's own broker password, from its provisioning bundle
+    passwords: dict[str, str] = field(default_factory=dict)
     content_retry_s: float = 2.0
     content_max_requests: int = 8
     reconnect_min_s: float = 0.5
@@ -235,7 +238,8 @@ class SimCluster:
             async with mqtt.connect(
                     self.cfg.host, self.cfg.port, client_id=f"cluster-{self.id}", will=will,
                     keepalive=max(5, int(self.heartbeat_s)), username=self.id,
-                    password=self.cfg.password, v5=self._v5) as client:
+                    password=self.cfg.passwords.get(self.id, self.cfg.password),
+                    v5=self._v5) as client:
                 entered = True
                 self._v5_silences = 0
                 await self._run_session(client)

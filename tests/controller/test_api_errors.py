@@ -96,3 +96,15 @@ def test_every_code_the_product_gives_is_documented() -> None:
     documented = set(re.findall(r"^\| `([a-z0-9_]+)`", (ROOT / "docs/errors.md").read_text(),
                                 re.MULTILINE))
     assert not raised - documented, f"undocumented codes: {sorted(raised - documented)}"
+
+
+def test_production_refuses_a_default_or_short_admin_password() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from controller.settings import Settings
+
+    for weak in (None, "change-me", "short-pw"):
+        with pytest.raises(ValidationError, match="LOA_ADMIN_PASSWORD"):
+            Settings(env="production", admin_password=weak)
+    assert Settings(env="production", admin_password="a-long-unguessable-one").env == "production"

@@ -59,6 +59,8 @@ class Broker:
     extra_conf: str = ""
     #: embedded amqtt (MQTT 3.1.1 only) even where Mosquitto is installed
     embedded: bool = False
+    #: False: only clients with credentials (the extra configuration names the files)
+    anonymous: bool = True
 
     @property
     def url(self) -> str:
@@ -72,7 +74,8 @@ class Broker:
         binary = None if self.embedded else mosquitto_binary()
         if binary:
             conf = self.workdir / f"mosquitto-{self.port}.conf"
-            conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            conf.write_text(f"listener {self.port} 127.0.0.1\n"
+                            f"allow_anonymous {'true' if self.anonymous else 'false'}\n"
                             f"persistence false\nmax_queued_messages 100000\n{self.extra_conf}")
             self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL)

@@ -1,0 +1,239 @@
+"""A broker that enforces who is who, configured from the controller's registry: every board
+connects with its own credential from its provisioning bundle; nobody else connects; a
+board publishes only as itself and reads only what is meant for it; a revoked or replaced
+credential is refused. Real Mosquitto, the controller's own files, the simulator."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from fastapi.testclient import TestClient
+from firmware_sim.cluster import SimConfig
+from nacl.signing import VerifyKey
+from paho.mqtt.enums import CallbackAPIVersion
+
+from controller.access.broker_auth import CONTROLLER_USER
+from controller.db.session import make_engine, make_sessionmaker
+from controller.fleet.provisioning import BrokerSync
+from devices import topics
+from devices.areas import load_fixture
+from devices.provisioning import ProvisioningBundle
+from tests.integration.harness import SimThread, make_settings, running_controller, seed
+from tests.utils.broker import Broker, free_port, mosquitto_binary, wait_for
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(mosquitto_binary() is None,
+                                 reason="needs the mosquitto binary (apt-get install mosquitto)")]
+
+COMMUNE = "vn-vp-tamduong-huongdao"
+CONTROLLER_SECRET = "controller-secret-for-the-tests-0123"
+
+
+@dataclass
+class Secured:
+    admin: TestClient
+    broker: Broker
+    bundles: dict[str, ProvisioningBundle]
+    sim: SimThread
+
+
+class Client:
+    """A bare MQTT client (paho, 3.1.1) with a username and password, as anyone could run."""
+
+    def __init__(self, port: int, username: str | None = None, password: str | None = None,
+                 client_id: str | None = None):
+        self.got: list[tuple[str, bytes]] = []
+        self.connected = threading.Event()
+        self.refused: Any = None
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2,
+                             client_id=client_id or f"probe-{free_port()}")
+        if username is not None:
+            self.c.username_pw_set(username, password)
+        self.c.on_connect = self._on_connect
+        self.c.on_message = lambda _c, _u, m: self.got.append((m.topic, m.payload))
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+
+    def _on_connect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
+        if rc == 0:
+            self.connected.set()
+        else:
+            self.refused = rc
+
+    def wait(self) -> bool:
+        """True once connected, False once refused."""
+        wait_for(lambda: self.connected.is_set() or self.refused is not None, 10,
+                 "the broker's answer to CONNECT")
+        return self.connected.is_set()
+
+    def subscribe(self, topic: str) -> None:
+        done = threading.Event()
+        self.c.on_subscribe = lambda *_a: done.set()
+        self.c.subscribe(topic, qos=1)
+        assert done.wait(5)
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.c.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    tmp = tmp_path_factory.mktemp("secured")
+    net = load_fixture("huong-dao")
+    port = free_port()
+    files = tmp / "broker"
+    probe = Broker(tmp, port=port)  # (only its URL, for the settings)
+    settings = make_settings(tmp, probe, broker_files_dir=files,
+                             broker_pid_file=tmp / "broker.pid",
+                             mqtt_url=f"mqtt://{CONTROLLER_USER}:{CONTROLLER_SECRET}"
+                                      f"@127.0.0.1:{port}")
+    seed(settings, net)
+    engine = make_engine(settings.db_url)
+    BrokerSync(settings, make_sessionmaker(engine)).sync()  # before the broker starts
+    engine.dispose()
+    broker = Broker(tmp, port=port, anonymous=False,
+                    extra_conf=f"password_file {files / 'passwd'}\nacl_file {files / 'acl'}\n"
+                               # (as root, Mosquitto would become "mosquitto", which may
+                               # not read the controller's 0600 files)
+                               "use_username_as_clientid true\nuser root\n").start()
+    assert broker.proc is not None
+    (tmp / "broker.pid").write_text(str(broker.proc.pid))
+    try:
+        with running_controller(settings) as admin:
+            bundles = {}
+            for cid in net.clusters:
+                r = admin.post(f"/api/v1/clusters/{cid}/credentials")
+                assert r.status_code == 201, r.text
+                bundles[cid] = ProvisioningBundle.model_validate(r.json())
+            key = VerifyKey(bytes.fromhex(bundles["hd-c01"].controller_public_key))
+            sim = SimThread(net, SimConfig(port=port, heartbeat_s=2, keys=[key], passwords={
+                cid: b.password for cid, b in bundles.items()})).start()
+            wait_for(lambda: all(c["state"] == "online"
+                                 for c in admin.get("/api/v1/clusters").json()), 30,
+                     "every provisioned board online")
+            yield Secured(admin, broker, bundles, sim)
+            sim.stop()
+    finally:
+        broker.kill()
+
+
+def test_the_bundle_gives_a_board_what_it_needs_and_nothing_more(secured: Secured) -> None:
+    b = secured.bundles["hd-c03"]
+    assert b.username == "hd-c03" and len(b.password) >= 32
+    assert b.area_path == ["hd-v02", COMMUNE, "vn-vp-tamduong", "vn-vp"]
+    assert b.broker_url == f"mqtt://127.0.0.1:{secured.broker.port}"  # no controller secret
+    assert len({x.password for x in secured.bundles.values()}) == 15
+    passwd = (Path(secured.admin.app.state.runtime.settings.broker_files_dir)  # type: ignore[attr-defined]
+              / "passwd").read_text()
+    assert b.password not in passwd and CONTROLLER_SECRET not in passwd  # hashes only
+
+
+def test_provisioned_boards_play_a_bulletin(secured: Secured) -> None:
+    c = secured.admin.post("/api/v1/contents/tts", json={"text": "Thử loa."}).json()["id"]
+    r = secured.admin.post("/api/v1/broadcasts", json={
+        "content_id": c, "targets": {"areas": [COMMUNE]}, "priority": "emergency"})
+    assert r.status_code == 201, r.text
+    bid = r.json()["id"]
+    wait_for(lambda: secured.admin.get(f"/api/v1/broadcasts/{bid}").json()["occurrence"][
+        "summary"] == {"played": 15}, 30, "played on every board")
+
+
+def test_nobody_connects_without_a_valid_credential(secured: Secured) -> None:
+    port = secured.broker.port
+    for who, user, password in [("anonymous", None, None),
+                                ("a wrong password", "hd-c03", "not-its-password-at-all"),
+                                ("the controller's name", CONTROLLER_USER, "guess"),
+                                ("another board's password", "hd-c03",
+                                 secured.bundles["hd-c04"].password)]:
+        probe = Client(port, user, password)
+        try:
+            assert probe.wait() is False, who
+        finally:
+            probe.close()
+
+
+def test_a_board_publishes_only_as_itself_and_reads_only_its_own(secured: Secured) -> None:
+    port = secured.broker.port
+    # an independent witness with every right: what reached the broker's subscribers
+    witness = Client(port, CONTROLLER_USER, CONTROLLER_SECRET, client_id=CONTROLLER_USER + "-w")
+    rogue = Client(port, "hd-c03", secured.bundles["hd-c03"].password)
+    try:
+        assert witness.wait() and rogue.wait()
+        witness.subscribe("loa/#")
+        rogue.subscribe("loa/#")  # asks for everything; the broker gives it its own share
+        forged = {"v": 1, "kind": "delivery", "cluster_id": "hd-c04", "seq": 99,
+                  "ts": "2026-12-07T00:00:00.000Z", "command_id": "x" * 32,
+                  "occurrence_id": "y" * 32, "state": "played",
+                  "at": "2026-12-07T00:00:00.000Z", "reason": None, "revision": 0}
+        rogue.publish(topics.cluster_event("hd-c04"), json.dumps(forged).encode())
+        rogue.publish(topics.cluster_status("hd-c04"),
+                      b'{"v":1,"cluster_id":"hd-c04","state":"offline","bd_seq":1}', retain=True)
+        rogue.publish(topics.cluster_cmd("hd-c03"), b'{"v":1,"kind":"play"}')
+        rogue.publish(topics.CONTROLLER_STATUS, b'{"v":1,"state":"online"}', retain=True)
+        rogue.publish(topics.cluster_event("hd-c03"), b'{"v":1,"kind":"noise"}')  # its own
+        # what the controller publishes: to the rogue's commune (it may read), to another
+        # commune and to another board (it may not)
+        witness.publish(topics.area_cmd(COMMUNE), b"for-hd-c03-too")
+        witness.publish(topics.area_cmd("vn-vp-tamduong-kimlong"), b"not-for-hd-c03")
+        witness.publish(topics.cluster_cmd("hd-c04"), b"not-for-hd-c03")
+        wait_for(lambda: (topics.cluster_event("hd-c03"), b'{"v":1,"kind":"noise"}')
+                 in witness.got, 10, "the rogue's own event (the broker lets it speak as itself)")
+        wait_for(lambda: any(p == b"for-hd-c03-too" for _t, p in rogue.got), 10,
+                 "its commune's command")
+        wait_for(lambda: any(p == b"not-for-hd-c03" for _t, p in witness.got), 10,
+                 "the witness hearing the other commands")
+        heard = {t for t, _p in witness.got}
+        assert topics.cluster_event("hd-c04") not in heard
+        assert topics.cluster_status("hd-c04") not in heard or all(
+            b'"offline"' not in p for t, p in witness.got if t == topics.cluster_status("hd-c04"))
+        assert topics.cluster_cmd("hd-c03") not in heard
+        assert all(b'"state":"online"}' != p for t, p in witness.got
+                   if t == topics.CONTROLLER_STATUS)
+        assert not any(p == b"not-for-hd-c03" for _t, p in rogue.got)
+        c04 = secured.admin.get("/api/v1/clusters/hd-c04").json()
+        assert c04["state"] == "online"
+    finally:
+        rogue.close()
+        witness.close()
+
+
+def test_a_revoked_or_replaced_credential_is_refused(secured: Secured) -> None:
+    port = secured.broker.port
+    old = secured.bundles["hd-c15"].password
+    r = secured.admin.post("/api/v1/clusters/hd-c15/credentials")  # a replacement board
+    assert r.status_code == 201, r.text
+    new = r.json()["password"]
+
+    def answer(password: str) -> bool:
+        probe = Client(port, "hd-c15", password, client_id="hd-c15")
+        try:
+            return probe.wait()
+        finally:
+            probe.close()
+
+    assert wait_for(lambda: not answer(old), 10, "the old credential refused")
+    assert answer(new)
+    assert secured.admin.delete("/api/v1/clusters/hd-c15/credentials").status_code == 204
+    assert wait_for(lambda: not answer(new), 10, "the revoked credential refused")
+    # an officer schedules bulletins; boards' credentials are not its to issue
+    r = secured.admin.post("/api/v1/users", json={
+        "username": "canbo.hd", "password": "secret-pass-123", "role": "officer",
+        "area_id": COMMUNE})
+    assert r.status_code == 201, r.text
+    officer = TestClient(secured.admin.app)
+    token = officer.post("/api/v1/auth/token", data={"username": "canbo.hd",
+                                                     "password": "secret-pass-123"})
+    officer.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+    r = officer.post("/api/v1/clusters/hd-c01/credentials")
+    assert r.status_code == 403 and r.json()["code"] == "role_not_allowed"
