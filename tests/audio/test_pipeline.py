@@ -105,3 +105,27 @@ def test_a_very_quiet_upload_keeps_its_soft_last_word() -> None:
         p = prepare_file(wav.read(), NO_CHIME)
     assert p.duration_ms >= 1600 + 2 * 140  # the word, its fading end, 150 ms either side
     assert p.duration_ms <= 1600 + 2 * 160 + 50  # the silence around it is still cut
+
+
+def _wav(rate: int, frames: int) -> bytes:
+    import io
+    import wave
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"\x10\x20" * frames)
+    return buf.getvalue()
+
+
+def test_a_file_that_would_cost_hours_to_decode_is_refused_from_its_header() -> None:
+    """4 KB of WAV at 1 Hz: 33 minutes of 'audio', 380 MB once resampled (minutes of CPU).
+    Refused by what its header says, before any decoding."""
+    with pytest.raises(AudioError) as exc:
+        prepare_file(_wav(1, 2000))
+    assert exc.value.code == "sample_rate"
+    with pytest.raises(AudioError) as exc:  # 46 minutes at 8 kHz: over the 45-minute limit
+        prepare_file(_wav(8000, 8000 * 60 * 46))
+    assert exc.value.code == "too_long"
