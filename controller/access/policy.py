@@ -68,6 +68,9 @@ class Policy(BaseModel):
     programme: list[ProgrammeSlot] = Field(default_factory=_default_programme)
     approval_required: bool = Field(
         True, description="an officer's bulletin airs only once a leader has approved it")
+    officers_send_emergencies: bool = Field(
+        False, description="officers of this area may send emergencies (which air at once, "
+                           "unapproved, at full volume); otherwise only leaders and admins")
 
     def volume_cap(self, local: time) -> int | None:
         caps = [c.max_pct for c in self.volume_caps if c.contains(local)]
@@ -94,6 +97,7 @@ class PolicyPatch(BaseModel):
     volume_caps: list[VolumeCap] | None = None
     programme: list[ProgrammeSlot] | None = None
     approval_required: bool | None = None
+    officers_send_emergencies: bool | None = None
 
     @field_validator("quiet_hours", "volume_caps", "programme")
     @classmethod

@@ -126,6 +126,13 @@ class InboxDecision(BaseModel):
         return self
 
 
+class Approval(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    content_id: str | None = Field(
+        None, description="the content the leader listened to: the approval is refused "
+                          "(409 approval_stale) if the bulletin now plays another")
+
+
 class Decline(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str = Field(min_length=3, max_length=500)

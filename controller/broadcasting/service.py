@@ -80,6 +80,8 @@ def validate(req: BroadcastCreate, db: Session, rt: Runtime, user: User,
     """Everything that can refuse a request: role, targets, times, policy. Raises 403/422."""
     now = utcnow()
     require_role(user, SCHEDULERS, "schedule broadcasts")
+    if req.priority == "emergency":
+        require_emergency_right(db, user)
     content = db.get(Content, req.content_id)
     if content is None:
         raise Invalid("content_unknown", f"unknown content_id {req.content_id!r}",
@@ -121,6 +123,19 @@ def validate(req: BroadcastCreate, db: Session, rt: Runtime, user: User,
     if check_policy and req.priority != "emergency":
         refuse_by_policy(db, rt, plan, now)
     return plan
+
+
+def require_emergency_right(db: Session, user: User) -> None:
+    """An emergency airs at once, unapproved, at full volume, through quiet hours: leaders
+    and admins send them; officers only where their area's policy grants it."""
+    if user.role in APPROVERS:
+        return
+    if user.role == "officer" and user.area_id is not None and \
+            area_policy(db, user.area_id).officers_send_emergencies:
+        return
+    raise Forbidden("emergency_not_allowed", f"{user.username} ({user.role}) may not send "
+                    "emergencies: a leader may, or an officer where the area's policy grants "
+                    "it (officers_send_emergencies)", user=user.username, role=user.role)
 
 
 def pin_recurrence(rec: Recurrence, now: datetime) -> tuple[dict[str, Any], datetime]:
@@ -368,6 +383,13 @@ def update_content(db: Session, rt: Runtime, user: User, broadcast_id: str,
     bc = find_visible(db, user, broadcast_id)
     require_role(user, SCHEDULERS, "update broadcasts")
     require_cancel(db, user, bc)  # who may cancel it may update it
+    allowed = scope(db, user)
+    if bc.parent_id is not None and allowed is not None and bc.origin_area_id not in allowed:
+        # a commune may decline a bulletin from above, never make it say something else
+        # (the issuer's report would say its bulletin played)
+        raise Forbidden("content_from_above", f"this bulletin came from "
+                        f"{describe(db, bc.origin_area_id)}; its content is the issuer's to "
+                        "change", origin=bc.origin_area_id)
     if bc.status not in BROADCAST_LIVE | BROADCAST_WAITING:
         raise Conflict("broadcast_state", f"broadcast is {bc.status}; nothing left to update",
                        status=bc.status, action="update")
@@ -451,10 +473,17 @@ def _awaiting_decision(db: Session, user: User, broadcast_id: str, what: str) ->
     return bc
 
 
-def approve(db: Session, rt: Runtime, user: User, broadcast_id: str) -> Broadcast:
+def approve(db: Session, rt: Runtime, user: User, broadcast_id: str,
+            heard: str | None = None) -> Broadcast:
     """A leader approves an officer's bulletin; it is then planned like any other. Its
-    start must still be ahead (policy is checked again: it may have changed meanwhile)."""
+    start must still be ahead (policy is checked again: it may have changed meanwhile).
+    ``heard``: the content id the leader listened to; approval is refused if the bulletin
+    now plays something else (the officer changed it meanwhile)."""
     bc = _awaiting_decision(db, user, broadcast_id, "approve bulletins")
+    if heard is not None and heard != bc.content_id:
+        raise Conflict("approval_stale", "the bulletin's content changed since it was "
+                       "listened to: listen to it again before approving",
+                       heard=heard, content_id=bc.content_id)
     now = utcnow()
     slot = rt.dispatcher.next_slot(bc, now)
     if slot is None:

@@ -62,6 +62,10 @@ def prov(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
             r = admin.post("/api/v1/users", json={"username": user, "password": "secret-pass",
                                                   "role": role, "area_id": area})
             assert r.status_code == 201, r.text
+        # the province lets its officers send emergencies (by default only leaders may)
+        r = admin.put(f"/api/v1/areas/{PROVINCE}/policy",
+                      json={"officers_send_emergencies": True})
+        assert r.status_code == 200, r.text
         sim = SimThread(net, SimConfig(port=broker.port, heartbeat_s=2, keys=[
             load_verify_key(tmp / "controller_ed25519.pub")])).start()
         wait_for(lambda: all(c["state"] == "online" for c in admin.get("/api/v1/clusters").json()),
@@ -694,12 +698,63 @@ def test_an_officers_bulletin_airs_only_once_a_leader_approves_it(prov: Province
     prov.commune.post(f"/api/v1/broadcasts/{soon}/reject", json={"reason": "không cần"})
     wait_for(lambda: not risk(), 25, "the alert cleared once it was decided")
 
-    # an officer's emergency does not wait
+    # an officer may not send an emergency (it airs at once, unapproved, at full volume)
+    # unless the commune's policy grants it; then it does not wait for a leader
+    # (the province grants its own officers the right, and its communes inherit it)
+    emergency = {"content_id": c, "targets": {"areas": ["hd-v06"]}, "priority": "emergency",
+                 "start_at": (datetime.now(UTC) + timedelta(hours=2)).isoformat()}
+    try:
+        r = prov.admin.put(f"/api/v1/areas/{COMMUNE}/policy",
+                           json={"officers_send_emergencies": False})
+        assert r.status_code == 200, r.text
+        r = prov.officer.post("/api/v1/broadcasts", json=emergency)
+        assert r.status_code == 403 and r.json()["code"] == "emergency_not_allowed", r.text
+        r = prov.admin.put(f"/api/v1/areas/{COMMUNE}/policy",
+                           json={"officers_send_emergencies": True})
+        assert r.status_code == 200, r.text
+        r = prov.officer.post("/api/v1/broadcasts", json=emergency)
+        assert r.status_code == 201 and r.json()["status"] == "scheduled"
+        prov.officer.post(f"/api/v1/broadcasts/{r.json()['id']}/cancel")
+    finally:
+        prov.admin.put(f"/api/v1/areas/{COMMUNE}/policy", json={})
+
+
+def test_an_approval_holds_only_for_the_content_the_leader_heard(prov: Province) -> None:
+    heard = tts(prov.officer, "Thông báo họp dân lúc 8 giờ.")
     r = prov.officer.post("/api/v1/broadcasts", json={
-        "content_id": c, "targets": {"areas": ["hd-v06"]}, "priority": "emergency",
-        "start_at": (datetime.now(UTC) + timedelta(hours=2)).isoformat()})
-    assert r.status_code == 201 and r.json()["status"] == "scheduled"
-    prov.officer.post(f"/api/v1/broadcasts/{r.json()['id']}/cancel")
+        "content_id": heard, "targets": {"areas": ["hd-v05"]}, "title": "Họp dân",
+        "start_at": (datetime.now(UTC) + timedelta(hours=3)).isoformat()})
+    assert r.status_code == 201 and r.json()["status"] == "pending_approval", r.text
+    bid = r.json()["id"]
+    # while the leader listens, the officer swaps the audio
+    swapped = tts(prov.officer, "Nội dung khác hẳn.")
+    r = prov.officer.post(f"/api/v1/broadcasts/{bid}/update", json={"content_id": swapped})
+    assert r.status_code == 200, r.text
+    r = prov.commune.post(f"/api/v1/broadcasts/{bid}/approve", json={"content_id": heard})
+    assert r.status_code == 409 and r.json()["code"] == "approval_stale"
+    assert get(prov.commune, f"/api/v1/broadcasts/{bid}")["status"] == "pending_approval"
+    r = prov.commune.post(f"/api/v1/broadcasts/{bid}/approve", json={"content_id": swapped})
+    assert r.status_code == 200 and r.json()["status"] == "scheduled", r.text
+    # once approved, the officer cannot change it behind the leader's back
+    r = prov.officer.post(f"/api/v1/broadcasts/{bid}/update", json={"content_id": heard})
+    assert r.status_code == 403 and r.json()["code"] == "approved_content_locked"
+    prov.commune.post(f"/api/v1/broadcasts/{bid}/cancel")
+
+
+def test_a_commune_cannot_change_what_the_province_sent_down(prov: Province) -> None:
+    c = tts(prov.province, "Thông báo của tỉnh về phòng chống dịch.")
+    r = prov.province.post("/api/v1/broadcasts", json={
+        "content_id": c, "targets": {"areas": [COMMUNE]}, "priority": "normal"})
+    assert r.status_code == 201, r.text
+    [copy] = get(prov.province, f"/api/v1/broadcasts/{r.json()['id']}")["children"]
+    own = tts(prov.commune, "Nội dung của xã thay vào.")
+    r = prov.commune.post(f"/api/v1/broadcasts/{copy['broadcast_id']}/update",
+                         json={"content_id": own})
+    assert r.status_code == 403 and r.json()["code"] == "content_from_above", r.text
+    # declining it stays the commune's right
+    r = prov.commune.post(f"/api/v1/inbox/{copy['broadcast_id']}/decline",
+                          json={"reason": "đã thông báo"})
+    assert r.status_code == 200, r.text
 
 
 def test_an_item_set_to_restart_starts_over_after_an_emergency(prov: Province) -> None:

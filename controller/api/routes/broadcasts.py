@@ -11,6 +11,7 @@ from fastapi.encoders import jsonable_encoder
 
 from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
 from controller.api.schemas import (
+    Approval,
     BroadcastCreate,
     BroadcastOut,
     ContentUpdate,
@@ -82,10 +83,14 @@ def set_position(broadcast_id: str, req: PositionSet, db: SessionDep, rt: Runtim
 
 
 @router.post("/{broadcast_id}/approve", response_model=BroadcastOut)
-def approve(broadcast_id: str, db: SessionDep, rt: RuntimeDep, user: CurrentUser) -> BroadcastOut:
+def approve(broadcast_id: str, db: SessionDep, rt: RuntimeDep, user: CurrentUser,
+            req: Approval | None = None) -> BroadcastOut:
     """A leader approves an officer's bulletin; it is then planned like any other. Its
-    start must still be ahead (policy is checked again: it may have changed meanwhile)."""
-    return broadcast_out(service.approve(db, rt, user, broadcast_id), rt)
+    start must still be ahead (policy is checked again: it may have changed meanwhile).
+    Send ``content_id``, the content listened to: if the officer changed it since, the
+    approval is refused (409 ``approval_stale``)."""
+    return broadcast_out(service.approve(db, rt, user, broadcast_id,
+                                         req.content_id if req else None), rt)
 
 
 @router.post("/{broadcast_id}/reject", response_model=BroadcastOut)
