@@ -23,6 +23,7 @@ from controller.fleet.actions import ActionService
 from controller.fleet.availability import check_upcoming_slots
 from controller.fleet.health import HealthTracker
 from controller.fleet.history import TelemetryHistory
+from controller.fleet.tampering import RefusalWatch, RequestLimit
 from controller.storage import StorageMonitor, is_storage_error
 from controller.transport.link import Inbound, Link
 from devices import topics
@@ -92,6 +93,8 @@ class Ingest:
         self._thread = threading.Thread(target=self._loop, name="loa-ingest", daemon=True)
         self._last_sweep = 0.0
         self._rebirth_sent: dict[str, float] = {}
+        self.refusals = RefusalWatch(health.alerts)
+        self.requests = RequestLimit()
 
     def start(self) -> None:
         with self.sessions() as db:
@@ -228,7 +231,10 @@ class Ingest:
                 continue  # rejected (and counted) when its batch is applied
             t = topics.parse_cluster_topic(m.topic)
             if isinstance(ev, ContentRequest) and t is not None and t.cluster_id == ev.cluster_id:
-                self.content.request(ev.sha256, ev.missing)
+                if self.requests.allow(ev.cluster_id):
+                    self.content.request(ev.sha256, ev.missing)
+                else:  # one board asking again and again: not amplified by us
+                    self.rejected["content_request_limited"] += 1
 
     def _resync(self) -> None:
         """After a rolled-back batch: the in-memory health views and alert index had taken
@@ -339,6 +345,7 @@ class Ingest:
             if isinstance(ev, DeliveryEvent):
                 self.dispatcher.on_delivery(db, ev)
             elif isinstance(ev, RefusedEvent):
+                self.refusals.note(db, ev.cluster_id, ev.reason.value, now)
                 if not self.actions.on_refused(db, ev.command_id, ev.cluster_id, ev.reason.value):
                     self.dispatcher.on_refused(db, ev)
                 else:
@@ -380,6 +387,7 @@ class Ingest:
             self.health.sweep(db, now)
             self.dispatcher.sweep(db, now)
             self.actions.sweep(db, now)
+            self.refusals.sweep(db, now)
             if time.monotonic() - self._last_cancel_retry >= 2.0:
                 self._last_cancel_retry = time.monotonic()
                 self.dispatcher.retry_cancels(now)

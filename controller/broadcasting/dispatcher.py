@@ -74,6 +74,9 @@ TERMINAL = DELIVERY_FINAL
 REPORTED_FINAL = CLUSTER_FINAL & DELIVERY_FINAL
 
 
+#: commands whose refusals can still be attributed (a province's day of commands)
+COMMANDS_REMEMBERED = 500_000
+
 #: silence between a part of a broadcast and the next (a CAP emergency's headline and the
 #: rest of its text)
 PART_GAP_S = 0.4
@@ -144,7 +147,9 @@ class Dispatcher:
         self.content = content
         self.counters: Counter[str] = Counter()
         self.plan_next: Callable[[Broadcast, datetime], None] | None = None
-        self._command_occurrence: dict[str, str] = {}
+        #: command id -> (occurrence id, the topic it was published on): a refusal is about
+        #: our command only if it names the topic we sent it on (oldest forgotten first)
+        self._command_occurrence: dict[str, tuple[str, str]] = {}
         #: occurrence id -> (clusters that have not confirmed the cancel, until when to retry)
         self._unconfirmed_cancels: dict[str, tuple[set[str], datetime]] = {}
         #: deliveries loaded during the current ingest batch (None outside one): occurrence
@@ -568,7 +573,9 @@ class Dispatcher:
                                body=body.model_dump(mode="json"), expires_at=expires,
                                command_id=cid)
         if occurrence_id:
-            self._command_occurrence[cid] = occurrence_id
+            self._command_occurrence[cid] = (occurrence_id, topic)
+            while len(self._command_occurrence) > COMMANDS_REMEMBERED:
+                self._command_occurrence.pop(next(iter(self._command_occurrence)))
         self.counters[f"commands_{kind}"] += 1
         return self.publish(topic, payload, 1)
 
@@ -880,13 +887,18 @@ class Dispatcher:
 
     def on_refused(self, db: Session, ev: RefusedEvent) -> None:
         self.counters[f"refused_{ev.reason.value}"] += 1
-        occ_id = self._command_occurrence.get(ev.command_id or "")
+        sent = self._command_occurrence.get(ev.command_id or "")
         log.warning("cluster %s refused command %s on %s: %s %s", ev.cluster_id, ev.command_id,
                     ev.topic, ev.reason.value, ev.detail or "")
-        if occ_id is None:
-            return  # not ours (a forged or replayed command): nothing to update
-        d = self._delivery(db, occ_id, ev.cluster_id)
-        if d is not None and d.state not in TERMINAL and ev.reason.value != "replayed":
+        if sent is None or sent[1] != ev.topic:
+            # not our publish: a forged command, or ours re-published by someone else on
+            # another topic (its id proves nothing then): nothing to update
+            self.counters["refused_not_ours"] += 1
+            return
+        d = self._delivery(db, sent[0], ev.cluster_id)
+        # a refusal can fail a play the cluster never confirmed, never undo one it did
+        if d is not None and d.state in (DeliveryStatus.PENDING, DeliveryStatus.SENT) and \
+                ev.reason.value != "replayed":
             move(d, DeliveryStatus.FAILED)
             d.updated_at, d.dirty = utcnow(), True
             d.error = f"refused: {ev.reason.value} {ev.detail or ''}".strip()[:256]
