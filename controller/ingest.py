@@ -344,6 +344,12 @@ class Ingest:
                 rebirth.add(ev.cluster_id)
             if isinstance(ev, DeliveryEvent):
                 self.dispatcher.on_delivery(db, ev)
+                while self.dispatcher.played_after_cancel:
+                    cid, occ, state = self.dispatcher.played_after_cancel.pop()
+                    self.health.alerts.sync(db, cluster_id=cid, area_id=None, conditions={
+                        ("played_after_cancel", ""): f"{cid} reports {state} for occurrence "
+                        f"{occ}, which was cancelled: it aired after its cancel"},
+                        now=now, hold_s=3600, codes=["played_after_cancel"])
             elif isinstance(ev, RefusedEvent):
                 self.refusals.note(db, ev.cluster_id, ev.reason.value, now)
                 if not self.actions.on_refused(db, ev.command_id, ev.cluster_id, ev.reason.value):

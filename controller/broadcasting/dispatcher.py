@@ -159,6 +159,9 @@ class Dispatcher:
         #: ingest thread takes it around a batch of events, so that no report is applied
         #: (and lost as unknown) before the delivery it reports on exists
         self.gate = threading.Lock()
+        #: (cluster, occurrence, state) reported after the delivery was cancelled: the
+        #: ingest opens a played_after_cancel alert for each
+        self.played_after_cancel: list[tuple[str, str, str]] = []
 
     # --- dispatch ------------------------------------------------------------------------
 
@@ -870,6 +873,11 @@ class Dispatcher:
                                                  and to != here):
             return
         now = utcnow()
+        if here == DeliveryStatus.CANCELLED and to in (DeliveryStatus.PLAYING,
+                                                       DeliveryStatus.PLAYED):
+            # it aired although cancelled (a cancel that came too late, or a replay): the
+            # record says so, and someone is told (the ingest raises the alert)
+            self.played_after_cancel.append((ev.cluster_id, ev.occurrence_id, new))
         if here in DELIVERY_FINAL:  # a conclusion replaced by what the cluster says happened
             d.corrected_from = f"{here.value}: {d.error or ''}".strip()[:300]
             d.corrected_at, d.assumed = now, False

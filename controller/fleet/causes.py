@@ -12,7 +12,7 @@ __all__ = ["SEVERITY", "Cause", "causes_of"]
 SEVERITY = {
     "offline": "critical", "speaker_open": "critical", "speaker_short": "critical",
     "amp_overheat": "critical", "battery_low": "critical", "slot_at_risk": "critical",
-    "possible_tampering": "critical",
+    "possible_tampering": "critical", "played_after_cancel": "critical",
     "weak_signal": "warning", "on_battery": "warning", "clock_drift": "warning",
     "storage_low": "warning", "unprovisioned": "warning", "reboot_loop": "warning",
 }

@@ -38,6 +38,7 @@ from devices.messages import (
     PlayBody,
     Power,
     Priority,
+    RefusalReason,
     RefusedEvent,
     SetHeartbeatBody,
     SetSpeakerBody,
@@ -52,6 +53,7 @@ from devices.signing import CommandVerifier, Refused
 from firmware_sim import mqtt
 from firmware_sim.content import Assembly, SharedStore
 from firmware_sim.faults import Physics
+from firmware_sim.memory import BoardMemory
 from firmware_sim.mqtt import MqttError, NoConnack, ProtocolUnsupported
 from firmware_sim.outbox import Outbox
 from firmware_sim.player import Occurrence, Player
@@ -112,7 +114,12 @@ class SimCluster:
         self.store = store or SharedStore()
         self.rng = random.Random(f"{cfg.seed}:{cluster.id}")
         self.physics = Physics(self.rng, rssi_dbm=-70.0 - self.rng.randint(0, 15))
-        self.verifier = CommandVerifier(cfg.keys, memo=cfg.verify_memo)
+        #: the replay window and held cancels: on disk with a state folder, so that a
+        #: reboot forgets neither (protocol §5.2)
+        self.memory = BoardMemory(cfg.state_dir / cluster.id if cfg.state_dir else None,
+                                  self.now())
+        self.verifier = CommandVerifier(cfg.keys, replay_guard=self.memory.guard,
+                                        memo=cfg.verify_memo)
         self.cached: set[str] = set()
         self.assemblies: dict[str, Assembly] = {}
         self._content_subs: set[str] = set()  # content topics subscribed to (to undo)
@@ -129,7 +136,7 @@ class SimCluster:
         self.acks: list[AckEvent] = []
         self.commands_in = 0  # commands received (accepted or refused)
         #: cancels for occurrences not (yet) held: occurrence id -> cancel's expiry
-        self.cancelled_unknown: dict[str, datetime] = {}
+        self.cancelled_unknown: dict[str, datetime] = self.memory.cancels
         self._client: mqtt.Session | None = None
         self._outbox = Outbox(cfg.state_dir / self.id if cfg.state_dir else None)
         self._outbox_ready = asyncio.Event()
@@ -200,6 +207,7 @@ class SimCluster:
         """Advance the board's physics by ``dt`` seconds and act on what happened."""
         events = self.physics.tick(dt, self.player.current is not None)
         if "reboot" in events:
+            self._forget()
             self.boot = time.monotonic()
             self._drop_link()
         elif "drop" in events:
@@ -296,6 +304,7 @@ class SimCluster:
             pass  # the broker publishes our Will instead
         finally:
             self._outbox.close()  # (after the player: what it reported on stopping is kept)
+            self.memory.close()
 
     # --- outgoing ------------------------------------------------------------------------
 
@@ -453,9 +462,13 @@ class SimCluster:
         self.commands_in += 1
         try:
             cmd = self.verifier.verify(payload, topic, self.now())
+            if self.memory.issued_before_boot(cmd.issued_at):
+                raise Refused(RefusalReason.REPLAYED, "issued before this board started, and "
+                              "it keeps no replay window across a reboot", cmd.id)
         except Refused as exc:
             self._refuse(topic, exc)
             return
+        self.memory.accepted(cmd.id, cmd.expires_at)
         log.debug("%s: %s command %s on %s", self.id, cmd.kind, cmd.id, topic)
         self._handlers[cmd.kind](cmd)
 
@@ -526,12 +539,24 @@ class SimCluster:
 
         async def reboot() -> None:
             await asyncio.sleep(0.2)  # let the ack leave
+            self._forget()
             self.boot = time.monotonic()
             self.physics.link_down_for = 2.0  # boot time
             self._drop_link()
             self._ack(cmd, "done", {"rebooted": True})  # queued; sent after the new birth
 
         asyncio.get_running_loop().create_task(reboot())
+
+    def _forget(self) -> None:
+        """What a reboot does to RAM: the replay window and held cancels are what the
+        board's storage kept (nothing, without a state folder: it then refuses commands
+        issued before this new boot)."""
+        self.memory.close()
+        self.memory = BoardMemory(self.cfg.state_dir / self.id if self.cfg.state_dir else None,
+                                  self.now())
+        self.verifier = CommandVerifier(self.cfg.keys, replay_guard=self.memory.guard,
+                                        memo=self.cfg.verify_memo)
+        self.cancelled_unknown = self.memory.cancels
 
     def _on_self_test(self, cmd: Command) -> None:
         if self.player.current is not None:
@@ -565,11 +590,9 @@ class SimCluster:
         body = cmd.parsed_body()
         assert isinstance(body, CancelBody)
         if self.player.cancel(body.occurrence_id) is None:
-            # not here yet: the play may still be on its way (or was lost); remember, so a
-            # late play for it is dropped and reported cancelled instead of airing
-            self.cancelled_unknown[body.occurrence_id] = cmd.expires_at
-            while len(self.cancelled_unknown) > 1024:
-                self.cancelled_unknown.pop(next(iter(self.cancelled_unknown)))
+            # not here yet: the play may still be on its way (or was lost); remember, even
+            # across a reboot, so a late play for it is dropped and reported cancelled
+            self.memory.cancel(body.occurrence_id, cmd.expires_at)
 
     def _on_play(self, cmd: Command) -> None:
         body = cmd.parsed_body()

@@ -69,8 +69,11 @@ def test_a_refusal_counts_only_for_the_command_as_sent_and_never_undoes_a_play(
         # hd-c03 genuinely refused our command as we sent it, before confirming anything
         _send(link, "hd-c03", _refused("hd-c03", cmd_id, topics.area_cmd(COMMUNE),
                                        RefusalReason.EXPIRED))
-        states = wait_for(lambda: (lambda s: s if s["hd-c03"] == "failed" else None)(
-            _states(api, bid)), 10, "hd-c03's refusal applied")
+        def applied() -> dict[str, str] | None:
+            s = _states(api, bid)
+            return s if s["hd-c03"] == "failed" else None
+
+        states = wait_for(applied, 10, "hd-c03's refusal applied")
         assert states["hd-c01"] == "sent"
         assert states["hd-c02"] == "playing"
         assert api.app.state.runtime.dispatcher.counters["refused_not_ours"] == 1
@@ -107,3 +110,26 @@ def test_one_boards_content_requests_are_not_amplified(tmp_path: Path) -> None:
                  "the requests past the limit dropped")
         sent = len(link.sent_to(topics.content_chunks_filter(sha))) - before
         assert sent <= 25 * chunks  # the burst at most, not 200 copies
+
+
+def test_a_cancelled_delivery_reported_played_is_recorded_and_raises_an_alert(
+        tmp_path: Path) -> None:
+    with memory_commune(tmp_path) as (api, link):
+        bid, cmd_id, occ, _body = _emergency(api, link)
+        assert api.post(f"/api/v1/broadcasts/{bid}/cancel").status_code == 200
+        _send(link, "hd-c09", DeliveryEvent(
+            v=1, kind="delivery", cluster_id="hd-c09", seq=next(_seq), ts=now_utc(),
+            command_id=cmd_id, occurrence_id=occ, state=DeliveryState.PLAYED, at=now_utc(),
+            revision=0))
+
+        def alert() -> dict[str, Any] | None:
+            got = api.get("/api/v1/alerts", params={"status": "open",
+                                                    "code": "played_after_cancel"}).json()
+            return got[0] if got else None
+
+        a = wait_for(alert, 10, "a played_after_cancel alert")
+        assert a["cluster_id"] == "hd-c09" and occ in a["message"]
+        # the record tells the truth: it played, and it was cancelled before
+        d = next(d for d in api.get(f"/api/v1/broadcasts/{bid}").json()["deliveries"]
+                 if d["cluster_id"] == "hd-c09")
+        assert d["state"] == "played" and d["corrected_from"].startswith("cancelled")
