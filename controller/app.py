@@ -14,8 +14,11 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
+from starlette.background import BackgroundTask
 from starlette.routing import NoMatchFound
 
+from controller.access import audit
+from controller.access.security import user_for_token
 from controller.api import errors
 from controller.api.deps import current_user
 from controller.api.routes import (
@@ -32,6 +35,9 @@ from controller.api.routes import (
     provisioning,
     users,
 )
+from controller.api.routes import (
+    audit as audit_routes,
+)
 from controller.db.models import utcnow
 from controller.metrics import render
 from controller.runtime import Runtime
@@ -44,6 +50,10 @@ __all__ = ["create_app"]
 
 #: while the storage refuses the controller's start, it tries again this often
 RETRY_START_S = 5.0
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: recorded by their routes (a login names who tried), or not a change (a renewal)
+UNAUDITED = frozenset({"/api/v1/auth/token", "/api/v1/auth/refresh",
+                       "/api/v1/broadcasts/preview"})
 
 
 def startup_storage_problem(exc: BaseException) -> StorageProblem | None:
@@ -124,11 +134,51 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         response: Response = await call_next(request)
         return response
 
+    @app.middleware("http")
+    async def audit_trail(request: Request, call_next: Any) -> Response:
+        """Every change attempted through the API, with who, from where and its outcome
+        (controller.access.audit); written after the answer is sent."""
+        response: Response = await call_next(request)
+        rt = getattr(request.app.state, "runtime", None)
+        path = request.url.path
+        if rt is None or request.method not in MUTATING or not path.startswith("/api/v1/") \
+                or path in UNAUDITED:
+            return response
+        route = request.scope.get("route")
+        template = getattr(route, "path", None) or path
+        if not template.startswith("/api/"):  # (a route of the /api/v1 router)
+            template = "/api/v1" + template
+        params = {k: str(v)[:100] for k, v in request.path_params.items()}
+        header = request.headers.get("authorization", "")
+        token = header[7:] if header.lower().startswith("bearer ") else None
+        client = request.client.host if request.client else None
+        status = response.status_code
+
+        def write() -> None:
+            who = None
+            if token:
+                with rt.sessions() as db:
+                    user = user_for_token(db, token)
+                    who = (user.username, user.role, user.area_id) if user else None
+            audit.record(rt.sessions, action=f"{request.method} {template}",
+                         username=who[0] if who else None, role=who[1] if who else None,
+                         area_id=who[2] if who else None, client=client,
+                         target=next(iter(params.values()), None), status=status,
+                         detail={"path": params} if params else None)
+
+        earlier = response.background
+        async def both() -> None:
+            if earlier is not None:
+                await earlier()
+            await asyncio.to_thread(write)
+        response.background = BackgroundTask(both)
+        return response
+
     errors.install(app)
     api = APIRouter(prefix="/api/v1")
     for r in (auth.router, areas.router, contents.router, broadcasts.router, health.router,
               actions.router, alerts.router, policy.router, users.router, cap.router,
-              inbox.router, provisioning.router):
+              inbox.router, provisioning.router, audit_routes.router):
         api.include_router(r)
     app.include_router(api)
 

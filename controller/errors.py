@@ -19,6 +19,7 @@ Hierarchy (the HTTP status each maps to)::
      ├── Conflict       409  the thing's state does not allow it now
      ├── Unauthorized   401  no valid credentials
      ├── TooLarge       413  the upload is over a limit
+     ├── TooMany        429  too many attempts: wait (``retry_after_s``)
      └── Unavailable    503  a part the request needs is down
 """
 
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 __all__ = ["Conflict", "Forbidden", "Invalid", "LoaError", "NotFound", "Problem", "TooLarge",
-           "Unauthorized", "Unavailable"]
+           "TooMany", "Unauthorized", "Unavailable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,10 @@ class Unauthorized(LoaError):
 
 class TooLarge(LoaError):
     status = 413
+
+
+class TooMany(LoaError):
+    status = 429
 
 
 class Unavailable(LoaError):

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from audio import AudioSettings, EspeakNg, TTSEngine
 from controller.access.keys import load_or_create_signing_key
-from controller.access.security import ensure_admin
+from controller.access.security import LoginThrottle, ensure_admin
 from controller.broadcasting.content_server import ContentServer
 from controller.broadcasting.dispatcher import Dispatcher
 from controller.broadcasting.scheduling import Scheduler
@@ -70,6 +70,8 @@ class Runtime:
     broker: BrokerSync
     generated_admin_password: str | None = None
     started: bool = field(default=False)
+    #: failed logins per client address
+    logins: LoginThrottle = field(default_factory=LoginThrottle)
     #: work a request starts and does not wait for (the rest of a CAP emergency's audio)
     background: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="loa-background"))

@@ -52,7 +52,10 @@ class Settings(BaseSettings):
     target_lufs: float = -16.0
     chime: bool = Field(True, description="chime before and after each announcement")
     chunk_size: int = Field(16 * 1024, ge=1024, le=256 * 1024)
-    token_ttl_s: int = Field(12 * 3600, ge=60)
+    token_ttl_s: int = Field(1800, ge=60, description="life of an access token; the console "
+                             "renews it with its refresh token")
+    refresh_ttl_s: int = Field(12 * 3600, ge=300, description="life of a refresh token: "
+                               "how long a session lasts without a login")
     emergency_lead_s: float = Field(
         1.0, ge=0.0, description="an emergency starts this soon after the call; 0 = each "
         "cluster starts as soon as it holds the content (fastest, not simultaneous)")

@@ -14,6 +14,20 @@ class Token(BaseModel):
     access_token: str
     token_type: Literal["bearer"] = "bearer"
     expires_in: int
+    refresh_token: str | None = Field(None, description="trade it at POST /auth/refresh for a "
+                                                        "new pair, once")
+    refresh_expires_in: int | None = None
+
+
+class RefreshRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    refresh_token: str = Field(min_length=10, max_length=200)
+
+
+class LogoutRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    refresh_token: str | None = Field(None, max_length=200)
+    everywhere: bool = Field(False, description="end every session of this account")
 
 
 class AreaOut(BaseModel):

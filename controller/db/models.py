@@ -28,6 +28,7 @@ __all__ = [
     "Alert",
     "ApiToken",
     "Area",
+    "AuditEntry",
     "Base",
     "Broadcast",
     "Cluster",
@@ -255,6 +256,12 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16), default="officer")
     area_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: a disabled account can neither log in nor use a token it holds
+    disabled: Mapped[bool] = mapped_column(default=False)
+    #: wrong passwords since the last good login; past the limit the account is locked
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None]
+    password_changed_at: Mapped[datetime | None]
 
 
 class ApiToken(Base):
@@ -262,6 +269,26 @@ class ApiToken(Base):
     token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     username: Mapped[str] = mapped_column(ForeignKey("users.username"), index=True)
     expires_at: Mapped[datetime]
+    #: "access" (sent with each request, short-lived) or "refresh" (traded for a new pair)
+    kind: Mapped[str] = mapped_column(String(8), default="access")
+
+
+class AuditEntry(Base):
+    """Who did what, when, from where: appended, never changed (no API updates or deletes
+    it)."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    username: Mapped[str | None] = mapped_column(String(64), index=True)
+    role: Mapped[str | None] = mapped_column(String(16))
+    area_id: Mapped[str | None] = mapped_column(String(64))
+    client: Mapped[str | None] = mapped_column(String(64))
+    #: e.g. "POST /api/v1/broadcasts/{broadcast_id}/cancel", "login", "login_failed"
+    action: Mapped[str] = mapped_column(String(200))
+    target: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[dict[str, Any] | None]
 
 
 class StateTransition(Base):
