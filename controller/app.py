@@ -31,6 +31,7 @@ from controller.api.routes import (
     contents,
     health,
     inbox,
+    network,
     policy,
     provisioning,
     users,
@@ -178,7 +179,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     api = APIRouter(prefix="/api/v1")
     for r in (auth.router, areas.router, contents.router, broadcasts.router, health.router,
               actions.router, alerts.router, policy.router, users.router, cap.router,
-              inbox.router, provisioning.router, audit_routes.router):
+              inbox.router, provisioning.router, audit_routes.router, network.router):
         api.include_router(r)
     app.include_router(api)
 

@@ -11,6 +11,8 @@
                             issue boards' broker credentials: one bundle per board in DIR
     loa broker files [--out DIR]
                             write the broker's password and ACL files from the registry
+    loa network export FILE | import FILE
+                            the whole network (areas, boards, speakers) as a JSON file
 """
 
 from __future__ import annotations
@@ -129,6 +131,36 @@ def cmd_broker(args: argparse.Namespace) -> int:
         return 2
     out = BrokerSync(settings, sessions).sync()
     print(f"password_file, acl_file and mosquitto.conf in {out}")
+    return 0
+
+
+def cmd_network(args: argparse.Namespace) -> int:
+    import json
+
+    from pydantic import ValidationError
+
+    from controller.db.models import User
+    from controller.db.seed import register_network
+    from controller.errors import LoaError
+    from controller.fleet.network import NetworkFile, export_network, import_network
+
+    _settings, sessions = _registry()
+    path = Path(args.file)
+    with sessions() as db:
+        if args.action == "export":
+            national = User(username="loa-cli", role="admin", area_id=None)
+            data = export_network(db, national, name=path.stem)
+            path.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n")
+            print(f"{len(data['areas'])} areas and {len(data['clusters'])} clusters in {path}")
+            return 0
+        try:
+            net = import_network(NetworkFile.model_validate_json(path.read_bytes()))
+        except (OSError, ValidationError, LoaError) as exc:
+            print(f"loa network import: {path}: {exc}", file=sys.stderr)
+            return 2
+        n_areas, n_clusters = register_network(db, net)
+    print(f"registered {n_areas} areas and {n_clusters} clusters from {path}; issue their "
+          "credentials with loa provision")
     return 0
 
 
@@ -267,12 +299,15 @@ def main(argv: list[str] | None = None) -> int:
     broker = sub.add_parser("broker", help="the broker's password and ACL files")
     broker.add_argument("action", choices=["files"])
     broker.add_argument("--out", default=None, help="folder (default LOA_BROKER_FILES_DIR)")
+    net = sub.add_parser("network", help="the network (areas, boards, speakers) as a file")
+    net.add_argument("action", choices=["export", "import"])
+    net.add_argument("file")
     args = p.parse_args(argv)
     if args.command == "provision" and not (args.all or args.clusters):
         p.error("provision: name the boards, or --all")
     _logging(args.verbose)
     handlers = {"demo": cmd_demo, "serve": cmd_serve, "db": cmd_db, "seed": cmd_seed,
-                "provision": cmd_provision, "broker": cmd_broker}
+                "provision": cmd_provision, "broker": cmd_broker, "network": cmd_network}
     return handlers[args.command](args)
 
 

@@ -114,6 +114,8 @@ class Cluster(Base):
     #: None: no credential (never issued, or revoked), the broker refuses the board
     credential_hash: Mapped[str | None] = mapped_column(String(200))
     credential_issued_at: Mapped[datetime | None]
+    #: retired: kept for its history (deliveries, alerts), never targeted, no credential
+    retired_at: Mapped[datetime | None]
     speakers: Mapped[list[Speaker]] = relationship(
         back_populates="cluster", order_by="Speaker.index", cascade="all, delete-orphan")
 

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from controller.db.models import Area, Cluster, Speaker, StateTransition, table_of
@@ -56,6 +56,8 @@ def stored_telemetry(t: Telemetry | dict | None) -> dict | None:  # type: ignore
     return t
 
 UP_STATES = ("online", "degraded")
+#: unknown devices kept in the registry (listed to adopt or dismiss); past that, ignored
+MAX_UNREGISTERED = 500
 CAUSE_CODES = ("speaker_open", "speaker_short", "amp_overheat", "weak_signal", "on_battery",
                "battery_low", "clock_drift", "storage_low")
 
@@ -134,8 +136,18 @@ class HealthTracker:
 
     # --- state -------------------------------------------------------------------------------
 
-    def _cluster(self, db: Session, cluster_id: str, now: datetime) -> Cluster:
+    def _cluster(self, db: Session, cluster_id: str, now: datetime) -> Cluster | None:
+        """The cluster a message is from; None for a retired board (it is not heard) and
+        for an unknown device past the number kept (a flood of made-up ids)."""
         c = db.get(Cluster, cluster_id)
+        if c is not None and c.retired_at is not None:
+            self.counters["retired_heard"] += 1
+            return None
+        if c is None and (db.scalar(select(func.count()).select_from(Cluster).where(
+                Cluster.provisioned.is_(False), Cluster.retired_at.is_(None))) or 0) \
+                >= MAX_UNREGISTERED:
+            self.counters["unprovisioned_dropped"] += 1
+            return None
         if c is None:  # a device we do not know: keep it visible, never target it
             c = Cluster(id=cluster_id, name=cluster_id, provisioned=False,
                         state="unprovisioned", state_since=now)
@@ -183,6 +195,8 @@ class HealthTracker:
         broker restart, one the controller may not have seen drop), and whatever was
         published for the cluster meanwhile may not have reached it."""
         c = self._cluster(db, birth.cluster_id, now)
+        if c is None:
+            return False
         was_up = c.state in UP_STATES
         c.bd_seq = birth.bd_seq
         c.last_seen = now
@@ -249,6 +263,8 @@ class HealthTracker:
     def _on_telemetry_slow(self, db: Session, t: Telemetry,
                            now: datetime) -> tuple[bool, bool]:
         c = self._cluster(db, t.cluster_id, now)
+        if c is None:
+            return False, False
         needs_rebirth = c.bd_seq is None or t.bd_seq != c.bd_seq
         was_up = c.state in UP_STATES
         c.last_seen = now

@@ -237,3 +237,72 @@ def test_a_revoked_or_replaced_credential_is_refused(secured: Secured) -> None:
     officer.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
     r = officer.post("/api/v1/clusters/hd-c01/credentials")
     assert r.status_code == 403 and r.json()["code"] == "role_not_allowed"
+
+
+def test_a_technician_registers_a_new_board_replaces_it_and_retires_it(
+        secured: Secured) -> None:
+    from devices.areas import Cluster, Network, Speaker
+
+    admin, port = secured.admin, secured.broker.port
+    r = admin.post("/api/v1/users", json={"username": "kythuat.hd", "password": "Ky-thuat-2026",
+                                          "role": "technician", "area_id": COMMUNE})
+    assert r.status_code == 201, r.text
+    tech = TestClient(admin.app)
+    token = tech.post("/api/v1/auth/token", data={"username": "kythuat.hd",
+                                                  "password": "Ky-thuat-2026"})
+    tech.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+    # a new board in Thôn Đồng Bông, registered and given its bundle by the technician
+    r = tech.post("/api/v1/clusters", json={
+        "id": "hd-c16", "area_id": "hd-v01", "name": "Cụm Đồng Bông 3", "lat": 21.3398,
+        "lon": 105.5611, "speakers": [{"index": 1, "name": "Loa chợ"},
+                                      {"index": 2, "name": "Loa đình"}]})
+    assert r.status_code == 201, r.text
+    r = tech.post("/api/v1/clusters/hd-c16/credentials")
+    assert r.status_code == 201, r.text
+    first = ProvisioningBundle.model_validate(r.json())
+    assert first.area_path[0] == "hd-v01"
+    net = load_fixture("huong-dao")
+    board = Network(net.name, net.areas, {"hd-c16": Cluster(
+        "hd-c16", "hd-v01", "Cụm Đồng Bông 3",
+        speakers=(Speaker(1, "Loa chợ"), Speaker(2, "Loa đình")))})
+    sim = SimThread(board, SimConfig(port=port, heartbeat_s=2, keys=[
+        VerifyKey(bytes.fromhex(first.controller_public_key))],
+        passwords={"hd-c16": first.password})).start()
+    try:
+        wait_for(lambda: tech.get("/api/v1/clusters/hd-c16").json()["state"] == "online", 20,
+                 "the new board online")
+        c = admin.post("/api/v1/contents/tts", json={"text": "Thử cụm mới."}).json()["id"]
+        bid = admin.post("/api/v1/broadcasts", json={
+            "content_id": c, "targets": {"areas": ["hd-v01"]},
+            "priority": "emergency"}).json()["id"]
+
+        def states() -> dict[str, str]:
+            return {d["cluster_id"]: d["state"] for d in
+                    admin.get(f"/api/v1/broadcasts/{bid}").json()["deliveries"]}
+
+        wait_for(lambda: states() == {"hd-c01": "played", "hd-c02": "played",
+                                      "hd-c16": "played"}, 30, "the new board playing")
+    finally:
+        sim.stop()
+
+    def answer(password: str) -> bool:
+        probe = Client(port, "hd-c16", password, client_id="hd-c16")
+        try:
+            return probe.wait()
+        finally:
+            probe.close()
+
+    # the board fails; its replacement takes the same place with a new bundle
+    r = tech.post("/api/v1/clusters/hd-c16/credentials")
+    second = ProvisioningBundle.model_validate(r.json())
+    assert wait_for(lambda: not answer(first.password), 10, "the failed board refused")
+    assert answer(second.password)
+    assert states()["hd-c16"] == "played"  # its history stays with the cluster
+    # retired: refused by the broker, never targeted again, its history kept
+    assert tech.delete("/api/v1/clusters/hd-c16").status_code == 204
+    assert wait_for(lambda: not answer(second.password), 10, "the retired board refused")
+    assert tech.get("/api/v1/clusters/hd-c16").json()["state"] == "retired"
+    again = admin.post("/api/v1/broadcasts", json={
+        "content_id": c, "targets": {"areas": ["hd-v01"]}, "priority": "emergency"}).json()
+    assert {d["cluster_id"] for d in again["deliveries"]} == {"hd-c01", "hd-c02"}
+    assert states()["hd-c16"] == "played"
