@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.broadcasting.targeting import ancestor_ids, descendant_area_ids
-from controller.db.models import Area, Broadcast, Cluster, User
+from controller.db.models import Area, Broadcast, Cluster, Content, User
 from controller.errors import Forbidden, NotFound
 
 __all__ = [
@@ -22,7 +22,9 @@ __all__ = [
     "require_role",
     "require_targets",
     "scope",
+    "visible_area",
     "visible_cluster",
+    "visible_content",
     "within",
 ]
 
@@ -101,6 +103,34 @@ def visible_cluster(db: Session, user: User, cluster_id: str) -> Cluster:
     if c is None or (allowed is not None and c.area_id not in allowed):
         raise NotFound("cluster_not_found", f"no cluster {cluster_id!r}", cluster=cluster_id)
     return c
+
+
+def visible_content(db: Session, user: User, content_id: str) -> Content:
+    """A recording or a text's speech, or 404: visible to accounts of the area its author
+    acts for (and everyone above), and to whoever can see a broadcast that plays it (a
+    bulletin from above is heard below)."""
+    c = db.get(Content, content_id)
+    allowed = scope(db, user)
+    if c is not None and allowed is not None:
+        author = db.get(User, c.created_by) if c.created_by else None
+        if author is None or author.area_id not in allowed:
+            plays = db.scalars(select(Broadcast).where(Broadcast.content_id == c.id).limit(50))
+            if not any(can_see(db, user, bc) for bc in plays):
+                c = None
+    if c is None:
+        raise NotFound("content_not_found", f"no content {content_id!r}", content=content_id)
+    return c
+
+
+def visible_area(db: Session, user: User, area_id: str) -> Area:
+    """An area within one's own, or one of its ancestors (whose settings apply to it); 404
+    for any other, so that another commune's settings do not leak."""
+    a = db.get(Area, area_id)
+    allowed = scope(db, user)
+    if a is None or (allowed is not None and area_id not in allowed
+                     and area_id not in ancestor_ids(db, user.area_id)):
+        raise NotFound("area_not_found", f"no area {area_id!r}", area=area_id)
+    return a
 
 
 def can_see(db: Session, user: User, bc: Broadcast) -> bool:

@@ -27,6 +27,7 @@ from controller.access.jurisdiction import (
     require_role,
     require_targets,
     scope,
+    visible_content,
 )
 from controller.access.policy import violations
 from controller.api.schemas import BroadcastCreate, ContentUpdate, Decline, PositionSet
@@ -83,6 +84,11 @@ def validate(req: BroadcastCreate, db: Session, rt: Runtime, user: User,
     if req.priority == "emergency":
         require_emergency_right(db, user)
     content = db.get(Content, req.content_id)
+    if content is not None:
+        try:  # (another area's recording is as unknown as one that does not exist)
+            visible_content(db, user, content.id)
+        except NotFound:
+            content = None
     if content is None:
         raise Invalid("content_unknown", f"unknown content_id {req.content_id!r}",
                       content=req.content_id)
@@ -397,7 +403,10 @@ def update_content(db: Session, rt: Runtime, user: User, broadcast_id: str,
         raise Forbidden("approved_content_locked", f"{bc.approved_by} approved this bulletin "
                         "as it is; a new content needs a leader (or cancel it and submit "
                         "again)", approved_by=bc.approved_by)
-    content = db.get(Content, req.content_id)
+    try:
+        content: Content | None = visible_content(db, user, req.content_id)
+    except NotFound:
+        content = None
     if content is None:
         raise Invalid("content_unknown", f"unknown content_id {req.content_id!r}",
                       content=req.content_id)

@@ -848,3 +848,31 @@ def test_an_emergency_on_the_air_is_recorded_even_if_the_first_write_fails(
     n = len([c for c in prov.net.clusters.values() if c.area_id == "hd-v03"])
     final = played(prov.province, r.json()["id"], n)
     assert all(d["started_at"] for d in final["deliveries"])
+
+
+def test_another_communes_content_and_settings_are_not_readable(prov: Province) -> None:
+    """Kim Long's recording, audio, policy and thresholds do not exist for Hướng Đạo."""
+    r = prov.admin.post("/api/v1/users", json={"username": "canbo.kimlong",
+                                               "password": "Kim-Long-2026!",
+                                               "role": "officer", "area_id": OTHER})
+    assert r.status_code in (201, 409), r.text
+    kimlong = login(prov.admin.app, "canbo.kimlong", "Kim-Long-2026!")
+    theirs = tts(kimlong, "Thông báo riêng của xã Kim Long.")
+    for path in (f"/api/v1/contents/{theirs}", f"/api/v1/contents/{theirs}/audio",
+                 f"/api/v1/areas/{OTHER}/policy", f"/api/v1/areas/{OTHER}/thresholds"):
+        assert prov.commune.get(path).status_code == 404, path
+    # nor can it be scheduled or swapped in by its id
+    r = prov.commune.post("/api/v1/broadcasts", json={
+        "content_id": theirs, "targets": {"areas": [COMMUNE]},
+        "start_at": (datetime.now(UTC) + timedelta(hours=2)).isoformat()})
+    assert r.status_code == 422 and r.json()["code"] == "content_unknown"
+    # while the province's own policy (which applies to the commune) and the province's
+    # content handed down to it are readable
+    assert prov.commune.get(f"/api/v1/areas/{PROVINCE}/policy").status_code == 200
+    assert kimlong.get(f"/api/v1/contents/{theirs}").status_code == 200
+    down = tts(prov.province, "Thông báo của tỉnh gửi các xã.")
+    assert prov.commune.get(f"/api/v1/contents/{down}").status_code == 404  # not sent yet
+    r = prov.province.post("/api/v1/broadcasts", json={
+        "content_id": down, "targets": {"areas": [COMMUNE]}, "priority": "normal"})
+    assert r.status_code == 201, r.text
+    assert prov.commune.get(f"/api/v1/contents/{down}").status_code == 200

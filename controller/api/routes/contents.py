@@ -9,6 +9,7 @@ from fastapi import APIRouter, File, Query, Response, UploadFile
 from sqlalchemy import select
 
 from audio import AudioError, prepare_file, prepare_segment
+from controller.access.jurisdiction import visible_content
 from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
 from controller.api.schemas import ContentOut, TTSRequest
 from controller.broadcasting.contents import store_content
@@ -82,18 +83,15 @@ def tts(req: TTSRequest, db: SessionDep, rt: RuntimeDep, user: CurrentUser) -> C
 
 
 @router.get("/{content_id}", response_model=ContentOut)
-def get_content(content_id: str, db: SessionDep, _user: CurrentUser) -> ContentOut:
-    c = db.get(Content, content_id)
-    if c is None:
-        raise NotFound("content_not_found", f"no content {content_id!r}", content=content_id)
-    return _out(c)
+def get_content(content_id: str, db: SessionDep, user: CurrentUser) -> ContentOut:
+    return _out(visible_content(db, user, content_id))
 
 
 @router.get("/{content_id}/audio", response_class=Response)
-def get_audio(content_id: str, db: SessionDep, _user: CurrentUser) -> Response:
-    c = db.get(Content, content_id)
-    blob = db.get(ContentBlob, c.sha256) if c else None
-    if c is None or blob is None:
+def get_audio(content_id: str, db: SessionDep, user: CurrentUser) -> Response:
+    c = visible_content(db, user, content_id)
+    blob = db.get(ContentBlob, c.sha256)
+    if blob is None:
         raise NotFound("content_not_found", f"no content {content_id!r}", content=content_id)
     return Response(blob.data, media_type=c.mime,
                     headers={"Content-Disposition": f'inline; filename="{c.id}.{c.container}"'})

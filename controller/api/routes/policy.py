@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from controller.access import area_settings
+from controller.access.jurisdiction import visible_area
 from controller.access.policy import PolicyPatch
 from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
 from controller.fleet.thresholds import Thresholds, ThresholdsPatch
@@ -18,7 +19,9 @@ router = APIRouter(tags=["policy"])
 
 @router.get("/areas/{area_id}/thresholds")
 def get_thresholds(area_id: str, db: SessionDep, rt: RuntimeDep,
-                   _user: CurrentUser) -> dict[str, Any]:
+                   user: CurrentUser) -> dict[str, Any]:
+    """An area's own thresholds and the effective ones (one's area, beneath, or above)."""
+    visible_area(db, user, area_id)
     return area_settings.thresholds_of(db, rt.health, area_id)
 
 
@@ -30,7 +33,9 @@ def put_thresholds(area_id: str, patch: ThresholdsPatch, db: SessionDep, rt: Run
 
 
 @router.get("/areas/{area_id}/policy")
-def get_policy(area_id: str, db: SessionDep, _user: CurrentUser) -> dict[str, Any]:
+def get_policy(area_id: str, db: SessionDep, user: CurrentUser) -> dict[str, Any]:
+    """An area's own policy and the effective one (one's area, beneath, or above)."""
+    visible_area(db, user, area_id)
     return area_settings.policy_of(db, area_id)
 
 
