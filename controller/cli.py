@@ -20,19 +20,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
 
+from controller.access.broker_auth import (
+    CONTROLLER_USER,
+    mosquitto_hash,
+    render_controller_only,
+    write_files,
+)
 from controller.settings import Settings
+
+if TYPE_CHECKING:
+    from controller.runtime import Runtime
 
 log = logging.getLogger("loa")
 
@@ -193,21 +205,95 @@ def cmd_sim(argv: list[str]) -> int:
     return int(sim_cli.main(argv))
 
 
+@dataclasses.dataclass
+class _DemoBroker:
+    url: str
+    #: who the broker is: "external" (LOA_MQTT_URL), "mosquitto" (private, enforcing the
+    #: registry's credentials and ACL) or "amqtt" (embedded: credentials only, MQTT 3.1.1)
+    kind: str
+    pid_file: Path | None = None
+
+
 @contextlib.asynccontextmanager
-async def _broker_if_needed() -> AsyncIterator[tuple[str, bool]]:
-    """The broker's URL, and whether it is the embedded one (amqtt: MQTT 3.1.1 only)."""
+async def _broker_if_needed(files: Path) -> AsyncIterator[_DemoBroker]:
+    """The demo's broker. Where Mosquitto is installed, a private one that lets in only the
+    controller and the boards the registry holds, each on its own topics; elsewhere the
+    embedded amqtt, which checks credentials only (controller.transport.broker_access)."""
     url = os.environ.get("LOA_MQTT_URL")
     if url:
-        yield url, False
+        yield _DemoBroker(url, "external")
         return
+    import shutil
+
     from controller.transport.broker import EmbeddedBroker, free_port, port_free
 
-    broker = EmbeddedBroker(port=1883 if port_free(1883) else free_port())
-    await broker.start()
+    port = 1883 if port_free(1883) else free_port()
+    binary = shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)),
+        None)
+    if binary is None:
+        broker = EmbeddedBroker(port=port, files_dir=files)
+        await broker.start()
+        try:
+            yield _DemoBroker(broker.url, "amqtt")
+        finally:
+            await broker.stop()
+        return
+    import getpass
+
+    conf = files / "demo-mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous false\n"
+                    f"password_file {files / 'passwd'}\nacl_file {files / 'acl'}\n"
+                    "use_username_as_clientid true\npersistence false\n"
+                    f"max_queued_messages 100000\nuser {getpass.getuser()}\n")
+    proc = subprocess.Popen(  # noqa: ASYNC220 - the broker runs beside the server
+        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pid_file = files / "demo-mosquitto.pid"
+    pid_file.write_text(str(proc.pid))
+    for _ in range(100):  # listening within a few seconds
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        await asyncio.sleep(0.05)
     try:
-        yield broker.url, True
+        yield _DemoBroker(f"mqtt://127.0.0.1:{port}", "mosquitto", pid_file)
     finally:
-        await broker.stop()
+        proc.terminate()
+        proc.wait(10)
+
+
+def _controller_secret(folder: Path) -> str:
+    """The demo controller's broker password, made once and kept (0600)."""
+    import secrets
+
+    path = folder / "controller.secret"
+    folder.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(24))
+    return path.read_text().strip()
+
+
+def _write_bundles(db: Session, settings: Settings, runtime: Runtime, out: Path) -> None:
+    """A credential and bundle for every registered board (the demo's simulator loads
+    them); the broker's files follow when the runtime starts."""
+    from sqlalchemy import select
+
+    from controller.access.broker_auth import issue_credential
+    from controller.db.models import Cluster
+    from controller.fleet.provisioning import bundle_for
+
+    out.mkdir(parents=True, exist_ok=True)
+    clusters = list(db.scalars(select(Cluster).where(Cluster.provisioned.is_(True))))
+    secrets = {c.id: issue_credential(c) for c in clusters}
+    db.commit()
+    for c in clusters:
+        path = out / f"{c.id}.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(bundle_for(db, settings, runtime.key.verify_key, c,
+                                secrets[c.id]).model_dump_json(indent=1))
 
 
 async def _demo(args: argparse.Namespace) -> None:
@@ -217,13 +303,30 @@ async def _demo(args: argparse.Namespace) -> None:
     from controller.runtime import Runtime
     from devices.areas import load_fixture
 
-    async with _broker_if_needed() as (mqtt_url, embedded):
-        os.environ["LOA_MQTT_URL"] = mqtt_url
-        # amqtt speaks only MQTT 3.1.1: say so rather than have the link ask it
-        settings = Settings(mqtt_url=mqtt_url, mqtt_protocol="3.1.1" if embedded else "auto")
+    data_dir = Settings().data_dir
+    files = data_dir / "broker"
+    secret = _controller_secret(files)
+    # the controller's own entry before the broker starts (Mosquitto needs the files)
+    write_files(render_controller_only(mosquitto_hash(secret)), files)
+    async with _broker_if_needed(files) as broker:
+        mqtt_url, embedded = broker.url, broker.kind == "amqtt"
+        bundles: Path | None = None
+        if broker.kind != "external":  # the controller and every board with credentials
+            host_port = mqtt_url.split("://", 1)[1]
+            settings = Settings(mqtt_url=f"mqtt://{CONTROLLER_USER}:{secret}@{host_port}",
+                                broker_public_url=mqtt_url, broker_files_dir=files,
+                                broker_pid_file=broker.pid_file,
+                                # amqtt speaks only MQTT 3.1.1
+                                mqtt_protocol="3.1.1" if embedded else "auto")
+        else:
+            settings = Settings(mqtt_url=mqtt_url)
+        os.environ["LOA_MQTT_URL"] = settings.mqtt_url or mqtt_url
         runtime = Runtime.build(settings)
         with runtime.sessions() as db:
             register_network(db, load_fixture("huong-dao"))
+            if broker.kind != "external":
+                bundles = data_dir / "bundles"
+                _write_bundles(db, settings, runtime, bundles)
         app = create_app(settings, runtime)
         config = uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning")
         server = uvicorn.Server(config)
@@ -232,7 +335,8 @@ async def _demo(args: argparse.Namespace) -> None:
              "--pubkey", str(public_key_path(settings.data_dir)),
              "--heartbeat", str(args.heartbeat), "--control", "127.0.0.1:8700",
              # amqtt refuses MQTT 5 connects: say so rather than have every cluster probe
-             "--mqtt-protocol", "3.1.1" if embedded else "auto"],
+             "--mqtt-protocol", "3.1.1" if embedded else "auto",
+             *(["--bundles", str(bundles)] if bundles else [])],
         )
         url = f"http://127.0.0.1:{args.port}"
         password = runtime.generated_admin_password or settings.admin_password
@@ -241,7 +345,12 @@ async def _demo(args: argparse.Namespace) -> None:
             "  Loa demo: xã Hướng Đạo (14 villages, 15 clusters, 30 speakers)\n"
             f"  Console:  {url}/\n"
             f"  API:      {url}/api/v1   (OpenAPI: {url}/docs)\n"
-            f"  MQTT:     {mqtt_url}   (watch: mosquitto_sub -v -t 'loa/#')\n"
+            + (f"  MQTT:     {mqtt_url}   ({broker.kind}; credentials required; watch: "
+               f"mosquitto_sub -v -u {CONTROLLER_USER} -P $(cat {files / 'controller.secret'})"
+               " -t 'loa/#')\n"
+               if broker.kind != "external"
+               else f"  MQTT:     {mqtt_url}   (watch: mosquitto_sub -v -t 'loa/#')\n")
+            +
             "  Faults:   loa sim fault hd-c04 blown_speaker index=2   (loa sim fault --help)\n"
             f"  Login:    admin / {password}\n"
             "  Stop:     Ctrl-C\n"

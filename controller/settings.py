@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     broker_pid_file: Path | None = Field(
         None, description="the broker's pid file: SIGHUP after the files change, so it "
                           "re-reads them")
+    broker_observer_password: str | None = Field(
+        None, description="password of the broker's read-only user loa-observer (watch "
+                          "loa/# with mosquitto_sub); unset: no such user")
     broker_public_url: str | None = Field(
         None, description="the broker address boards are given in their bundles "
                           "(mqtt://host:port or mqtts://host:port); default: LOA_MQTT_URL "

@@ -36,10 +36,13 @@ from devices import topics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CONTROLLER_USER", "BrokerFiles", "issue_credential", "mosquitto_hash",
-           "reload_broker", "render", "revoke_credential", "write_files"]
+__all__ = ["CONTROLLER_USER", "OBSERVER_USER", "BrokerFiles", "issue_credential", "mosquitto_hash",
+           "reload_broker", "render", "render_controller_only", "revoke_credential",
+           "write_files"]
 
 CONTROLLER_USER = "loa-controller"
+#: reads everything, publishes nothing
+OBSERVER_USER = "loa-observer"
 #: Mosquitto 2's own iteration count for ``$7$`` hashes (mosquitto_passwd)
 PBKDF2_ITERATIONS = 101
 
@@ -73,8 +76,11 @@ class BrokerFiles:
     clusters: int
 
 
-def render(db: Session, controller_hash: str | None) -> BrokerFiles:
-    """The password and ACL files for every board holding a credential."""
+def render(db: Session, controller_hash: str | None,
+           observer_hash: str | None = None) -> BrokerFiles:
+    """The password and ACL files for every board holding a credential, the controller
+    and, if configured, the read-only observer (``loa-observer``: a technician's
+    ``mosquitto_sub``, a monitoring system)."""
     parent = {a: p for a, p in db.execute(select(Area.id, Area.parent_id))}
 
     def path(area: str | None) -> list[str]:
@@ -89,6 +95,9 @@ def render(db: Session, controller_hash: str | None) -> BrokerFiles:
         .order_by(Cluster.id)).all()
     passwd = [f"{CONTROLLER_USER}:{controller_hash}"] if controller_hash else []
     acl = [f"user {CONTROLLER_USER}", f"topic readwrite {topics.ROOT}/#", ""]
+    if observer_hash:
+        passwd.append(f"{OBSERVER_USER}:{observer_hash}")
+        acl += [f"user {OBSERVER_USER}", f"topic read {topics.ROOT}/#", ""]
     for cid, area, hashed in rows:
         passwd.append(f"{cid}:{hashed}")
         acl.append(f"user {cid}")
@@ -102,6 +111,12 @@ def render(db: Session, controller_hash: str | None) -> BrokerFiles:
         acl += [f"topic read {topics.ROOT}/content/#", f"topic read {topics.CONTROLLER_STATUS}",
                 ""]
     return BrokerFiles("\n".join(passwd) + "\n", "\n".join(acl) + "\n", len(rows))
+
+
+def render_controller_only(controller_hash: str) -> BrokerFiles:
+    """The files before any registry exists: the controller alone may connect."""
+    return BrokerFiles(f"{CONTROLLER_USER}:{controller_hash}\n",
+                       f"user {CONTROLLER_USER}\ntopic readwrite {topics.ROOT}/#\n", 0)
 
 
 def _write(path: Path, text: str) -> None:

@@ -79,11 +79,13 @@ class BrokerSync:
         out = self.settings.broker_files_dir
         if out is None:
             return None
+        watcher = self.settings.broker_observer_password
+        observer = mosquitto_hash(watcher) if watcher else None
         if db is None:
             with self.sessions() as own:
-                files = render(own, self.controller_hash())
+                files = render(own, self.controller_hash(), observer)
         else:
-            files = render(db, self.controller_hash())
+            files = render(db, self.controller_hash(), observer)
         write_files(files, out)
         reload_broker(self.settings.broker_pid_file)
         log.info("broker credentials written for %d board(s) in %s", files.clusters, out)

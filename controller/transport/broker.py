@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class EmbeddedBroker:
-    def __init__(self, host: str = "127.0.0.1", port: int = 1883):
-        self.host, self.port = host, port
+    """``files_dir``: let in only the controller's credentials from that folder
+    (:mod:`controller.transport.broker_access`); None: anyone connects (tests only)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 1883,
+                 files_dir: Path | None = None):
+        self.host, self.port, self.files_dir = host, port, files_dir
         self._broker: Any = None
 
     @property
@@ -45,6 +50,12 @@ class EmbeddedBroker:
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin":
                         {"allow_anonymous": True}},
         }
+        if self.files_dir is not None:
+            where = {"files_dir": str(self.files_dir)}
+            # credentials only: amqtt's topic filtering races its own delivery loop
+            # (controller.transport.broker_access); Mosquitto enforces the ACL
+            config["plugins"] = {
+                "controller.transport.broker_access.RegistryAuthPlugin": where}
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(logging.WARNING)
         self._broker = Broker(config)

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from firmware_sim.cluster import SimConfig
 from nacl.signing import VerifyKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.access.broker_auth import CONTROLLER_USER
+from controller.access.broker_auth import CONTROLLER_USER, OBSERVER_USER
 from controller.db.session import make_engine, make_sessionmaker
 from controller.fleet.provisioning import BrokerSync
 from devices import topics
@@ -34,10 +36,12 @@ pytestmark = [pytest.mark.integration,
 
 COMMUNE = "vn-vp-tamduong-huongdao"
 CONTROLLER_SECRET = "controller-secret-for-the-tests-0123"
+OBSERVER_SECRET = "observer-secret-for-the-tests-4567"
 
 
 @dataclass
 class Secured:
+    kind: str
     admin: TestClient
     broker: Broker
     bundles: dict[str, ProvisioningBundle]
@@ -53,7 +57,7 @@ class Client:
         self.connected = threading.Event()
         self.refused: Any = None
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2,
-                             client_id=client_id or f"probe-{free_port()}")
+                             client_id=client_id or f"probe-{uuid.uuid4().hex[:12]}")
         if username is not None:
             self.c.username_pw_set(username, password)
         self.c.on_connect = self._on_connect
@@ -87,28 +91,37 @@ class Client:
         self.c.disconnect()
 
 
-@pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
-    tmp = tmp_path_factory.mktemp("secured")
+@pytest.fixture(scope="module", params=["mosquitto", "amqtt"])
+def secured(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    """The same registry enforced by Mosquitto (its password and ACL files, re-read on
+    SIGHUP) and by the embedded broker of ``loa demo`` (amqtt, the same password file)."""
+    kind = request.param
+    tmp = tmp_path_factory.mktemp(f"secured-{kind}")
     net = load_fixture("huong-dao")
     port = free_port()
     files = tmp / "broker"
     probe = Broker(tmp, port=port)  # (only its URL, for the settings)
     settings = make_settings(tmp, probe, broker_files_dir=files,
-                             broker_pid_file=tmp / "broker.pid",
+                             broker_pid_file=tmp / "broker.pid" if kind == "mosquitto" else None,
+                             mqtt_protocol="auto" if kind == "mosquitto" else "3.1.1",
+                             broker_observer_password=OBSERVER_SECRET,
                              mqtt_url=f"mqtt://{CONTROLLER_USER}:{CONTROLLER_SECRET}"
                                       f"@127.0.0.1:{port}")
     seed(settings, net)
     engine = make_engine(settings.db_url)
     BrokerSync(settings, make_sessionmaker(engine)).sync()  # before the broker starts
     engine.dispose()
-    broker = Broker(tmp, port=port, anonymous=False,
-                    extra_conf=f"password_file {files / 'passwd'}\nacl_file {files / 'acl'}\n"
-                               # (as root, Mosquitto would become "mosquitto", which may
-                               # not read the controller's 0600 files)
-                               "use_username_as_clientid true\nuser root\n").start()
-    assert broker.proc is not None
-    (tmp / "broker.pid").write_text(str(broker.proc.pid))
+    if kind == "amqtt":
+        broker = Broker(tmp, port=port, embedded=True, files_dir=files).start()
+    else:
+        broker = Broker(tmp, port=port, anonymous=False, extra_conf=(
+            f"password_file {files / 'passwd'}\nacl_file {files / 'acl'}\n"
+            # (as root, Mosquitto would become "mosquitto", which may not read the
+            # controller's 0600 files)
+            "use_username_as_clientid true\nuser root\n")).start()
+        assert broker.proc is not None
+        (tmp / "broker.pid").write_text(str(broker.proc.pid))
     try:
         with running_controller(settings) as admin:
             bundles = {}
@@ -118,11 +131,12 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
                 bundles[cid] = ProvisioningBundle.model_validate(r.json())
             key = VerifyKey(bytes.fromhex(bundles["hd-c01"].controller_public_key))
             sim = SimThread(net, SimConfig(port=port, heartbeat_s=2, keys=[key], passwords={
-                cid: b.password for cid, b in bundles.items()})).start()
+                cid: b.password for cid, b in bundles.items()},
+                protocol="auto" if kind == "mosquitto" else "3.1.1")).start()
             wait_for(lambda: all(c["state"] == "online"
                                  for c in admin.get("/api/v1/clusters").json()), 30,
                      "every provisioned board online")
-            yield Secured(admin, broker, bundles, sim)
+            yield Secured(kind, admin, broker, bundles, sim)
             sim.stop()
     finally:
         broker.kill()
@@ -164,47 +178,73 @@ def test_nobody_connects_without_a_valid_credential(secured: Secured) -> None:
 
 
 def test_a_board_publishes_only_as_itself_and_reads_only_its_own(secured: Secured) -> None:
-    port = secured.broker.port
-    # an independent witness with every right: what reached the broker's subscribers
-    witness = Client(port, CONTROLLER_USER, CONTROLLER_SECRET, client_id=CONTROLLER_USER + "-w")
-    rogue = Client(port, "hd-c03", secured.bundles["hd-c03"].password)
+    """A spare board's credential in an attacker's hands (hd-c17, registered, no board
+    running), against an independent observer that may read everything."""
+    if secured.kind == "amqtt":
+        pytest.skip("the embedded broker checks credentials, not the ACL: amqtt's topic "
+                    "filtering races its delivery loop (controller/transport/broker_access.py)")
+    port, admin = secured.broker.port, secured.admin
+    r = admin.post("/api/v1/clusters", json={"id": "hd-c17", "area_id": "hd-v02"})
+    assert r.status_code in (201, 409), r.text
+    stolen = admin.post("/api/v1/clusters/hd-c17/credentials").json()["password"]
+    witness = Client(port, OBSERVER_USER, OBSERVER_SECRET)
+    assert witness.wait()
+    witness.subscribe("loa/#")
+    listener = Client(port, "hd-c17", stolen)
     try:
-        assert witness.wait() and rogue.wait()
-        witness.subscribe("loa/#")
-        rogue.subscribe("loa/#")  # asks for everything; the broker gives it its own share
-        forged = {"v": 1, "kind": "delivery", "cluster_id": "hd-c04", "seq": 99,
-                  "ts": "2026-12-07T00:00:00.000Z", "command_id": "x" * 32,
-                  "occurrence_id": "y" * 32, "state": "played",
-                  "at": "2026-12-07T00:00:00.000Z", "reason": None, "revision": 0}
-        rogue.publish(topics.cluster_event("hd-c04"), json.dumps(forged).encode())
-        rogue.publish(topics.cluster_status("hd-c04"),
-                      b'{"v":1,"cluster_id":"hd-c04","state":"offline","bd_seq":1}', retain=True)
-        rogue.publish(topics.cluster_cmd("hd-c03"), b'{"v":1,"kind":"play"}')
-        rogue.publish(topics.CONTROLLER_STATUS, b'{"v":1,"state":"online"}', retain=True)
-        rogue.publish(topics.cluster_event("hd-c03"), b'{"v":1,"kind":"noise"}')  # its own
-        # what the controller publishes: to the rogue's commune (it may read), to another
-        # commune and to another board (it may not)
-        witness.publish(topics.area_cmd(COMMUNE), b"for-hd-c03-too")
-        witness.publish(topics.area_cmd("vn-vp-tamduong-kimlong"), b"not-for-hd-c03")
-        witness.publish(topics.cluster_cmd("hd-c04"), b"not-for-hd-c03")
-        wait_for(lambda: (topics.cluster_event("hd-c03"), b'{"v":1,"kind":"noise"}')
-                 in witness.got, 10, "the rogue's own event (the broker lets it speak as itself)")
-        wait_for(lambda: any(p == b"for-hd-c03-too" for _t, p in rogue.got), 10,
-                 "its commune's command")
-        wait_for(lambda: any(p == b"not-for-hd-c03" for _t, p in witness.got), 10,
-                 "the witness hearing the other commands")
-        heard = {t for t, _p in witness.got}
-        assert topics.cluster_event("hd-c04") not in heard
-        assert topics.cluster_status("hd-c04") not in heard or all(
-            b'"offline"' not in p for t, p in witness.got if t == topics.cluster_status("hd-c04"))
-        assert topics.cluster_cmd("hd-c03") not in heard
-        assert all(b'"state":"online"}' != p for t, p in witness.got
-                   if t == topics.CONTROLLER_STATUS)
-        assert not any(p == b"not-for-hd-c03" for _t, p in rogue.got)
-        c04 = secured.admin.get("/api/v1/clusters/hd-c04").json()
-        assert c04["state"] == "online"
+        assert listener.wait()
+        # asks for everything: Mosquitto gives it its own share of it, amqtt refuses it
+        listener.subscribe("loa/#")
+        listener.subscribe(topics.area_cmd(COMMUNE))  # its own share, asked for plainly
+        listener.subscribe(topics.cluster_cmd("hd-c04"))  # another board's: never delivered
+        # the controller sends to the commune (it may read) and to hd-c04 (it may not)
+        c = admin.post("/api/v1/contents/tts", json={"text": "Thử."}).json()["id"]
+        start = (datetime.now(UTC) + timedelta(seconds=20)).isoformat()
+        r = admin.post("/api/v1/broadcasts", json={  # (sent at once: within the lead)
+            "content_id": c, "targets": {"areas": [COMMUNE]}, "start_at": start})
+        assert r.status_code == 201, r.text
+        assert admin.post("/api/v1/clusters/hd-c04/actions",
+                          json={"kind": "report_now"}).status_code == 202
+        wait_for(lambda: any(t == topics.cluster_cmd("hd-c04") for t, _p in witness.got), 10,
+                 "the observer hearing the command to hd-c04")
+        wait_for(lambda: any(t == topics.area_cmd(COMMUNE) for t, _p in listener.got), 10,
+                 "the stolen board hearing its commune's command")
+        got = {t for t, _p in listener.got}
+        assert topics.cluster_cmd("hd-c04") not in got
+        assert all(t.startswith("loa/v1/cluster/hd-c17/") for t in got
+                   if t.startswith("loa/v1/cluster/")), got  # no other board's status either
     finally:
-        rogue.close()
+        listener.close()
+    forged = {"v": 1, "kind": "delivery", "cluster_id": "hd-c04", "seq": 99,
+              "ts": "2026-12-07T00:00:00.000Z", "command_id": "x" * 32,
+              "occurrence_id": "y" * 32, "state": "played",
+              "at": "2026-12-07T00:00:00.000Z", "reason": None, "revision": 0}
+    attempts = [(topics.cluster_event("hd-c04"), json.dumps(forged).encode(), False),
+                (topics.cluster_status("hd-c04"),
+                 b'{"v":1,"cluster_id":"hd-c04","state":"offline","bd_seq":1}', True),
+                (topics.cluster_cmd("hd-c17"), b'{"v":1,"kind":"play","forged":1}', False),
+                (topics.CONTROLLER_STATUS, b'{"v":1,"state":"online","forged":1}', True)]
+    try:
+        for topic, payload, retain in attempts:  # (amqtt drops a client that tries)
+            rogue = Client(port, "hd-c17", stolen)
+            try:
+                assert rogue.wait()
+                rogue.c.publish(topic, payload, qos=0, retain=retain)
+            finally:
+                rogue.close()
+        rogue = Client(port, "hd-c17", stolen)
+        try:
+            assert rogue.wait()
+            rogue.publish(topics.cluster_event("hd-c17"), b'{"v":1,"kind":"noise"}')  # its own
+        finally:
+            rogue.close()
+        wait_for(lambda: (topics.cluster_event("hd-c17"), b'{"v":1,"kind":"noise"}')
+                 in witness.got, 10, "the board's own event (the broker lets it speak as itself)")
+        heard = [p for _t, p in witness.got]
+        for _topic, payload, _retain in attempts:
+            assert payload not in heard, payload
+        assert admin.get("/api/v1/clusters/hd-c04").json()["state"] == "online"
+    finally:
         witness.close()
 
 
@@ -267,7 +307,8 @@ def test_a_technician_registers_a_new_board_replaces_it_and_retires_it(
         speakers=(Speaker(1, "Loa chợ"), Speaker(2, "Loa đình")))})
     sim = SimThread(board, SimConfig(port=port, heartbeat_s=2, keys=[
         VerifyKey(bytes.fromhex(first.controller_public_key))],
-        passwords={"hd-c16": first.password})).start()
+        passwords={"hd-c16": first.password},
+        protocol="auto" if secured.kind == "mosquitto" else "3.1.1")).start()
     try:
         wait_for(lambda: tech.get("/api/v1/clusters/hd-c16").json()["state"] == "online", 20,
                  "the new board online")

@@ -61,6 +61,8 @@ class Broker:
     embedded: bool = False
     #: False: only clients with credentials (the extra configuration names the files)
     anonymous: bool = True
+    #: the embedded broker enforces the controller's passwd and acl in this folder
+    files_dir: Path | None = None
 
     @property
     def url(self) -> str:
@@ -86,7 +88,7 @@ class Broker:
 
     def _start_embedded(self) -> None:
         loop = asyncio.new_event_loop()
-        broker = EmbeddedBroker(port=self.port)
+        broker = EmbeddedBroker(port=self.port, files_dir=self.files_dir)
         ready = threading.Event()
 
         def run() -> None:
