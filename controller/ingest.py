@@ -23,7 +23,8 @@ from controller.fleet.actions import ActionService
 from controller.fleet.availability import check_upcoming_slots
 from controller.fleet.health import HealthTracker
 from controller.fleet.history import TelemetryHistory
-from controller.fleet.tampering import RefusalWatch, RequestLimit
+from controller.fleet.tampering import RefusalWatch
+from controller.limits import RateLimit
 from controller.storage import StorageMonitor, is_storage_error
 from controller.transport.link import Inbound, Link
 from devices import topics
@@ -94,7 +95,7 @@ class Ingest:
         self._last_sweep = 0.0
         self._rebirth_sent: dict[str, float] = {}
         self.refusals = RefusalWatch(health.alerts)
-        self.requests = RequestLimit()
+        self.requests = RateLimit()
 
     def start(self) -> None:
         with self.sessions() as db:

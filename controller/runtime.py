@@ -27,6 +27,7 @@ from controller.fleet.health import HealthTracker
 from controller.fleet.history import TelemetryHistory
 from controller.fleet.provisioning import BrokerSync
 from controller.ingest import Ingest
+from controller.limits import RateLimit
 from controller.settings import Settings
 from controller.storage import StorageMonitor
 from controller.transport.link import Link, Outbound
@@ -72,6 +73,8 @@ class Runtime:
     started: bool = field(default=False)
     #: failed logins per client address
     logins: LoginThrottle = field(default_factory=LoginThrottle)
+    #: audio each account may have prepared (uploads, text to speech); set in build()
+    audio_work: RateLimit = field(default_factory=RateLimit)
     #: work a request starts and does not wait for (the rest of a CAP emergency's audio)
     background: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="loa-background"))
@@ -128,9 +131,11 @@ class Runtime:
                         storage=storage)
         with sessions() as db:
             generated = ensure_admin(db, settings.admin_password)
-        return cls(settings, engine, sessions, key, link, health, content, dispatcher, scheduler,
-                   ingest, actions, alerts, webhooks, EspeakNg(), storage, lock,
-                   BrokerSync(settings, sessions), generated)
+        rt = cls(settings, engine, sessions, key, link, health, content, dispatcher, scheduler,
+                 ingest, actions, alerts, webhooks, EspeakNg(), storage, lock,
+                 BrokerSync(settings, sessions), generated)
+        rt.audio_work = RateLimit(settings.audio_burst, settings.audio_per_hour / 3600)
+        return rt
 
     def audio_settings(self, chime: bool | None = None) -> AudioSettings:
         s = self.settings

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     target_lufs: float = -16.0
     chime: bool = Field(True, description="chime before and after each announcement")
     chunk_size: int = Field(16 * 1024, ge=1024, le=256 * 1024)
+    audio_burst: int = Field(20, ge=1, description="uploads and texts to speak one account "
+                             "may send at once")
+    audio_per_hour: int = Field(120, ge=1, description="and per hour after that (429 "
+                                "rate_limited past it)")
     token_ttl_s: int = Field(1800, ge=60, description="life of an access token; the console "
                              "renews it with its refresh token")
     refresh_ttl_s: int = Field(12 * 3600, ge=300, description="life of a refresh token: "

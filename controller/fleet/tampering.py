@@ -7,13 +7,12 @@
   been quiet for the window.
 * **Content requests.** Each request makes the controller publish chunks; a board that
   asks again and again (a bug, or someone with its credential) would make the controller
-  amplify it. :class:`RequestLimit` lets each board make ``burst`` requests at once and
-  ``rate_per_s`` after that; the rest are dropped and counted.
+  amplify it. :class:`controller.limits.RateLimit` lets each board make ``burst``
+  requests at once and ``rate_per_s`` after that; the rest are dropped and counted.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter, deque
 from datetime import datetime
@@ -22,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from controller.fleet.alerts import AlertManager
 
-__all__ = ["CODE", "RefusalWatch", "RequestLimit"]
+__all__ = ["CODE", "RefusalWatch"]
 
 CODE = "possible_tampering"
 
@@ -63,25 +62,3 @@ class RefusalWatch:
     def _expire(self, seen: deque[tuple[float, str]], t: float) -> None:
         while seen and t - seen[0][0] > self.window_s:
             seen.popleft()
-
-
-class RequestLimit:
-    """A token bucket per board."""
-
-    def __init__(self, burst: int = 20, rate_per_s: float = 2.0):
-        self.burst, self.rate = burst, rate_per_s
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-        self.dropped: Counter[str] = Counter()
-
-    def allow(self, cluster_id: str) -> bool:
-        t = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.get(cluster_id, (float(self.burst), t))
-            tokens = min(float(self.burst), tokens + (t - last) * self.rate)
-            if tokens < 1.0:
-                self._buckets[cluster_id] = (tokens, t)
-                self.dropped[cluster_id] += 1
-                return False
-            self._buckets[cluster_id] = (tokens - 1.0, t)
-            return True

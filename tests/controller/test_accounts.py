@@ -159,3 +159,16 @@ def test_the_audit_log_says_who_did_what_from_where(tmp_path: Path) -> None:
         csv = leader.get("/api/v1/audit", params={"format": "csv", "username": "canbo.hd"})
         assert csv.text.startswith("at,username,role,area_id,client,action,target,status")
         assert officer.get("/api/v1/audit").status_code == 403
+
+
+def test_an_account_cannot_make_the_controller_prepare_audio_without_end(tmp_path: Path) -> None:
+    with memory_commune(tmp_path, audio_burst=3, audio_per_hour=1) as (api, _link):
+        codes = [api.post("/api/v1/contents/tts", json={"text": f"Thông báo số {i}."})
+                 .status_code for i in range(5)]
+        assert codes == [201, 201, 201, 429, 429]
+        r = api.post("/api/v1/contents/tts", json={"text": "Thêm một."})
+        assert r.json()["code"] == "rate_limited" and r.json()["params"]["retry_after_s"] > 60
+        # another account has its own share
+        _user(api, "canbo.hd")
+        assert _as(api, "canbo.hd", GOOD).post("/api/v1/contents/tts", json={
+            "text": "Của cán bộ."}).status_code == 201

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import uuid
 from typing import Annotated
 
@@ -14,7 +15,7 @@ from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
 from controller.api.schemas import ContentOut, TTSRequest
 from controller.broadcasting.contents import store_content
 from controller.db.models import Content, ContentBlob
-from controller.errors import LoaError, NotFound, TooLarge
+from controller.errors import LoaError, NotFound, TooLarge, TooMany
 
 router = APIRouter(prefix="/contents", tags=["contents"])
 
@@ -41,11 +42,21 @@ def _out(c: Content) -> ContentOut:
                       source_name=c.source_name, text=c.text, created_at=c.created_at)
 
 
+def _spend(rt: RuntimeDep, user: CurrentUser) -> None:
+    """Preparing audio costs the controller seconds of CPU: each account has its share
+    (``LOA_AUDIO_BURST`` at once, ``LOA_AUDIO_PER_HOUR`` after that)."""
+    wait = rt.audio_work.wait_s(user.username)
+    if wait > 0:
+        raise TooMany("rate_limited", f"{user.username} has prepared much audio lately; try "
+                      f"again in {math.ceil(wait)} s", retry_after_s=math.ceil(wait))
+
+
 @router.post("", response_model=ContentOut, status_code=201)
 def upload(file: Annotated[UploadFile, File(description="mp3, wav, m4a/aac, ogg/opus, amr")],
            db: SessionDep, rt: RuntimeDep, user: CurrentUser,
            chime: Annotated[bool | None, Query(description="chime before/after")] = None,
            ) -> ContentOut:
+    _spend(rt, user)
     limit = int(rt.settings.max_upload_mb * 1024 * 1024)
     data = file.file.read(limit + 1)
     if len(data) > limit:
@@ -73,6 +84,7 @@ def tts(req: TTSRequest, db: SessionDep, rt: RuntimeDep, user: CurrentUser) -> C
         db.add(c)
         db.commit()
         return _out(c)
+    _spend(rt, user)
     try:
         seg = rt.tts.synthesize(req.text, req.voice, req.speed)
         prepared = prepare_segment(seg, settings, source_format="tts")
