@@ -11,6 +11,8 @@
                             issue boards' broker credentials: one bundle per board in DIR
     loa broker files [--out DIR]
                             write the broker's password and ACL files from the registry
+    loa broker tls --out DIR --host NAME [--host NAME ...] [--port 8883]
+                            a CA and the broker's TLS certificate signed by it
     loa network export FILE | import FILE
                             the whole network (areas, boards, speakers) as a JSON file
 """
@@ -135,6 +137,16 @@ def cmd_provision(args: argparse.Namespace) -> int:
 def cmd_broker(args: argparse.Namespace) -> int:
     from controller.fleet.provisioning import BrokerSync
 
+    if args.action == "tls":
+        from controller.access.tls import make_broker_tls
+
+        if not args.out or not args.host:
+            print("loa broker tls: give --out DIR and at least one --host", file=sys.stderr)
+            return 2
+        snippet = make_broker_tls(Path(args.out), args.host, args.port)
+        print(f"CA and broker certificate in {args.out}; Mosquitto listener: {snippet}; "
+              f"boards and LOA_MQTT_CA_FILE trust {Path(args.out) / 'ca.pem'}")
+        return 0
     settings, sessions = _registry()
     if args.out:
         settings = settings.model_copy(update={"broker_files_dir": Path(args.out)})
@@ -406,8 +418,12 @@ def main(argv: list[str] | None = None) -> int:
     prov.add_argument("--all", action="store_true", help="every registered board")
     prov.add_argument("--out", required=True, help="folder for the bundles (one per board)")
     broker = sub.add_parser("broker", help="the broker's password and ACL files")
-    broker.add_argument("action", choices=["files"])
-    broker.add_argument("--out", default=None, help="folder (default LOA_BROKER_FILES_DIR)")
+    broker.add_argument("action", choices=["files", "tls"])
+    broker.add_argument("--out", default=None, help="folder (files: default "
+                        "LOA_BROKER_FILES_DIR)")
+    broker.add_argument("--host", action="append", default=[],
+                        help="tls: a name or address boards connect to (repeat)")
+    broker.add_argument("--port", type=int, default=8883, help="tls: the listener's port")
     net = sub.add_parser("network", help="the network (areas, boards, speakers) as a file")
     net.add_argument("action", choices=["export", "import"])
     net.add_argument("file")

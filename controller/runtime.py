@@ -107,7 +107,8 @@ class Runtime:
                                            dumps(ControllerStatus(v=1, state="offline")), 1,
                                            True),
                              announce=_announce, client_id=settings.client_id,
-                             session_expiry_s=settings.mqtt_session_expiry_s)
+                             session_expiry_s=settings.mqtt_session_expiry_s,
+                             tls=settings.mqtt_tls())
         link.subscribe(SUBSCRIPTIONS)
 
         def load_blob(sha: str) -> bytes | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import ssl
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,7 +27,12 @@ class Settings(BaseSettings):
         "development", description="production refuses a missing admin password")
     data_dir: Path = Field(Path(".loa"), description="signing key, SQLite database, logs")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in data_dir")
-    mqtt_url: str | None = Field(None, description="mqtt://[user:pass@]host:port")
+    mqtt_url: str | None = Field(None, description="mqtt://[user:pass@]host:port, or "
+                                 "mqtts://… for TLS (port 8883 by default)")
+    mqtt_ca_file: Path | None = Field(
+        None, description="PEM of the CA that signed the broker's TLS certificate (loa broker "
+                          "tls makes one); given to boards in their bundles too. Unset with "
+                          "mqtts: the system's CAs")
     mqtt_protocol: Literal["auto", "5", "3.1.1"] = Field(
         "auto", description="MQTT version to the broker: auto tries MQTT 5 first and falls "
                             "back to 3.1.1 for a broker that speaks only that (amqtt)")
@@ -156,4 +162,13 @@ class Settings(BaseSettings):
     @cached_property
     def mqtt(self) -> tuple[str, int, str | None, str | None]:
         u = urlparse(self.mqtt_url or "mqtt://127.0.0.1:1883")
-        return u.hostname or "127.0.0.1", u.port or 1883, u.username, u.password
+        default = 8883 if u.scheme == "mqtts" else 1883
+        return u.hostname or "127.0.0.1", u.port or default, u.username, u.password
+
+    def mqtt_tls(self) -> ssl.SSLContext | None:
+        """The TLS context for an ``mqtts://`` broker (verifying its certificate and name
+        against ``mqtt_ca_file``, else the system's CAs); None for ``mqtt://``."""
+        if urlparse(self.mqtt_url or "").scheme != "mqtts":
+            return None
+        return ssl.create_default_context(
+            cafile=str(self.mqtt_ca_file) if self.mqtt_ca_file else None)

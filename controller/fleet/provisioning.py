@@ -42,14 +42,16 @@ PROVISIONERS = ("admin", "technician")
 def _public_url(settings: Settings) -> str:
     if settings.broker_public_url:
         return settings.broker_public_url
-    u = urlparse(settings.mqtt_url or "mqtt://127.0.0.1:1883")
-    return f"{u.scheme or 'mqtt'}://{u.hostname or '127.0.0.1'}:{u.port or 1883}"
+    host, port, _user, _password = settings.mqtt
+    scheme = urlparse(settings.mqtt_url or "mqtt://").scheme or "mqtt"
+    return f"{scheme}://{host}:{port}"
 
 
 def bundle_for(db: Session, settings: Settings, verify_key: VerifyKey, cluster: Cluster,
                secret: str) -> ProvisioningBundle:
+    ca = settings.mqtt_ca_file.read_text() if settings.mqtt_ca_file else None
     return ProvisioningBundle(
-        cluster_id=cluster.id, username=cluster.id, password=secret,
+        cluster_id=cluster.id, username=cluster.id, password=secret, ca_pem=ca,
         broker_url=_public_url(settings), controller_public_key=bytes(verify_key).hex(),
         key_id=key_id(verify_key), area_path=ancestor_ids(db, cluster.area_id),
         issued_at=cluster.credential_issued_at or utcnow())

@@ -29,6 +29,7 @@ import logging
 import random
 import select
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -85,11 +86,25 @@ def _connack_or_refusal(sock: socket.socket,
         return packet, buf[n:]
 
 
+def open_socket(host: str, port: int, timeout: float,
+                tls: ssl.SSLContext | None = None) -> socket.socket:
+    """A TCP connection to the broker, inside TLS when ``tls`` is given (mqtts)."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    if tls is None:
+        return sock
+    try:
+        return tls.wrap_socket(sock, server_hostname=host)
+    except BaseException:
+        sock.close()
+        raise
+
+
 def probe_mqtt5(host: str, port: int, username: str | None = None,
-                password: str | None = None, timeout: float = 5.0) -> bool | None:
+                password: str | None = None, timeout: float = 5.0,
+                tls: ssl.SSLContext | None = None) -> bool | None:
     """Does the broker at ``host:port`` speak MQTT 5? None when it cannot be reached."""
     try:
-        sock = socket.create_connection((host, port), timeout=timeout)
+        sock = open_socket(host, port, timeout, tls)
     except OSError:
         return None
     try:
@@ -116,9 +131,11 @@ class Mqtt5Link(LinkBase):
                  inbox_max: int = 200_000, keepalive: int = 15,
                  will: Outbound | None = None,
                  announce: Callable[[], Outbound] | None = None,
-                 session_expiry_s: int = 0):
+                 session_expiry_s: int = 0,
+                 tls: ssl.SSLContext | None = None):
         super().__init__(host, port, inbox_max)
         self.username, self.password = username, password
+        self.tls = tls
         self.client_id = client_id or f"loa-controller-{uuid.uuid4().hex[:8]}"
         #: how long the broker keeps this session (and queues for it) after a disconnect;
         #: 0 (and no stable client id) is a session for this connection only
@@ -298,7 +315,7 @@ class Mqtt5Link(LinkBase):
     def _connect(self) -> tuple[socket.socket, bytes]:
         """Connected (and the SUBSCRIBE on its way): the socket, and the bytes read after
         the CONNACK, which the read loop starts with."""
-        sock = socket.create_connection((self.host, self.port), timeout=5)
+        sock = open_socket(self.host, self.port, 5, self.tls)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             will = None
@@ -440,14 +457,14 @@ def make_link(host: str, port: int, username: str | None = None,
               password: str | None = None, *, protocol: str = "auto",
               will: Outbound | None = None, announce: Callable[[], Outbound] | None = None,
               inbox_max: int = 200_000, client_id: str | None = None,
-              session_expiry_s: int = 0) -> Link:
+              session_expiry_s: int = 0, tls: ssl.SSLContext | None = None) -> Link:
     """The link for this broker: MQTT 5 (:class:`Mqtt5Link`) unless ``protocol`` says
     ``3.1.1`` or, with ``auto``, the broker answers an MQTT 5 CONNECT as a 3.1.1 broker.
     An unreachable broker under ``auto`` gets MQTT 5. With a ``client_id`` and a
     ``session_expiry_s``, the broker keeps the session (and queues QoS 1 messages for it)
     across disconnects and restarts of the controller."""
     if protocol == "auto":
-        v5 = probe_mqtt5(host, port, username, password)
+        v5 = probe_mqtt5(host, port, username, password, tls=tls)
         protocol = "3.1.1" if v5 is False else "5"
         if v5 is False:
             log.info("MQTT broker %s:%s speaks only MQTT 3.1.1", host, port)
@@ -456,8 +473,8 @@ def make_link(host: str, port: int, username: str | None = None,
 
         return Mqtt311Link(host, port, username, password, client_id, will=will,
                            announce=announce, inbox_max=inbox_max,
-                           persistent=session_expiry_s > 0)
+                           persistent=session_expiry_s > 0, tls=tls)
     if protocol != "5":
         raise ValueError(f"unknown MQTT protocol {protocol!r} (5, 3.1.1 or auto)")
     return Mqtt5Link(host, port, username, password, client_id, will=will, announce=announce,
-                     inbox_max=inbox_max, session_expiry_s=session_expiry_s)
+                     inbox_max=inbox_max, session_expiry_s=session_expiry_s, tls=tls)

@@ -11,6 +11,7 @@ are acknowledged only once their effects are committed (paho's ``manual_ack``).
 from __future__ import annotations
 
 import logging
+import ssl
 import uuid
 from collections.abc import Callable
 
@@ -30,7 +31,7 @@ class Mqtt311Link(LinkBase):
                  inbox_max: int = 200_000, keepalive: int = 15,
                  will: Outbound | None = None,
                  announce: Callable[[], Outbound] | None = None,
-                 persistent: bool = False):
+                 persistent: bool = False, tls: ssl.SSLContext | None = None):
         super().__init__(host, port, inbox_max)
         self.keepalive = keepalive
         self.will, self.announce = will, announce
@@ -42,6 +43,8 @@ class Mqtt311Link(LinkBase):
         )
         if username:
             self._client.username_pw_set(username, password)
+        if tls is not None:
+            self._client.tls_set_context(tls)
         self._client.max_inflight_messages_set(1000)
         self._client.max_queued_messages_set(0)
         self._client.reconnect_delay_set(1, 10)

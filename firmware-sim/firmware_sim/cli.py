@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundles", type=Path, default=None, metavar="DIR",
                    help="provisioning bundles, DIR/<cluster id>.json: each board connects "
                         "with its own broker credential (loa provision writes them)")
+    p.add_argument("--ca", type=Path, default=None, metavar="PEM",
+                   help="with mqtts://: the CA that signed the broker's certificate "
+                        "(default: the bundles' ca_pem)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--connect-spread", type=float, default=None,
                    help="spread connects over this many seconds (default: 1 s per 500 clusters, at least 1 s)")
@@ -166,7 +170,13 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"controller public key not found at {pubkey}: pass --pubkey "
                              "(the controller writes it on first start)")
         keys = [load_verify_key(pubkey)]
-    cfg = SimConfig(host=url.hostname or "127.0.0.1", port=url.port or 1883,
+    tls = None
+    if url.scheme == "mqtts":  # the broker's certificate checked against the bundle's CA
+        ca = args.ca.read_text() if args.ca else next(
+            (b.ca_pem for b in bundles.values() if b.ca_pem), None)
+        tls = ssl.create_default_context(cadata=ca) if ca else ssl.create_default_context()
+    cfg = SimConfig(host=url.hostname or "127.0.0.1",
+                    port=url.port or (8883 if url.scheme == "mqtts" else 1883), tls=tls,
                     keys=keys, heartbeat_s=args.heartbeat, password=url.password,
                     passwords={cid: b.password for cid, b in bundles.items()},
                     record_dir=args.record_dir, state_dir=args.state_dir, seed=args.seed,

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,6 +88,8 @@ class SimConfig:
     password: str | None = None
     #: each board's own broker password, from its provisioning bundle
     passwords: dict[str, str] = field(default_factory=dict)
+    #: mqtts: the context that checks the broker's certificate (the bundle's CA)
+    tls: ssl.SSLContext | None = None
     content_retry_s: float = 2.0
     content_max_requests: int = 8
     reconnect_min_s: float = 0.5
@@ -247,7 +250,7 @@ class SimCluster:
                     self.cfg.host, self.cfg.port, client_id=f"cluster-{self.id}", will=will,
                     keepalive=max(5, int(self.heartbeat_s)), username=self.id,
                     password=self.cfg.passwords.get(self.id, self.cfg.password),
-                    v5=self._v5) as client:
+                    v5=self._v5, tls=self.cfg.tls) as client:
                 entered = True
                 self._v5_silences = 0
                 await self._run_session(client)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -69,13 +70,16 @@ class Session(Protocol):
 @asynccontextmanager
 async def connect(host: str, port: int, *, client_id: str, will: Message, keepalive: int,
                   username: str | None = None, password: str | None = None,
-                  v5: bool = True) -> AsyncIterator[Session]:
+                  v5: bool = True, tls: ssl.SSLContext | None = None) -> AsyncIterator[Session]:
     """A connected session (MQTT 5, or 3.1.1 with ``v5=False``), its Will a retained QoS 1
-    ``will``; closed cleanly when the block ends (the Will is then not published)."""
+    ``will``; closed cleanly when the block ends (the Will is then not published). ``tls``:
+    inside TLS, the broker's certificate checked against it (mqtts)."""
     if v5:
         loop = asyncio.get_running_loop()
         try:
-            _, proto = await loop.create_connection(lambda: _V5Session(keepalive), host, port)
+            _, proto = await loop.create_connection(
+                lambda: _V5Session(keepalive), host, port, ssl=tls,
+                server_hostname=host if tls is not None else None)
         except OSError as exc:
             raise MqttError(f"cannot connect: {exc}") from None
         try:
@@ -87,6 +91,7 @@ async def connect(host: str, port: int, *, client_id: str, will: Message, keepal
     client = aiomqtt.Client(
         host, port, identifier=client_id, keepalive=keepalive, username=username,
         password=password, protocol=aiomqtt.ProtocolVersion.V311, clean_session=True,
+        tls_context=tls,
         will=aiomqtt.Will(will.topic, will.payload, qos=1, retain=True))
     session = _V311Session(client, will)
     try:
