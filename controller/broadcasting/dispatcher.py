@@ -633,7 +633,7 @@ class Dispatcher:
                 continue
             if occ.content_id is None:  # a part whose audio is still being made
                 if (now - occ.scheduled_at).total_seconds() > self.settings.late_grace_s:
-                    self._never_made(db, occ, now)
+                    self._missed(db, occ, now, "its audio was never made")
                 continue
             lead = timedelta(seconds=self.settings.emergency_lead_s if bc.priority ==
                              "emergency" else self.settings.min_start_lead_s)
@@ -661,13 +661,7 @@ class Dispatcher:
                 self._send(db, occ, bc)
             except TargetError as exc:  # its areas are gone: it can never be sent
                 db.rollback()
-                move(occ, OccurrenceStatus.MISSED)
-                for d in occ.deliveries:
-                    if d.state in (DeliveryStatus.PENDING, DeliveryStatus.SENT):
-                        move(d, DeliveryStatus.MISSED)
-                        d.error, d.updated_at = f"not sent: {exc}"[:256], now
-                db.commit()
-                log.error("occurrence %s of %s missed: %s", occ.id, bc.id, exc)
+                self._missed(db, occ, now, str(exc))
                 continue
             sent += occ.status == OccurrenceStatus.SENT
         return sent
@@ -679,23 +673,23 @@ class Dispatcher:
             occ = db.get(Occurrence, occurrence_id)
             if occ is not None and occ.status == OccurrenceStatus.PENDING and \
                     occ.content_id is None:
-                self._never_made(db, occ, utcnow(), reason)
+                self._missed(db, occ, utcnow(), reason)
 
-    def _never_made(self, db: Session, occ: Occurrence, now: datetime,
-                    reason: str = "its audio was never made") -> None:
-        """A reserved part whose audio never came (its maker failed, or the controller
-        restarted while making it): recorded missed, with the reason, never silently."""
+    def _missed(self, db: Session, occ: Occurrence, now: datetime, reason: str) -> None:
+        """An occurrence that can never be sent (its areas are gone, its audio never came):
+        recorded missed with the reason, never silently; a one-off broadcast whose last
+        open occurrence this was is over."""
         move(occ, OccurrenceStatus.MISSED)
         for d in occ.deliveries:
             if d.state in (DeliveryStatus.PENDING, DeliveryStatus.SENT):
                 move(d, DeliveryStatus.MISSED)
                 d.error, d.updated_at = f"not sent: {reason}"[:256], now
+        bc = occ.broadcast
+        if bc.status == BroadcastStatus.ACTIVE and not bc.recurrence and not any(
+                o.status in OCCURRENCE_OPEN for o in bc.occurrences):
+            move(bc, BroadcastStatus.COMPLETED)
         db.commit()
         log.error("occurrence %s of %s missed: %s", occ.id, occ.broadcast_id, reason)
-        if not any(o.status in OCCURRENCE_OPEN for o in occ.broadcast.occurrences) and \
-                occ.broadcast.status == BroadcastStatus.ACTIVE:
-            move(occ.broadcast, BroadcastStatus.COMPLETED)
-            db.commit()
 
     def _resend_unconfirmed(self, db: Session, now: datetime) -> int:
         """After the link returned: each up cluster whose delivery of an occurrence not yet

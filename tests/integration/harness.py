@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from controller.db.seed import register_network
 from controller.db.session import make_engine, make_sessionmaker, upgrade
 from controller.settings import Settings
 from devices.areas import Network
+from devices.provisioning import ProvisioningBundle
 from tests.utils.broker import Broker, free_port, port_open, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -211,3 +212,13 @@ def sim_process(broker: Broker, pubkey: Path, heartbeat: float, *extra: str,
     finally:
         if out is not None:
             out.close()  # the child has its own copy
+
+
+def issue_bundles(api: TestClient, cluster_ids: Iterable[str]) -> dict[str, ProvisioningBundle]:
+    """Each board's credential and bundle, issued through the API (as a technician does)."""
+    bundles = {}
+    for cid in cluster_ids:
+        r = api.post(f"/api/v1/clusters/{cid}/credentials")
+        assert r.status_code == 201, r.text
+        bundles[cid] = ProvisioningBundle.model_validate(r.json())
+    return bundles

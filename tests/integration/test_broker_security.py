@@ -27,7 +27,13 @@ from controller.fleet.provisioning import BrokerSync
 from devices import topics
 from devices.areas import load_fixture
 from devices.provisioning import ProvisioningBundle
-from tests.integration.harness import SimThread, make_settings, running_controller, seed
+from tests.integration.harness import (
+    SimThread,
+    issue_bundles,
+    make_settings,
+    running_controller,
+    seed,
+)
 from tests.utils.broker import Broker, free_port, mosquitto_binary, wait_for
 
 pytestmark = [pytest.mark.integration,
@@ -124,11 +130,7 @@ def secured(request: pytest.FixtureRequest,
         (tmp / "broker.pid").write_text(str(broker.proc.pid))
     try:
         with running_controller(settings) as admin:
-            bundles = {}
-            for cid in net.clusters:
-                r = admin.post(f"/api/v1/clusters/{cid}/credentials")
-                assert r.status_code == 201, r.text
-                bundles[cid] = ProvisioningBundle.model_validate(r.json())
+            bundles = issue_bundles(admin, net.clusters)
             key = VerifyKey(bytes.fromhex(bundles["hd-c01"].controller_public_key))
             sim = SimThread(net, SimConfig(port=port, heartbeat_s=2, keys=[key], passwords={
                 cid: b.password for cid, b in bundles.items()},

@@ -18,8 +18,13 @@ from controller.access.tls import make_broker_tls
 from controller.db.session import make_engine, make_sessionmaker
 from controller.fleet.provisioning import BrokerSync
 from devices.areas import load_fixture
-from devices.provisioning import ProvisioningBundle
-from tests.integration.harness import SimThread, make_settings, running_controller, seed
+from tests.integration.harness import (
+    SimThread,
+    issue_bundles,
+    make_settings,
+    running_controller,
+    seed,
+)
 from tests.utils.broker import Broker, free_port, mosquitto_binary, wait_for
 
 pytestmark = [pytest.mark.integration,
@@ -71,11 +76,7 @@ def test_the_controller_and_the_boards_speak_to_the_broker_over_tls(tmp_path: Pa
                 answer = b""
             assert answer != b"\x20\x02\x00\x00"  # never a CONNACK over plain TCP
         with running_controller(settings) as admin:
-            bundles = {}
-            for cid in net.clusters:
-                r = admin.post(f"/api/v1/clusters/{cid}/credentials")
-                assert r.status_code == 201, r.text
-                bundles[cid] = ProvisioningBundle.model_validate(r.json())
+            bundles = issue_bundles(admin, net.clusters)
             b = bundles["hd-c01"]
             assert b.broker_url == f"mqtts://127.0.0.1:{port}"
             assert b.ca_pem == (tls / "ca.pem").read_text()
