@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from nacl.signing import SigningKey
 from sqlalchemy import Engine
@@ -48,6 +50,20 @@ def _announce() -> Outbound:
                     dumps(ControllerStatus(v=1, state="online", ts=now_utc())), 1, True)
 
 __all__ = ["Runtime"]
+
+
+def _private(settings: Settings) -> None:
+    """The data folder and a SQLite database in it are the controller's alone (0700,
+    0600): they hold the signing key, password hashes, boards' credential hashes."""
+    try:
+        os.chmod(settings.data_dir, 0o700)
+        if settings.db_url.startswith("sqlite:///"):
+            db = Path(settings.db_url.removeprefix("sqlite:///"))
+            for f in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+                if f.exists():
+                    os.chmod(f, 0o600)
+    except OSError as exc:  # (a folder not ours: the operator's choice)
+        log.warning("cannot make %s private: %s", settings.data_dir, exc)
 
 
 @dataclass
@@ -97,6 +113,7 @@ class Runtime:
                link: Link | None) -> Runtime:
         if migrate:
             upgrade(settings.db_url)
+        _private(settings)
         engine = make_engine(settings.db_url)
         sessions = make_sessionmaker(engine)
         key = load_or_create_signing_key(settings.data_dir)

@@ -172,3 +172,12 @@ def test_an_account_cannot_make_the_controller_prepare_audio_without_end(tmp_pat
         _user(api, "canbo.hd")
         assert _as(api, "canbo.hd", GOOD).post("/api/v1/contents/tts", json={
             "text": "Của cán bộ."}).status_code == 201
+
+
+def test_the_data_folder_and_database_are_the_controllers_alone(tmp_path: Path) -> None:
+    import stat
+
+    with memory_commune(tmp_path) as (_api, _link):
+        assert stat.S_IMODE((tmp_path).stat().st_mode) == 0o700
+        assert stat.S_IMODE((tmp_path / "loa.db").stat().st_mode) == 0o600
+        assert stat.S_IMODE((tmp_path / "controller_ed25519.key").stat().st_mode) == 0o600
