@@ -48,7 +48,7 @@ from controller.cap.alert import (
 from controller.cap.areas import AreaIndex
 from controller.cap.resource import ResourceError, ResourceLimits, load_recording
 from controller.db.models import Area, Broadcast, Delivery, Occurrence, User, utcnow
-from controller.errors import Forbidden, Invalid, Unavailable
+from controller.errors import Forbidden, Invalid, LoaError, Unavailable
 
 if TYPE_CHECKING:
     from controller.runtime import Runtime
@@ -125,7 +125,20 @@ def ingest(body: bytes, db: Session, rt: Runtime, user: User) -> tuple[int, dict
                      "ack": ack_xml(alert, sender, now, f"{alert.status}: not aired")}
     for bc in referenced:  # an Update: may this account replace what it references?
         require_cancel(db, user, bc)
-    made = [_air(db, rt, user, alert, plan, aud) for aud in plan.audiences]
+    made: list[tuple[Broadcast, str, int]] = []
+    aired: list[Audience] = []
+    for aud in plan.audiences:
+        try:
+            made.append(_air(db, rt, user, alert, plan, aud))
+            aired.append(aud)
+        except LoaError as exc:
+            if not made:
+                raise  # nothing aired yet: the alert is refused whole, nothing stored
+            # (an emergency audience went first and is on the air: the rest is reported)
+            db.rollback()
+            plan.notes.append(f"info {', '.join(str(i + 1) for i in aud.blocks)} not aired "
+                              f"on {len(aud.clusters)} cluster(s): {exc.code}: {exc.message}")
+    plan.audiences = aired
     replaced = _stop(db, rt, user, referenced)  # only once the new one is in place
     bcs = [bc for bc, _, _ in made]
     rows = [r for bc in bcs for r in rollup(db, bc)]

@@ -487,3 +487,22 @@ def test_an_alert_received_twice_airs_once(tmp_path: Path) -> None:
         heads = [p for p in _plays(link) if p["revision"] == 0
                  and p["content"]["duration_ms"] < 10_000]
         assert len({p["broadcast_id"] for p in heads}) == 1
+
+
+def test_an_emergency_block_airs_even_if_another_block_is_refused(tmp_path: Path) -> None:
+    """Quiet hours refuse the priority block; the emergency block has aired already and
+    is not taken back: the answer says which block did not air, and why."""
+    with memory_commune(tmp_path) as (api, _link):
+        r = api.put("/api/v1/areas/hd-v14/policy",
+                    json={"quiet_hours": [{"start": "00:00", "end": "23:59"}]})
+        assert r.status_code == 200, r.text
+        west = info(f"<area><areaDesc>Ven sông</areaDesc><polygon>{WEST}</polygon></area>",
+                    **EMERGENCY)
+        east = info("<area><areaDesc>Thôn 14</areaDesc><geocode><valueName>LOA</valueName>"
+                    "<value>hd-v14</value></geocode></area>")
+        r = post(api, alert("VP-MIX-1", west, east))
+        assert r.status_code == 201, r.text
+        assert [b["blocks"] for b in r.json()["broadcasts"]] == [[0]]
+        assert any("info 2 not aired on 1 cluster(s): policy_refused" in n
+                   for n in r.json()["notes"])
+        assert "policy_refused" in r.json()["ack"]
