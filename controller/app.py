@@ -18,7 +18,6 @@ from starlette.background import BackgroundTask
 from starlette.routing import NoMatchFound
 
 from controller.access import audit
-from controller.access.security import user_for_token
 from controller.api import errors
 from controller.api.deps import current_user
 from controller.api.routes import (
@@ -150,17 +149,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         if not template.startswith("/api/"):  # (a route of the /api/v1 router)
             template = "/api/v1" + template
         params = {k: str(v)[:100] for k, v in request.path_params.items()}
-        header = request.headers.get("authorization", "")
-        token = header[7:] if header.lower().startswith("bearer ") else None
+        who = getattr(request.state, "actor", None)  # (set when the token was checked)
         client = request.client.host if request.client else None
         status = response.status_code
 
         def write() -> None:
-            who = None
-            if token:
-                with rt.sessions() as db:
-                    user = user_for_token(db, token)
-                    who = (user.username, user.role, user.area_id) if user else None
             audit.record(rt.sessions, action=f"{request.method} {template}",
                          username=who[0] if who else None, role=who[1] if who else None,
                          area_id=who[2] if who else None, client=client,
@@ -190,7 +183,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             auth_header = request.headers.get("authorization", "")
             token = auth_header[7:] if auth_header.lower().startswith("bearer ") else None
             with rt.sessions() as db:
-                current_user(db, token)
+                current_user(request, db, token)
         return Response(render(rt), media_type="text/plain; version=0.0.4")
 
     @app.get("/healthz", include_in_schema=False)

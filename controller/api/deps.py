@@ -33,13 +33,16 @@ def get_db(rt: RuntimeDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_db)]
 
 
-def current_user(db: SessionDep, token: Annotated[str | None, Depends(oauth2)]) -> User:
+def current_user(request: Request, db: SessionDep,
+                 token: Annotated[str | None, Depends(oauth2)]) -> User:
     if not token:
         raise Unauthorized("not_authenticated", "Not authenticated: send a bearer "
                            "token from POST /api/v1/auth/token")
     user = user_for_token(db, token)
     if user is None:
         raise Unauthorized("token_invalid", "Invalid or expired token")
+    # who acts, for the audit log (controller.app's middleware writes the entry)
+    request.state.actor = (user.username, user.role, user.area_id)
     return user
 
 

@@ -159,6 +159,10 @@ def test_the_audit_log_says_who_did_what_from_where(tmp_path: Path) -> None:
         csv = leader.get("/api/v1/audit", params={"format": "csv", "username": "canbo.hd"})
         assert csv.text.startswith("at,username,role,area_id,client,action,target,status")
         assert officer.get("/api/v1/audit").status_code == 403
+        # a logout is attributed too (its token is revoked by the time the entry is written)
+        assert officer.post("/api/v1/auth/logout").status_code == 204
+        assert ("canbo.hd", "POST /api/v1/auth/logout") in {
+            (e["username"], e["action"]) for e in entries(limit=20)}
 
 
 def test_an_account_cannot_make_the_controller_prepare_audio_without_end(tmp_path: Path) -> None:
