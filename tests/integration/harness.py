@@ -21,6 +21,7 @@ from firmware_sim.runner import build_clusters, run_clusters
 from controller.app import create_app
 from controller.db.seed import register_network
 from controller.db.session import make_engine, make_sessionmaker, upgrade
+from controller.fleet.provisioning import BrokerSync
 from controller.settings import Settings
 from devices.areas import Network
 from devices.provisioning import ProvisioningBundle
@@ -86,10 +87,15 @@ def make_settings(tmp: Path, broker: Broker, db_url: str | None = None, **kw: An
 
 
 def seed(settings: Settings, network: Network) -> None:
+    """The network in the database and, when the settings name a folder for them, the
+    broker's password and ACL files written from it (before any broker reads them)."""
     upgrade(settings.db_url)
     engine = make_engine(settings.db_url)
-    with make_sessionmaker(engine)() as db:
+    sessions = make_sessionmaker(engine)
+    with sessions() as db:
         register_network(db, network)
+    if settings.broker_files_dir is not None:
+        BrokerSync(settings, sessions).sync()
     engine.dispose()
 
 

@@ -22,8 +22,6 @@ from nacl.signing import VerifyKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from controller.access.broker_auth import CONTROLLER_USER, OBSERVER_USER
-from controller.db.session import make_engine, make_sessionmaker
-from controller.fleet.provisioning import BrokerSync
 from devices import topics
 from devices.areas import load_fixture
 from devices.provisioning import ProvisioningBundle
@@ -34,11 +32,9 @@ from tests.integration.harness import (
     running_controller,
     seed,
 )
-from tests.utils.broker import Broker, free_port, mosquitto_binary, wait_for
+from tests.utils.broker import Broker, free_port, needs_mosquitto, wait_for
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(mosquitto_binary() is None,
-                                 reason="needs the mosquitto binary (apt-get install mosquitto)")]
+pytestmark = [pytest.mark.integration, needs_mosquitto]
 
 COMMUNE = "vn-vp-tamduong-huongdao"
 CONTROLLER_SECRET = "controller-secret-for-the-tests-0123"
@@ -114,10 +110,7 @@ def secured(request: pytest.FixtureRequest,
                              broker_observer_password=OBSERVER_SECRET,
                              mqtt_url=f"mqtt://{CONTROLLER_USER}:{CONTROLLER_SECRET}"
                                       f"@127.0.0.1:{port}")
-    seed(settings, net)
-    engine = make_engine(settings.db_url)
-    BrokerSync(settings, make_sessionmaker(engine)).sync()  # before the broker starts
-    engine.dispose()
+    seed(settings, net)  # (and the broker's files, before the broker starts)
     if kind == "amqtt":
         broker = Broker(tmp, port=port, embedded=True, files_dir=files).start()
     else:

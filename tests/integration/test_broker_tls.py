@@ -15,8 +15,6 @@ from nacl.signing import VerifyKey
 
 from controller.access.broker_auth import CONTROLLER_USER
 from controller.access.tls import make_broker_tls
-from controller.db.session import make_engine, make_sessionmaker
-from controller.fleet.provisioning import BrokerSync
 from devices.areas import load_fixture
 from tests.integration.harness import (
     SimThread,
@@ -25,11 +23,9 @@ from tests.integration.harness import (
     running_controller,
     seed,
 )
-from tests.utils.broker import Broker, free_port, mosquitto_binary, wait_for
+from tests.utils.broker import Broker, free_port, needs_mosquitto, wait_for
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(mosquitto_binary() is None,
-                                 reason="needs the mosquitto binary (apt-get install mosquitto)")]
+pytestmark = [pytest.mark.integration, needs_mosquitto]
 
 SECRET = "controller-secret-for-tls-0123456"
 
@@ -53,10 +49,7 @@ def test_the_controller_and_the_boards_speak_to_the_broker_over_tls(tmp_path: Pa
     settings = make_settings(tmp_path, Broker(tmp_path, port=port), broker_files_dir=files,
                              mqtt_url=f"mqtts://{CONTROLLER_USER}:{SECRET}@127.0.0.1:{port}",
                              mqtt_ca_file=tls / "ca.pem", broker_pid_file=tmp_path / "pid")
-    seed(settings, net)
-    engine = make_engine(settings.db_url)
-    BrokerSync(settings, make_sessionmaker(engine)).sync()
-    engine.dispose()
+    seed(settings, net)  # (and the broker's files, before the broker starts)
     broker = Broker(tmp_path, port=port, anonymous=False, extra_conf=(
         f"cafile {tls / 'ca.pem'}\ncertfile {tls / 'server.pem'}\nkeyfile {tls / 'server.key'}\n"
         f"password_file {files / 'passwd'}\nacl_file {files / 'acl'}\n"

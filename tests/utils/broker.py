@@ -17,9 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from controller.transport.broker import EmbeddedBroker, free_port
 
-__all__ = ["Broker", "Watcher", "free_port", "mosquitto_binary", "port_open", "wait_for"]
+__all__ = ["Broker", "Watcher", "free_port", "mosquitto_binary", "needs_mosquitto", "port_open",
+           "wait_for"]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
@@ -46,6 +49,11 @@ def mosquitto_binary() -> str | None:
     return shutil.which("mosquitto") or next(
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)),
         None)
+
+
+#: for tests of what only Mosquitto does (its password and ACL files, its TLS listener)
+needs_mosquitto = pytest.mark.skipif(
+    mosquitto_binary() is None, reason="needs the mosquitto binary (apt-get install mosquitto)")
 
 
 @dataclass
