@@ -221,7 +221,8 @@ def cmd_sim(argv: list[str]) -> int:
 class _DemoBroker:
     url: str
     #: who the broker is: "external" (LOA_MQTT_URL), "mosquitto" (private, enforcing the
-    #: registry's credentials and ACL) or "amqtt" (embedded: credentials only, MQTT 3.1.1)
+    #: registry's credentials and ACL) or "amqtt" (embedded, behind the door that applies
+    #: the same files: controller.transport.broker_gate; MQTT 3.1.1)
     kind: str
     pid_file: Path | None = None
 
@@ -230,7 +231,8 @@ class _DemoBroker:
 async def _broker_if_needed(files: Path) -> AsyncIterator[_DemoBroker]:
     """The demo's broker. Where Mosquitto is installed, a private one that lets in only the
     controller and the boards the registry holds, each on its own topics; elsewhere the
-    embedded amqtt, which checks credentials only (controller.transport.broker_access)."""
+    embedded amqtt behind the door that applies the same files
+    (controller.transport.broker_gate)."""
     url = os.environ.get("LOA_MQTT_URL")
     if url:
         yield _DemoBroker(url, "external")
@@ -385,6 +387,12 @@ async def _demo(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from controller.transport.broker import port_free
+
+    if not port_free(args.port):  # said plainly, before anything starts
+        print(f"loa demo: port {args.port} is in use (another loa demo?); "
+              "choose another with --port", file=sys.stderr)
+        return 2
     asyncio.run(_demo(args))
     return 0
 

@@ -4,9 +4,12 @@ not for a province (amqtt speaks MQTT 3.1.1 only and slows down past ~1,000 clie
 from __future__ import annotations
 
 import logging
+import secrets
 import socket
 from pathlib import Path
 from typing import Any
+
+from controller.transport.broker_gate import BrokerGate
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +32,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class EmbeddedBroker:
-    """``files_dir``: let in only the controller's credentials from that folder
-    (:mod:`controller.transport.broker_access`); None: anyone connects (tests only)."""
+    """``files_dir``: the controller's ``passwd`` and ``acl`` rule who connects and which
+    topics each may write and read, as with Mosquitto: clients reach amqtt only through the
+    door (:mod:`controller.transport.broker_gate`), amqtt listening on a loopback port of
+    its own and letting in only what came through it. None: anyone connects, amqtt alone
+    (tests only)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 1883,
                  files_dir: Path | None = None):
         self.host, self.port, self.files_dir = host, port, files_dir
         self._broker: Any = None
+        self.gate: BrokerGate | None = None
 
     @property
     def url(self) -> str:
@@ -44,24 +51,32 @@ class EmbeddedBroker:
     async def start(self) -> None:
         from amqtt.broker import Broker
 
-        config = {
-            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}",
+        inner = self.port if self.files_dir is None else free_port()
+        config: dict[str, Any] = {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{inner}"
+                                      if self.files_dir is not None
+                                      else f"{self.host}:{inner}",
                                       "max_connections": 5000}},
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin":
                         {"allow_anonymous": True}},
         }
+        secret = secrets.token_bytes(32)
         if self.files_dir is not None:
-            where = {"files_dir": str(self.files_dir)}
-            # credentials only: amqtt's topic filtering races its own delivery loop
-            # (controller.transport.broker_access); Mosquitto enforces the ACL
-            config["plugins"] = {
-                "controller.transport.broker_access.RegistryAuthPlugin": where}
+            config["plugins"] = {"controller.transport.broker_access.GateAuthPlugin":
+                                 {"gate_secret": secret.hex()}}
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(logging.WARNING)
         self._broker = Broker(config)
         await self._broker.start()
-        log.info("embedded MQTT broker (amqtt) listening on %s", self.url)
+        if self.files_dir is not None:
+            self.gate = BrokerGate(self.host, self.port, ("127.0.0.1", inner),
+                                   self.files_dir, secret)
+            await self.gate.start()
+        log.info("embedded MQTT broker (amqtt%s) listening on %s",
+                 ", behind the registry's door" if self.gate else "", self.url)
 
     async def stop(self) -> None:
+        if self.gate is not None:
+            await self.gate.stop()
         if self._broker is not None:
             await self._broker.shutdown()

@@ -1,15 +1,10 @@
-"""The embedded broker (amqtt) checking the same credentials as Mosquitto, through amqtt's
-plugin interface, from the files the controller writes from its registry
-(:mod:`controller.access.broker_auth`), read again whenever they change.
+"""The embedded broker's own check: amqtt lets in only connections that came through the
+door (:mod:`controller.transport.broker_gate`), which holds every rule of the controller's
+``passwd`` and ``acl``; and the check of Mosquitto's ``$7$`` password hashes the door uses.
 
-* :class:`RegistryAuthPlugin`: a client connects only with a username in ``passwd`` and the
-  password whose ``$7$`` PBKDF2-SHA512 hash is there. The embedded broker uses it.
-
-The ACL is not enforced here: with any topic-filtering plugin, amqtt 0.12.1 checks each
-delivery inside its loop over the subscription table, across an ``await``, and a client
-subscribing meanwhile ends that loop ("dictionary changed size during iteration"), after
-which the broker delivers nothing. ``loa demo`` therefore runs a private Mosquitto, which
-enforces both, wherever Mosquitto is installed, and this broker only where it is not.
+* :class:`GateAuthPlugin`: the password amqtt sees must be the door's proof for that
+  username (an HMAC under a secret that lives only in the controller's process), so a
+  client that finds amqtt's loopback port cannot go round the door.
 """
 
 from __future__ import annotations
@@ -17,14 +12,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from amqtt.plugins.base import BaseAuthPlugin
 
-__all__ = ["RegistryAuthPlugin", "verify_mosquitto_hash"]
+__all__ = ["GateAuthPlugin", "verify_mosquitto_hash"]
 
 
 def verify_mosquitto_hash(password: str, hashed: str) -> bool:
@@ -40,49 +33,17 @@ def verify_mosquitto_hash(password: str, hashed: str) -> bool:
         return False
 
 
-class _Files:
-    """``passwd`` in one folder, parsed again when it changes."""
-
-    def __init__(self, folder: str):
-        self.folder = Path(folder)
-        self._stamp: float | None = None
-        self.passwords: dict[str, str] = {}
-
-    def load(self) -> None:
-        try:
-            stamp = os.stat(self.folder / "passwd").st_mtime
-        except OSError:
-            self.passwords, self._stamp = {}, None
-            return
-        if stamp == self._stamp:
-            return
-        passwords: dict[str, str] = {}
-        for line in (self.folder / "passwd").read_text().splitlines():
-            name, _, hashed = line.partition(":")
-            if name and hashed:
-                passwords[name] = hashed
-        self.passwords, self._stamp = passwords, stamp
-
-
-_files: dict[str, _Files] = {}
-
-
-def _for(folder: str) -> _Files:
-    files = _files.setdefault(folder, _Files(folder))
-    files.load()
-    return files
-
-
-class RegistryAuthPlugin(BaseAuthPlugin):
+class GateAuthPlugin(BaseAuthPlugin):
     @dataclass
     class Config:
-        #: the folder of the controller's ``passwd`` and ``acl``
-        files_dir: str = field(default="")
+        #: the door's secret, hex (see broker_gate.gate_password)
+        gate_secret: str = field(default="")
 
     async def authenticate(self, *, session: Any) -> bool:
-        files = _for(str(self._get_config_option("files-dir", "")))
+        from controller.transport.broker_gate import gate_password
+
+        secret = bytes.fromhex(self.config.gate_secret)
         user, password = getattr(session, "username", None), getattr(session, "password", None)
-        if not user or not password:
+        if not secret or not user or not password:
             return False
-        hashed = files.passwords.get(user)
-        return hashed is not None and verify_mosquitto_hash(str(password), hashed)
+        return hmac.compare_digest(str(password), gate_password(secret, str(user)))

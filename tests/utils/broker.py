@@ -80,6 +80,11 @@ class Broker:
     def kind(self) -> str:
         return "mosquitto" if mosquitto_binary() and not self.embedded else "amqtt"
 
+    @property
+    def embedded_broker(self) -> EmbeddedBroker:
+        assert self._embedded is not None, "not an embedded broker"
+        return self._embedded[2]
+
     def start(self) -> Broker:
         binary = None if self.embedded else mosquitto_binary()
         if binary:
