@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
 from starlette.background import BackgroundTask
 from starlette.routing import NoMatchFound
 
@@ -28,6 +29,7 @@ from controller.api.routes import (
     broadcasts,
     cap,
     contents,
+    events,
     health,
     inbox,
     network,
@@ -172,7 +174,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     api = APIRouter(prefix="/api/v1")
     for r in (auth.router, areas.router, contents.router, broadcasts.router, health.router,
               actions.router, alerts.router, policy.router, users.router, cap.router,
-              inbox.router, provisioning.router, audit_routes.router, network.router):
+              inbox.router, provisioning.router, audit_routes.router, network.router,
+              events.router):
         api.include_router(r)
     app.include_router(api)
 
@@ -205,6 +208,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     @app.get("/", include_in_schema=False, response_class=HTMLResponse)
     def console() -> str:
         return resources.files("controller.web").joinpath("index.html").read_text("utf-8")
+
+    # the console's modules, styles and vendored libraries (controller/web)
+    app.mount("/console", StaticFiles(directory=str(resources.files("controller.web"))),
+              name="console")
 
     return app
 

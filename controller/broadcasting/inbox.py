@@ -24,10 +24,16 @@ if TYPE_CHECKING:
     from controller.runtime import Runtime
 
 
+def _name(db: Session, area_id: str | None) -> str | None:
+    area = db.get(Area, area_id) if area_id else None
+    return area.name if area else None
+
+
 def _item(db: Session, bc: Broadcast) -> dict[str, Any]:
     return {"id": bc.id, "parent_id": bc.parent_id, "title": bc.title, "priority": bc.priority,
             "status": bc.status, "commune_id": bc.commune_id,
             "commune": describe(db, bc.commune_id), "from": describe(db, bc.origin_area_id),
+            "origin_area_id": bc.origin_area_id, "from_name": _name(db, bc.origin_area_id),
             "created_by": bc.created_by, "created_at": bc.created_at,
             "suggested_start_at": bc.start_at, "recurrence": bc.recurrence,
             "expires_at": bc.expires_at, "content_id": bc.content_id,

@@ -5,68 +5,29 @@ it and sets LOA_TEST_REQUIRE_BROWSER, so there it is never skipped."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from devices.areas import load_fixture
-from tests.integration.harness import ADMIN_PASSWORD, ControllerProcess, make_settings, seed
-from tests.utils.broker import Broker
+from tests.console.conftest import PHONE, Site
+from tests.integration.harness import ADMIN_PASSWORD
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.integration
 
-if not os.path.exists(CHROMIUM):
-    if os.environ.get("LOA_TEST_REQUIRE_BROWSER"):
-        raise RuntimeError(f"LOA_TEST_REQUIRE_BROWSER is set and there is no Chromium at "
-                           f"{CHROMIUM}")
-    pytest.skip("the console tests need Debian's chromium (apt-get install chromium); "
-                ".ci/run installs it", allow_module_level=True)
 
-PHONE = {"width": 390, "height": 844}
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-@pytest.fixture(scope="module")
-def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("console")
-    broker = Broker(tmp).start()
-    settings = make_settings(tmp, broker)
-    seed(settings, load_fixture("huong-dao"))
-    ctl = ControllerProcess(settings).start()
-    try:
-        yield ctl.base
-    finally:
-        ctl.kill()
-        broker.kill()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-def _login(page: Any, base: str, password: str) -> None:
+def _login(page: Any, base: str, password: str, user: str = "admin") -> None:
     page.goto(base + "/")
-    page.fill("input[name=username]", "admin")
+    page.fill("input[name=username]", user)
     page.fill("input[name=password]", password)
     page.click("#loginForm button")
 
 
-def test_logging_in_and_out_on_a_phone_leaves_nothing_behind(console: str, browser: Any,
+def test_logging_in_and_out_on_a_phone_leaves_nothing_behind(site: Site, browser: Any,
                                                              tmp_path: Path) -> None:
+    console = site.base
     page = browser.new_page(viewport=PHONE)
     page.goto(console + "/")
     assert page.is_visible("#login") and page.is_hidden("#app")  # no dashboard behind it
@@ -87,13 +48,18 @@ def test_logging_in_and_out_on_a_phone_leaves_nothing_behind(console: str, brows
     with pytest.raises(urllib.error.HTTPError) as exc:  # ended on the server, not only here
         urllib.request.urlopen(req, timeout=5)
     assert exc.value.code == 401
+    exc.value.close()
     page.close()
 
 
-def test_a_locked_account_is_told_in_vietnamese(console: str, browser: Any) -> None:
+def test_a_locked_account_is_told_in_vietnamese(site: Site, browser: Any) -> None:
+    console = site.base
+    status, body = site.admin.post("/api/v1/users", {"username": "khoa", "role": "officer",
+                                                    "password": "Một-mật-khẩu-dài-2026"})
+    assert status == 201, body
     page = browser.new_page(viewport=PHONE)
     for i in range(6):
-        _login(page, console, f"guess-number-{i}")
+        _login(page, console, f"guess-number-{i}", "khoa")
         page.wait_for_function("document.querySelector('#loginMsg').textContent.length > 0")
     assert page.inner_text("#loginMsg").startswith("Tài khoản tạm khóa do nhập sai mật khẩu")
     page.close()

@@ -60,14 +60,28 @@ def _wants_xml(request: Request) -> bool:
     return xml >= 0 and (js < 0 or xml < js)
 
 
+#: the report's columns as a Vietnamese officer files them (in the order of ``fields``)
+CSV_HEADERS_VI = ("Mã địa bàn", "Tên", "Số cụm nhận", "Cụm trực tuyến", "Lượt gửi", "Đã phát",
+                  "Đang phát", "Lỗi", "Không liên lạc được", "Thời lượng đã phát (giây)",
+                  "Thời lượng bản tin (giây)", "Tỉ lệ", "Bắt đầu sớm nhất",
+                  "Kết thúc muộn nhất", "Quyết định của xã", "Người quyết định", "Ghi chú")
+DECISIONS_VI = {"inbox": "chờ xã quyết định", "declined": "xã từ chối", "expired": "hết hạn",
+                "scheduled": "đã lên lịch", "active": "đang phát", "completed": "hoàn tất",
+                "cancelled": "đã hủy", "pending_approval": "chờ duyệt", "rejected": "bị trả lại",
+                "preempted": "bị ngắt"}
+
+
 @router.get("/broadcasts/{broadcast_id}/report")
 def broadcast_report(broadcast_id: str, db: SessionDep, rt: RuntimeDep, user: CurrentUser,
                      format: Literal["json", "csv"] = "json",
-                     by: Literal["commune", "village"] = "commune") -> Response:
+                     by: Literal["commune", "village"] = "commune",
+                     lang: Literal["en", "vi"] = "en") -> Response:
     """Report upward per commune (``?by=village``: per village, the proof that it played
     in each): targeted, played, playing now, failed, unreachable, play time vs requested
     duration, ratio, first start and last end heard. ``?format=csv`` for a spreadsheet, its times in
-    the controller's time zone. An account with an area sees the rows of its own area only."""
+    the controller's time zone; ``&lang=vi`` gives it Vietnamese column names and
+    decisions, and a byte-order mark so spreadsheet programs read it as UTF-8. An account
+    with an area sees the rows of its own area only."""
     bc = db.get(Broadcast, broadcast_id)
     if bc is None or not can_see(db, user, bc):
         raise NotFound("broadcast_not_found", f"no broadcast {broadcast_id!r} in your area",
@@ -80,13 +94,19 @@ def broadcast_report(broadcast_id: str, db: SessionDep, rt: RuntimeDep, user: Cu
                   "unreachable", "play_time_s", "requested_s", "ratio", "first_started_at",
                   "last_finished_at", "decision", "decided_by", "note"]
         w = csv.DictWriter(buf, fieldnames=fields, restval="")
-        w.writeheader()
+        if lang == "vi":
+            buf.write("\ufeff")
+            w.writerow(dict(zip(fields, CSV_HEADERS_VI, strict=True)))
+        else:
+            w.writeheader()
         zone = ZoneInfo(rt.settings.timezone)
         for r in rows:
             for f in ("first_started_at", "last_finished_at"):
                 if r[f]:  # local wall time, to the second, as an officer files it
                     r[f] = datetime.fromisoformat(r[f]).astimezone(zone).isoformat(
                         sep=" ", timespec="seconds")
+            if lang == "vi" and r.get("decision"):
+                r["decision"] = DECISIONS_VI.get(r["decision"], r["decision"])
             w.writerow(r)
         return Response(buf.getvalue(), media_type="text/csv; charset=utf-8", headers={
             "Content-Disposition": f'attachment; filename="broadcast-{bc.id}-{by}.csv"'})

@@ -1,0 +1,179 @@
+// Technician: the fleet with filters and pages, and one cluster's page: live state and why,
+// speakers, telemetry charts from the history API, remote actions and their outcome.
+import {useEffect, useState} from "preact/hooks";
+import {call} from "../api.js";
+import {ago, cause, dateTime, lang, state, t, time} from "../i18n.js";
+import {Act, Badge, Loading, Notice, Refusal, html, useData, useId} from "../ui.js";
+
+const PAGE = 50;
+const TOPICS = ["clusters", "*"];
+
+/** counts a person can trust: an offline cluster's speakers are not working */
+export function fleetSummary(clusters) {
+  let online = 0, speakers = 0, ok = 0;
+  for (const c of clusters) {
+    if (!c.provisioned) continue;
+    if (c.state === "online") online += 1;
+    for (const s of c.speakers) {
+      speakers += 1;
+      if (c.state !== "offline" && s.state === "ok") ok += 1;
+    }
+  }
+  return {online, total: clusters.filter((c) => c.provisioned).length, speakers, speakers_ok: ok};
+}
+
+export function Fleet({areas}) {
+  const {data, err} = useData("/clusters", TOPICS);
+  const [st, setSt] = useState("");
+  const [village, setVillage] = useState("");
+  const [problem, setProblem] = useState("");
+  const [q, setQ] = useState("");
+  const [page, setPage] = useState(0);
+  const ids = {st: useId(), v: useId(), p: useId(), q: useId()};
+  useEffect(() => setPage(0), [st, village, problem, q]);
+  if (!data) return html`<section class="screen"><h1>${t("fleet.title")}</h1><${Loading} err=${err} /></section>`;
+  const villages = [...new Set(data.map((c) => c.area_id).filter(Boolean))]
+    .map((id) => ({id, name: (areas.byId[id] || {}).name || id}))
+    .sort((a, b) => a.name.localeCompare(b.name, "vi"));
+  const problems = [...new Set(data.flatMap((c) => (c.causes || []).map((x) => x.code)))];
+  const shown = data.filter((c) => (!st || c.state === st) && (!village || c.area_id === village)
+    && (!problem || (c.causes || []).some((x) => x.code === problem))
+    && (!q || (c.id + " " + c.name).toLowerCase().includes(q.toLowerCase())));
+  const order = {offline: 0, degraded: 1, unprovisioned: 2, online: 3};
+  shown.sort((a, b) => (order[a.state] ?? 9) - (order[b.state] ?? 9) || a.id.localeCompare(b.id));
+  const pageRows = shown.slice(page * PAGE, page * PAGE + PAGE);
+  return html`<section class="screen">
+    <h1>${t("fleet.title")}</h1>
+    <p class="summary" id="fleetSummary">${t("fleet.summary", fleetSummary(data))}</p>
+    <div class="filters">
+      <div><label for=${ids.st}>${t("fleet.filter_state")}</label>
+        <select id=${ids.st} value=${st} onChange=${(e) => setSt(e.target.value)}>
+          <option value="">${t("fleet.any")}</option>
+          ${["offline", "degraded", "online", "unprovisioned"].map((s) => html`<option value=${s}>${state(s)}</option>`)}
+        </select></div>
+      <div><label for=${ids.v}>${t("fleet.filter_village")}</label>
+        <select id=${ids.v} value=${village} onChange=${(e) => setVillage(e.target.value)}>
+          <option value="">${t("fleet.any")}</option>
+          ${villages.map((v) => html`<option value=${v.id}>${v.name}</option>`)}
+        </select></div>
+      <div><label for=${ids.p}>${t("fleet.filter_cause")}</label>
+        <select id=${ids.p} value=${problem} onChange=${(e) => setProblem(e.target.value)}>
+          <option value="">${t("fleet.any")}</option>
+          ${problems.map((p) => html`<option value=${p}>${cause({code: p, subject: "…"})}</option>`)}
+        </select></div>
+      <div><label for=${ids.q}>${t("fleet.search")}</label>
+        <input id=${ids.q} type="search" value=${q} onInput=${(e) => setQ(e.target.value)} /></div>
+    </div>
+    <ul class="rows" id="clusterList">${pageRows.map((c) => html`<li key=${c.id}>
+      <a class="row-link" href=${"#/fleet/" + encodeURIComponent(c.id)}>
+        <span class="row-main"><strong>${c.name}</strong>
+          <span class="muted">${c.id} · ${(areas.byId[c.area_id] || {}).name || "–"}</span>
+          ${(c.causes || []).length > 0 && html`<span class="cause">${c.causes.map((x) => cause(x)).join("; ")}</span>`}</span>
+        <span class="row-side"><${Badge} s=${c.state} />
+          <span class="muted small">${ago(c.last_seen)}</span></span>
+      </a></li>`)}</ul>
+    ${shown.length > PAGE && html`<div class="row pager">
+      <button type="button" class="btn" disabled=${page === 0} onClick=${() => setPage(page - 1)}>${t("fleet.prev")}</button>
+      <span>${t("fleet.page", {from: page * PAGE + 1, to: Math.min(shown.length, (page + 1) * PAGE), total: shown.length})}</span>
+      <button type="button" class="btn" disabled=${(page + 1) * PAGE >= shown.length} onClick=${() => setPage(page + 1)}>${t("fleet.next")}</button>
+    </div>`}
+  </section>`;
+}
+
+function Chart({points, field, label}) {
+  const vals = points.map((p) => p[field]).filter((v) => v != null);
+  if (vals.length < 2) return null;
+  const w = 320, hgt = 80, min = Math.min(...vals), max = Math.max(...vals), span = max - min || 1;
+  const xy = points.filter((p) => p[field] != null).map((p, i, all) =>
+    `${(i / (all.length - 1)) * w},${hgt - 4 - ((p[field] - min) / span) * (hgt - 8)}`).join(" ");
+  return html`<figure class="chart">
+    <figcaption>${label}: ${vals[vals.length - 1]} (${min}–${max})</figcaption>
+    <svg viewBox=${`0 0 ${w} ${hgt}`} role="img" aria-label=${label} preserveAspectRatio="none">
+      <polyline points=${xy} fill="none" stroke="currentColor" stroke-width="2" /></svg>
+  </figure>`;
+}
+
+function ActionOutcome({id}) {
+  const {data, reload} = useData(`/actions/${id}`, ["actions", "*"]);
+  useEffect(() => {  // an action answers within seconds: follow it until it is settled
+    if (data && data.results.every((r) => ["done", "failed", "timed_out"].includes(r.state))) return;
+    const h = setTimeout(reload, 1500);
+    return () => clearTimeout(h);
+  }, [data]);
+  if (!data) return null;
+  return html`<div class="outcome" role="status">
+    ${data.results.map((r) => html`<p><strong>${t("action." + data.kind)}</strong>${": "}
+      ${t("action.state." + r.state)}${r.reason && lang === "en" ? ` (${r.reason})` : ""}</p>
+      ${r.result && r.result.speakers && html`<ul class="plain" id="selfTestResult">
+        ${r.result.speakers.map((s) => html`<li class=${s.state === "ok" ? "ok" : "bad"}>
+          ${s.state === "ok" ? t("selftest.ok", s) : t("selftest.bad", {index: s.index, state: state(s.state)})}</li>`)}
+      </ul>`}`)}
+  </div>`;
+}
+
+export function ClusterPage({id, me}) {
+  const {data: c, err} = useData(`/clusters/${encodeURIComponent(id)}`, TOPICS);
+  const [since] = useState(() => new Date(Date.now() - 24 * 3600e3).toISOString());
+  const {data: hist} = useData(`/clusters/${encodeURIComponent(id)}/telemetry?from=${encodeURIComponent(since)}`, []);
+  const [actErr, setActErr] = useState(null);
+  const [actions, setActions] = useState([]);
+  const [vol, setVol] = useState(80);
+  const volId = useId("vol");
+  if (!c) return html`<section class="screen"><a href="#/fleet" class="back">${t("common.back")}</a><${Loading} err=${err} /></section>`;
+  const mayAct = ["admin", "leader", "technician"].includes(me.role);
+  const act = (kind, params = {}) => async () => {
+    setActErr(null);
+    const a = await call(`/clusters/${encodeURIComponent(c.id)}/actions`, {method: "POST", json: {kind, params}});
+    setActions((xs) => [a.id, ...xs].slice(0, 5));
+  };
+  const tele = c.telemetry || {};
+  const points = (hist && hist.points) || [];
+  return html`<section class="screen">
+    <a href="#/fleet" class="back">${t("common.back")}</a>
+    <h1>${c.name || c.id} <span class="muted small">${c.id}</span></h1>
+    <div class="card">
+      <dl class="facts">
+        <dt>${t("cluster.state")}</dt><dd><${Badge} s=${c.state} /> <span class="muted">${dateTime(c.state_since)}</span></dd>
+        <dt>${t("cluster.why")}</dt><dd>${c.state_code ? t("state_code." + c.state_code) : "–"}</dd>
+        <dt>${t("fleet.last_seen")}</dt><dd>${ago(c.last_seen)}</dd>
+        ${tele.link && tele.link.rssi_dbm != null && html`<dt>${t("fleet.signal")}</dt>
+          <dd>${tele.link.rssi_dbm} dBm (${tele.link.type})</dd>`}
+        ${tele.power && html`<dt>${t("fleet.power")}</dt><dd>${t("power." + tele.power.source)}${
+          tele.power.battery_pct != null ? ` · ${t("telemetry.battery_pct")}: ${tele.power.battery_pct}` : ""}</dd>`}
+        ${tele.amp_temp_c != null && html`<dt>${t("telemetry.temp_c")}</dt><dd>${tele.amp_temp_c}</dd>`}
+        ${tele.volume_pct != null && html`<dt>${t("telemetry.volume_pct")}</dt><dd>${tele.volume_pct}</dd>`}
+        <dt>${t("fleet.firmware")}</dt><dd>${c.firmware || "–"}</dd>
+      </dl>
+      ${(c.causes || []).length > 0 && html`<ul class="plain causes">${c.causes.map((x) => html`<li class="bad">${cause(x)}</li>`)}</ul>`}
+    </div>
+    <div class="card">
+      <h2>${t("fleet.speakers")}</h2>
+      <ul class="plain speakers">${c.speakers.map((s) => html`<li>
+        ${s.name} <${Badge} s=${c.state === "offline" ? "unknown" : s.state} /></li>`)}</ul>
+    </div>
+    ${mayAct && html`<div class="card">
+      <h2>${t("cluster.actions")}</h2>
+      <div class="row wrap">
+        <${Act} kind="primary" action=${act("self_test")} onError=${setActErr}>${t("action.self_test")}<//>
+        <${Act} kind="secondary" action=${act("report_now")} onError=${setActErr}>${t("action.report_now")}<//>
+        <${Act} kind="danger" confirm=${t("action.reboot_confirm")} action=${act("reboot")} onError=${setActErr}>${t("action.reboot")}<//>
+      </div>
+      <div class="row wrap">
+        <div><label for=${volId}>${t("action.volume")}</label>
+          <input id=${volId} type="number" min="0" max="100" value=${vol} onInput=${(e) => setVol(Number(e.target.value))} /></div>
+        <${Act} kind="secondary" action=${act("set_volume", {volume_pct: vol})} onError=${setActErr}>${t("action.set_volume")}<//>
+      </div>
+      <${Refusal} err=${actErr} />
+      ${actions.map((a) => html`<${ActionOutcome} key=${a} id=${a} />`)}
+    </div>`}
+    <div class="card">
+      <h2>${t("cluster.telemetry")}</h2>
+      ${points.length < 2 ? html`<p class="muted">${t("cluster.no_history")}</p>` : html`
+        <${Chart} points=${points} field="rssi_avg" label=${t("telemetry.rssi_dbm")} />
+        <${Chart} points=${points} field="amp_temp_max" label=${t("telemetry.temp_c")} />
+        <${Chart} points=${points} field="battery_min" label=${t("telemetry.battery_pct")} />
+        <p class="muted small">${time(points[0].t)} – ${time(points[points.length - 1].t)}</p>`}
+    </div>
+    <${Notice} text=${null} />
+  </section>`;
+}
