@@ -103,3 +103,39 @@ def browser() -> Iterator[Any]:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="session")
+def province(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """A synthetic province of three communes (two boards each) and a leader of the
+    province ("tinh")."""
+    from devices.areas import generate
+
+    tmp = tmp_path_factory.mktemp("console-province")
+    broker = Broker(tmp).start()
+    settings = make_settings(tmp, broker)
+    seed(settings, generate(3, 2))
+    ctl = ControllerProcess(settings).start()
+    sim: subprocess.Popen[bytes] | None = None
+    try:
+        admin = HttpApi(ctl.base).login()
+        wait_for(lambda: public_key_path(tmp).exists(), 20, "the controller's public key")
+        sim = sim_process(broker, public_key_path(tmp), 2.0, "--communes", "3",
+                          "--clusters-per-commune", "2", log=tmp / "sim.log")
+        wait_for(lambda: sum(c["state"] == "online" for c in admin.get("/api/v1/clusters"))
+                 == 6, 40, "every board online")
+        status, body = admin.post("/api/v1/users", {"username": "tinh", "password": PASSWORD,
+                                                    "role": "leader", "area_id": "gen-p"})
+        assert status == 201, body
+        shots = Path(os.environ.get("LOA_TEST_SCREENSHOTS", tmp / "screenshots"))
+        shots.mkdir(parents=True, exist_ok=True)
+        yield Site(ctl.base, admin, "", shots)
+    finally:
+        if sim is not None:
+            sim.terminate()
+            try:
+                sim.wait(10)
+            except subprocess.TimeoutExpired:
+                sim.kill()
+        ctl.kill()
+        broker.kill()

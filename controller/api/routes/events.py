@@ -40,8 +40,7 @@ def _fingerprints(rt: Runtime) -> dict[str, Any]:
     with rt.sessions() as db:
         alerts = tuple(db.execute(select(
             func.count(Alert.id), func.max(Alert.opened_at), func.max(Alert.resolved_at),
-            func.max(Alert.acknowledged_at), func.max(Alert.cleared_at),
-            func.max(Alert.last_seen_at))).one())
+            func.max(Alert.acknowledged_at), func.max(Alert.cleared_at))).one())
         clusters = tuple(db.execute(select(
             func.count(Cluster.id), func.max(Cluster.state_since), func.max(Cluster.retired_at),
             func.max(Cluster.credential_issued_at))).one())

@@ -30,7 +30,7 @@ function useRoute() {
   return {name, id: decodeURIComponent(id)};
 }
 
-function Login({notice}) {
+function Login({notice, onIn}) {
   const [err, setErr] = useState(null);
   const [busy, setBusy] = useState(false);
   const u = useId("login"), p = useId("login");
@@ -42,7 +42,7 @@ function Login({notice}) {
     try {
       await api.login(form.username.value, form.password.value);
       form.password.value = "";
-      location.reload();  // a clean start for the new session
+      onIn();
     } catch (x) {
       setErr(x);
       form.password.value = "";
@@ -142,23 +142,25 @@ function Shell({me, areas}) {
 }
 
 function App() {
+  const [session, setSession] = useState(api.loggedIn() ? "in" : "out");
+  const [notice, setNotice] = useState(null);
   const [me, setMe] = useState(null);
   const [areas, setAreas] = useState(null);
-  const [ended, setEnded] = useState(null);
   useEffect(() => api.onSessionEnd((why) => {
     setMe(null); setAreas(null);  // nothing of the session stays on screen
-    setEnded(why === "expired" ? "login.expired" : "login.bye");
+    setNotice(why === "expired" ? "login.expired" : "login.bye");
+    setSession("out");
   }), []);
   useEffect(() => {
-    if (!api.loggedIn()) return;
+    if (session !== "in") return;
     Promise.all([api.call("/users/me"), api.call("/areas")]).then(([m, list]) => {
       const byId = {};
       for (const a of list) byId[a.id] = a;
       setAreas({list, byId});
       setMe(m);
     }).catch(() => api.forget("expired"));
-  }, []);
-  if (!api.loggedIn() || ended) return html`<${Login} notice=${ended} />`;
+  }, [session]);
+  if (session === "out") return html`<${Login} notice=${notice} onIn=${() => { setNotice(null); setSession("in"); }} />`;
   if (!me || !areas) return html`<p class="muted" role="status">${t("common.loading")}</p>`;
   return html`<${Shell} me=${me} areas=${areas} />`;
 }

@@ -32,8 +32,18 @@ function playedText(b) {
   return t("bulletin.played_of", {played: s.played || 0, targeted});
 }
 
-export function Bulletins() {
-  const {data, err} = useData("/broadcasts?limit=50", TOPICS);
+/** one row per bulletin: a commune sees its own copy of one handed down, the issuer the original */
+export function oneEach(list, me, areas) {
+  const home = me.area_id ? areas.byId[me.area_id] : null;
+  const local = home && ["commune", "village"].includes(home.kind);
+  const ids = new Set(list.map((b) => b.id));
+  const parents = new Set(list.filter((b) => b.parent_id).map((b) => b.parent_id));
+  return list.filter((b) => (local ? !parents.has(b.id) : !(b.parent_id && ids.has(b.parent_id))));
+}
+
+export function Bulletins({me, areas}) {
+  const {data: raw, err} = useData("/broadcasts?limit=50", TOPICS);
+  const data = raw && oneEach(raw, me, areas);
   const [filter, setFilter] = useState("");
   if (!data) return html`<section class="screen"><h1>${t("bulletins.title")}</h1><${Loading} err=${err} /></section>`;
   const statuses = [...new Set(data.map((b) => b.status))];

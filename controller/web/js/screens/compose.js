@@ -50,6 +50,7 @@ export function Compose({me, areas}) {
   const [note, setNote] = useState(null);
   const [preview, setPreview] = useState(null);
   const groups = villagesOf(me, areas);
+  const home = me.area_id ? (areas.byId[me.area_id] || {}).name || me.area_id : t("area.country");
   const ids = {text: useId(), speed: useId(), file: useId(), title: useId(), start: useId(),
                times: useId(), ex: useId(), prio: useId()};
 
@@ -75,7 +76,11 @@ export function Compose({me, areas}) {
 
   const body = () => {
     if (!content) throw local("compose.need_audio");
-    const targets = {areas: whole ? [me.area_id || groups[0]?.commune.id].filter(Boolean) : [...chosen]};
+    const picked = [...chosen].filter((id) => {  // a village inside a commune chosen whole is in already
+      const a = areas.byId[id];
+      return !(a && a.kind === "village" && chosen.has(a.parent_id));
+    });
+    const targets = {areas: whole ? [me.area_id || groups[0]?.commune.id].filter(Boolean) : picked};
     if (!targets.areas.length) throw local("compose.need_targets");
     const out = {content_id: content.id, targets, title, priority};
     if (priority === "emergency") return out;
@@ -141,13 +146,15 @@ export function Compose({me, areas}) {
       <fieldset class="targets">
         <legend>${t("compose.targets")}</legend>
         <label class="check"><input type="checkbox" checked=${whole}
-          onChange=${(e) => setWhole(e.target.checked)} /> ${t("compose.all_villages")}</label>
+          onChange=${(e) => setWhole(e.target.checked)} /> ${t("compose.all_area", {name: home})}</label>
         ${!whole && groups.map((g) => html`<fieldset class="commune">
           <legend>${g.commune.name}</legend>
-          <div class="grid-checks">
+          ${groups.length > 1 && html`<label class="check"><input type="checkbox" checked=${chosen.has(g.commune.id)}
+            onChange=${() => toggle(chosen, setChosen, g.commune.id)} /> ${t("compose.whole_commune", {name: g.commune.name})}</label>`}
+          ${!chosen.has(g.commune.id) && html`<div class="grid-checks">
           ${g.villages.map((v) => html`<label class="check"><input type="checkbox" checked=${chosen.has(v.id)}
             onChange=${() => toggle(chosen, setChosen, v.id)} /> ${v.name}</label>`)}
-          </div></fieldset>`)}
+          </div>`}</fieldset>`)}
       </fieldset>
       <label for=${ids.prio}>${t("compose.priority")}</label>
       <select id=${ids.prio} value=${priority} onChange=${(e) => setPriority(e.target.value)}>
