@@ -17,7 +17,10 @@ __all__ = ["EmbeddedBroker", "free_port", "port_free"]
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Nobody listens on ``host:port`` (connections of a process that ended, still in
+    TIME_WAIT, do not count: servers bind with SO_REUSEADDR)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

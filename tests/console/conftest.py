@@ -95,6 +95,20 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         broker.kill()
 
 
+@pytest.fixture(params=[PHONE, DESKTOP], ids=["phone", "desktop"])
+def size(request: pytest.FixtureRequest) -> dict[str, int]:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture()
+def page(browser: Any, size: dict[str, int]) -> Iterator[Any]:
+    context = browser.new_context(viewport=size, locale="vi-VN", timezone_id="Asia/Ho_Chi_Minh")
+    p = context.new_page()
+    p.set_default_timeout(15000)
+    yield p
+    context.close()
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright

@@ -4,30 +4,20 @@ played per commune; each bulletin is listed once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.console.conftest import DESKTOP, PHONE, Site
+from tests.console.conftest import Site
 from tests.console.test_roles import login, looks_right
 from tests.utils.broker import wait_for
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=[PHONE, DESKTOP], ids=["phone", "desktop"])
-def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[tuple[Any, dict[str, int]]]:
-    context = browser.new_context(viewport=request.param, locale="vi-VN")
-    p = context.new_page()
-    p.set_default_timeout(15000)
-    yield p, request.param
-    context.close()
-
-
 def test_a_province_sends_an_emergency_to_three_communes_and_sees_each_one(
-        province: Site, page: tuple[Any, dict[str, int]]) -> None:
-    p, size = page
+        province: Site, page: Any, size: dict[str, int]) -> None:
+    p = page
     login(p, province, "tinh")
     p.click("nav.tabs a:has-text('Soạn tin')")
     text = f"Khẩn cấp: bão số {size['width'] % 7} đổ bộ, người dân ở trong nhà."

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.console.conftest import COMMUNE, DESKTOP, PASSWORD, PHONE, Site
+from tests.console.conftest import COMMUNE, PASSWORD, PHONE, Site
 from tests.utils.broker import wait_for
 
 pytestmark = pytest.mark.integration
@@ -26,20 +25,6 @@ ENGLISH = {"the", "and", "cluster", "clusters", "speaker", "speakers", "online",
            "starts", "time", "loading", "degraded", "emergency", "priority", "normal",
            "cancel", "cancelled", "approval", "alert", "alerts", "self", "test", "done",
            "object", "undefined", "null", "nan", "true", "false", "power", "source"}
-
-
-@pytest.fixture(params=[PHONE, DESKTOP], ids=["phone", "desktop"])
-def size(request: pytest.FixtureRequest) -> dict[str, int]:
-    return request.param  # type: ignore[no-any-return]
-
-
-@pytest.fixture()
-def page(browser: Any, size: dict[str, int]) -> Iterator[Any]:
-    context = browser.new_context(viewport=size, locale="vi-VN", timezone_id="Asia/Ho_Chi_Minh")
-    p = context.new_page()
-    p.set_default_timeout(15000)
-    yield p
-    context.close()
 
 
 def login(page: Any, site: Site, user: str, password: str = PASSWORD) -> None:

@@ -1,5 +1,6 @@
 // The console: one app, a screen set per role, Vietnamese first. Hash routes:
-// #/compose #/bulletins[/id] #/approvals #/inbox #/fleet[/id] #/alerts
+// #/compose #/bulletins[/id] #/approvals #/inbox #/fleet[/id] #/alerts #/users #/policy
+// #/network #/audit
 import {render} from "preact";
 import {useEffect, useState} from "preact/hooks";
 import * as api from "./api.js";
@@ -11,12 +12,14 @@ import {Approvals} from "./screens/approvals.js";
 import {Inbox} from "./screens/inbox.js";
 import {Fleet, ClusterPage} from "./screens/fleet.js";
 import {Alerts} from "./screens/alerts.js";
+import {Audit, Network, PolicyScreen, Users} from "./screens/admin.js";
 
 const NAV = {
   officer: ["compose", "bulletins", "inbox"],
-  leader: ["approvals", "bulletins", "compose", "inbox", "alerts"],
-  technician: ["fleet", "alerts", "bulletins"],
-  admin: ["bulletins", "compose", "approvals", "inbox", "fleet", "alerts"],
+  leader: ["approvals", "bulletins", "compose", "inbox", "alerts", "policy", "audit"],
+  technician: ["fleet", "alerts", "network", "bulletins"],
+  admin: ["bulletins", "compose", "approvals", "inbox", "fleet", "alerts", "users", "policy",
+          "network", "audit"],
 };
 
 function useRoute() {
@@ -120,6 +123,10 @@ function Shell({me, areas}) {
   else if (name === "inbox") screen = html`<${Inbox} ...${ctx} />`;
   else if (name === "fleet") screen = route.id ? html`<${ClusterPage} id=${route.id} ...${ctx} />` : html`<${Fleet} ...${ctx} />`;
   else if (name === "alerts") screen = html`<${Alerts} ...${ctx} />`;
+  else if (name === "users") screen = html`<${Users} ...${ctx} />`;
+  else if (name === "policy") screen = html`<${PolicyScreen} ...${ctx} />`;
+  else if (name === "network") screen = html`<${Network} ...${ctx} />`;
+  else if (name === "audit") screen = html`<${Audit} ...${ctx} />`;
   const area = me.area_id ? (areas.byId[me.area_id] || {}).name || me.area_id : t("area.country");
   return html`<div id="app">
     <a class="skip" href="#main">${t("app.skip")}</a>
