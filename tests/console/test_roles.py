@@ -62,7 +62,7 @@ def nav(page: Any) -> list[str]:
 def test_an_officer_composes_a_weekly_bulletin_that_waits_for_approval(
         site: Site, page: Any, size: dict[str, int]) -> None:
     login(page, site, "canbo")
-    assert nav(page) == ["Soạn tin", "Bản tin", "Tin cấp trên"]  # no approving
+    assert nav(page) == ["Soạn tin", "Lịch phát", "Bản tin", "Tin cấp trên"]  # no approving
     looks_right(page, "officer-compose-empty", site, size)
     page.fill("textarea", "Thông báo lịch tiêm phòng cho gia súc tại nhà văn hóa thôn.")
     page.click("text=Tạo âm thanh để nghe thử")
@@ -135,6 +135,10 @@ def test_a_leader_listens_then_approves(site: Site, page: Any, size: dict[str, i
     approve.click()
     page.wait_for_selector("text=Đã duyệt.")
     assert site.admin.get(f"/api/v1/broadcasts/{bid}")["status"] == "scheduled"
+    page.click("nav.tabs a:has-text('Lịch phát')")  # and it is in the week's programme
+    item = page.wait_for_selector(f"#week a[href='#/bulletins/{bid}']")
+    assert "Họp dân" in item.inner_text()
+    looks_right(page, "leader-programme", site, size)
 
 
 def test_a_technician_finds_the_blown_horn_by_self_test(site: Site, page: Any,

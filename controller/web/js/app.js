@@ -1,5 +1,5 @@
 // The console: one app, a screen set per role, Vietnamese first. Hash routes:
-// #/compose #/bulletins[/id] #/approvals #/inbox #/fleet[/id] #/alerts #/users #/policy
+// #/compose #/programme #/bulletins[/id] #/approvals #/inbox #/fleet[/id] #/alerts #/users #/policy
 // #/network #/audit
 import {render} from "preact";
 import {useEffect, useState} from "preact/hooks";
@@ -12,14 +12,15 @@ import {Approvals} from "./screens/approvals.js";
 import {Inbox} from "./screens/inbox.js";
 import {Fleet, ClusterPage} from "./screens/fleet.js";
 import {Alerts} from "./screens/alerts.js";
+import {Programme} from "./screens/programme.js";
 import {Audit, Network, PolicyScreen, Users} from "./screens/admin.js";
 
 const NAV = {
-  officer: ["compose", "bulletins", "inbox"],
-  leader: ["approvals", "bulletins", "compose", "inbox", "alerts", "policy", "audit"],
+  officer: ["compose", "programme", "bulletins", "inbox"],
+  leader: ["approvals", "programme", "bulletins", "compose", "inbox", "alerts", "policy", "audit"],
   technician: ["fleet", "alerts", "network", "bulletins"],
-  admin: ["bulletins", "compose", "approvals", "inbox", "fleet", "alerts", "users", "policy",
-          "network", "audit"],
+  admin: ["bulletins", "programme", "compose", "approvals", "inbox", "fleet", "alerts", "users",
+          "policy", "network", "audit"],
 };
 
 function useRoute() {
@@ -123,6 +124,7 @@ function Shell({me, areas}) {
   else if (name === "inbox") screen = html`<${Inbox} ...${ctx} />`;
   else if (name === "fleet") screen = route.id ? html`<${ClusterPage} id=${route.id} ...${ctx} />` : html`<${Fleet} ...${ctx} />`;
   else if (name === "alerts") screen = html`<${Alerts} ...${ctx} />`;
+  else if (name === "programme") screen = html`<${Programme} ...${ctx} />`;
   else if (name === "users") screen = html`<${Users} ...${ctx} />`;
   else if (name === "policy") screen = html`<${PolicyScreen} ...${ctx} />`;
   else if (name === "network") screen = html`<${Network} ...${ctx} />`;
