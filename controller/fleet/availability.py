@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -127,6 +127,9 @@ class ClusterReadiness:
     will_play: bool
     reasons: list[str]
     warnings: list[str]
+    #: the same, coded for translation: [{"code", "params"}] (docs/errors.md, readiness)
+    problems: list[dict[str, Any]] = field(default_factory=list)
+    cautions: list[dict[str, Any]] = field(default_factory=list)
 
 
 def readiness(db: Session, cluster_ids: list[str]) -> list[ClusterReadiness]:
@@ -137,20 +140,30 @@ def readiness(db: Session, cluster_ids: list[str]) -> list[ClusterReadiness]:
         c = rows.get(cid)
         reasons: list[str] = []
         warnings: list[str] = []
+        problems: list[dict[str, Any]] = []
+        cautions: list[dict[str, Any]] = []
         if c is None:
             reasons.append("not registered")
+            problems.append({"code": "not_registered", "params": {}})
         else:
             if c.state not in UP_STATES:
                 since = c.state_since.isoformat(timespec="minutes") if c.state_since else "?"
                 reasons.append(f"{c.state} since {since}: {state_reason(c.state_reason) or 'no heartbeat'}")
+                problems.append({"code": "not_up", "params": {
+                    "state": c.state, "since": c.state_since.isoformat() if c.state_since else None,
+                    "state_code": c.state_reason}})
             working = [s for s in c.speakers if s.state in ("ok", "unknown")]
             if c.speakers and not working:
                 reasons.append("no working speaker: " + ", ".join(
                     f"speaker {s.index} {s.state}" for s in c.speakers))
+                problems.append({"code": "no_working_speaker", "params": {
+                    "speakers": [{"index": s.index, "state": s.state} for s in c.speakers]}})
             for cause in c.causes or []:
                 if not (cause["code"].startswith("speaker_") and not working):
                     warnings.append(cause["message"])
-        out.append(ClusterReadiness(cid, not reasons, reasons, warnings))
+                    cautions.append({"code": cause["code"],
+                                     "params": {"subject": cause.get("subject", "")}})
+        out.append(ClusterReadiness(cid, not reasons, reasons, warnings, problems, cautions))
     return out
 
 

@@ -145,9 +145,18 @@ def test_a_technician_finds_the_blown_horn_by_self_test(site: Site, page: Any,
                                                         size: dict[str, int]) -> None:
     board = "hd-c04" if size == PHONE else "hd-c05"  # (each size its own board and alert)
     site.fault(board, "blown_speaker", index=2)
+    _s, c = site.admin.post("/api/v1/contents/tts", {"text": "Phát thanh buổi tối."})
+    status, b = site.admin.post("/api/v1/broadcasts", {  # the next slot the fleet must be ready for
+        "content_id": c["id"], "title": "Bản tin tối", "targets": {"areas": [COMMUNE]},
+        "start_at": (datetime.now(UTC) + timedelta(hours=3)).isoformat()})
+    assert status == 201 and b["status"] == "scheduled", b
     login(page, site, "kythuat")
-    assert nav(page) == ["Thiết bị", "Cảnh báo", "Bản tin"]
+    assert nav(page) == ["Thiết bị", "Cảnh báo", "Mạng lưới", "Bản tin"]
     page.wait_for_selector("#fleetSummary")
+    readiness = page.wait_for_selector("#readiness")  # the next slot: who will not play it
+    assert re.search(r"\d+/\d+ cụm sẽ phát", readiness.inner_text())
+    page.click("#availability summary")
+    assert "%" in page.inner_text("#availability")
     looks_right(page, "technician-fleet", site, size)
     page.click(f"#clusterList a:has-text('{board}')")
     page.wait_for_selector(f"h1:has-text('{board}')")
@@ -234,3 +243,14 @@ def test_every_bulletin_row_is_reached_by_keyboard(site: Site, page: Any,
             break
     page.keyboard.press("Enter")
     page.wait_for_selector("text=Xác nhận phát theo thôn")
+
+
+def test_an_officer_schedules_a_recording_from_the_library(site: Site, page: Any,
+                                                           size: dict[str, int]) -> None:
+    _pending(site)  # (an officer of the commune has had a text read: it is in the library)
+    login(page, site, "canbo")
+    page.check("text=Bản ghi đã có")
+    page.get_by_label("Chọn bản ghi").select_option(index=1)
+    page.wait_for_selector("audio")
+    assert page.input_value(f"#{page.get_by_label('Tiêu đề').get_attribute('id')}") != ""
+    looks_right(page, "officer-library", site, size)

@@ -4,17 +4,17 @@ import hashlib
 import json
 import math
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Query, Response, UploadFile
 from sqlalchemy import select
 
 from audio import AudioError, prepare_file, prepare_segment
-from controller.access.jurisdiction import visible_content
+from controller.access.jurisdiction import scope, visible_content
 from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
 from controller.api.schemas import ContentOut, TTSRequest
 from controller.broadcasting.contents import store_content
-from controller.db.models import Content, ContentBlob
+from controller.db.models import Content, ContentBlob, User
 from controller.errors import LoaError, NotFound, TooLarge, TooMany
 
 router = APIRouter(prefix="/contents", tags=["contents"])
@@ -49,6 +49,23 @@ def _spend(rt: RuntimeDep, user: CurrentUser) -> None:
     if wait > 0:
         raise TooMany("rate_limited", f"{user.username} has prepared much audio lately; try "
                       f"again in {math.ceil(wait)} s", retry_after_s=math.ceil(wait))
+
+
+@router.get("", response_model=list[ContentOut])
+def library(db: SessionDep, user: CurrentUser,
+            kind: Annotated[Literal["file", "tts"] | None, Query(
+                description="recordings (file) or texts read aloud (tts)")] = None,
+            limit: Annotated[int, Query(ge=1, le=200)] = 50) -> list[ContentOut]:
+    """The area's library: what accounts of one's area (and below) recorded or had read
+    aloud, newest first, to schedule again without uploading it twice."""
+    q = select(Content).order_by(Content.created_at.desc())
+    allowed = scope(db, user)
+    if allowed is not None:
+        q = q.where(Content.created_by.in_(select(User.username).where(
+            User.area_id.in_(allowed))))
+    if kind is not None:
+        q = q.where(Content.kind == kind)
+    return [_out(c) for c in db.scalars(q.limit(limit))]
 
 
 @router.post("", response_model=ContentOut, status_code=201)

@@ -94,4 +94,5 @@ def broadcast_readiness(broadcast_id: str, db: SessionDep, rt: RuntimeDep,
     return {"broadcast_id": bc.id, "slot": slot.isoformat() if slot else None,
             "will_play": sum(r.will_play for r in rows), "targeted": len(rows),
             "clusters": [{"cluster_id": r.cluster_id, "will_play": r.will_play,
-                          "reasons": r.reasons, "warnings": r.warnings} for r in rows]}
+                          "reasons": r.reasons, "warnings": r.warnings,
+                          "problems": r.problems, "cautions": r.cautions} for r in rows]}

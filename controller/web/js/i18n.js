@@ -30,6 +30,11 @@ export function dateTime(iso) {
   return new Date(iso).toLocaleString(locale(), {timeZone: ZONE, hour: "2-digit", minute: "2-digit",
     day: "2-digit", month: "2-digit", year: "numeric"});
 }
+export function day(iso) {
+  if (!iso) return "–";
+  return new Date(iso).toLocaleDateString(locale(), {timeZone: ZONE, weekday: "short", day: "2-digit",
+                                                     month: "2-digit"});
+}
 export function time(iso) {
   if (!iso) return "–";
   return new Date(iso).toLocaleTimeString(locale(), {timeZone: ZONE, hour: "2-digit", minute: "2-digit"});

@@ -3,7 +3,7 @@
 import {useEffect, useState} from "preact/hooks";
 import {audioUrl, call} from "../api.js";
 import {ZONE, dateTime, duration, t, time} from "../i18n.js";
-import {Act, Notice, Refusal, html, useId} from "../ui.js";
+import {Act, Loading, Notice, Refusal, html, useData, useId} from "../ui.js";
 
 const DAYS = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"];
 const SPEEDS = [["slow", 0.85], ["normal", 1.0], ["fast", 1.15]];
@@ -118,11 +118,14 @@ export function Compose({me, areas}) {
     <div class="card">
       <fieldset class="choice">
         <legend>${t("compose.kind")}</legend>
-        ${["tts", "upload"].map((k) => html`<label class="pill">
+        ${["tts", "upload", "library"].map((k) => html`<label class="pill">
           <input type="radio" name="kind" value=${k} checked=${kind === k}
             onChange=${() => { setKind(k); setContent(null); setSrc(null); }} /> ${t("compose.kind." + k)}</label>`)}
       </fieldset>
-      ${kind === "tts" ? html`
+      ${kind === "library" ? html`<${Library} onPick=${async (c) => {
+          setErr(null); setContent(c); setSrc(c ? await audioUrl(c.id) : null);
+          if (c && !title) setTitle((c.text || c.source_name || "").slice(0, 60)); }} />`
+      : kind === "tts" ? html`
         <label for=${ids.text}>${t("compose.text")}</label>
         <textarea id=${ids.text} rows="5" value=${text} aria-describedby=${ids.text + "-hint"}
           onInput=${(e) => { setText(e.target.value); setContent(null); }}></textarea>
@@ -133,8 +136,8 @@ export function Compose({me, areas}) {
         </select>` : html`
         <label for=${ids.file}>${t("compose.file")}</label>
         <input id=${ids.file} type="file" accept="audio/*" onChange=${() => setContent(null)} />`}
-      <${Act} kind="secondary" action=${makeAudio} onError=${fail}
-        disabled=${kind === "tts" && !text.trim()}>${t("compose.make")}<//>
+      ${kind !== "library" && html`<${Act} kind="secondary" action=${makeAudio} onError=${fail}
+        disabled=${kind === "tts" && !text.trim()}>${t("compose.make")}<//>`}
       ${content && src && html`<div class="listen">
         <p>${t("compose.ready", {duration: duration(content.duration_s)})}</p>
         <audio controls src=${src} aria-label=${t("compose.listen")}></audio></div>`}
@@ -207,4 +210,17 @@ function Preview({p}) {
         : t("preview.on_time", {at: dateTime(c.start)})}
     </li>`)}</ul>
   </div>`;
+}
+
+function Library({onPick}) {
+  const {data, err} = useData("/contents?limit=50", []);
+  const id = useId("library");
+  if (!data) return html`<${Loading} err=${err} />`;
+  if (data.length === 0) return html`<p class="muted">${t("compose.library_empty")}</p>`;
+  return html`<label for=${id}>${t("compose.library_pick")}</label>
+    <select id=${id} onChange=${(e) => onPick(data.find((c) => c.id === e.target.value) || null)}>
+      <option value="">–</option>
+      ${data.map((c) => html`<option value=${c.id}>${[(c.text || c.source_name || "–").slice(0, 50),
+        duration(c.duration_s), dateTime(c.created_at)].join(" · ")}</option>`)}
+    </select>`;
 }

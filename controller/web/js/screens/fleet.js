@@ -2,7 +2,7 @@
 // speakers, telemetry charts from the history API, remote actions and their outcome.
 import {useEffect, useState} from "preact/hooks";
 import {call} from "../api.js";
-import {ago, cause, dateTime, lang, state, t, time} from "../i18n.js";
+import {ago, cause, dateTime, day, lang, state, t, time} from "../i18n.js";
 import {Act, Badge, Loading, Notice, Refusal, html, useData, useId} from "../ui.js";
 
 const PAGE = 50;
@@ -22,7 +22,7 @@ export function fleetSummary(clusters) {
   return {online, total: clusters.filter((c) => c.provisioned).length, speakers, speakers_ok: ok};
 }
 
-export function Fleet({areas}) {
+export function Fleet({me, areas}) {
   const {data, err} = useData("/clusters", TOPICS);
   const [st, setSt] = useState("");
   const [village, setVillage] = useState("");
@@ -45,6 +45,8 @@ export function Fleet({areas}) {
   return html`<section class="screen">
     <h1>${t("fleet.title")}</h1>
     <p class="summary" id="fleetSummary">${t("fleet.summary", fleetSummary(data))}</p>
+    <${NextSlot} />
+    <${Availability} me=${me} />
     <div class="filters">
       <div><label for=${ids.st}>${t("fleet.filter_state")}</label>
         <select id=${ids.st} value=${st} onChange=${(e) => setSt(e.target.value)}>
@@ -176,4 +178,38 @@ export function ClusterPage({id, me}) {
     </div>
     <${Notice} text=${null} />
   </section>`;
+}
+
+/** the next slot of any live bulletin, and which clusters will not play it, and why */
+function NextSlot() {
+  const {data: list} = useData("/broadcasts?limit=200", ["broadcasts"]);
+  const now = Date.now();
+  const next = (list || []).filter((b) => ["scheduled", "active"].includes(b.status))
+    .map((b) => ({b, at: (b.next_slots || []).map((x) => new Date(x).getTime()).find((x) => x > now)}))
+    .filter((x) => x.at).sort((x, y) => x.at - y.at)[0];
+  const {data: r} = useData(next ? `/broadcasts/${next.b.id}/readiness` : null, ["clusters"]);
+  if (!next || !r) return null;
+  const bad = r.clusters.filter((c) => !c.will_play);
+  return html`<div class="card" id="readiness">
+    <h2>${t("readiness.title")}</h2>
+    <p><a href=${"#/bulletins/" + next.b.id}>${next.b.title || "–"}</a> · ${dateTime(r.slot)}</p>
+    <p class=${bad.length ? "bad" : "ok"}><strong>${t("readiness.will_play", {n: r.will_play, of: r.targeted})}</strong></p>
+    ${bad.length > 0 && html`<ul class="plain">${bad.map((c) => html`<li>
+      <a href=${"#/fleet/" + encodeURIComponent(c.cluster_id)}>${c.cluster_id}</a>: ${
+        (c.problems || []).map((p) => t("readiness." + p.code, p.params)).join("; ")}</li>`)}</ul>`}
+  </div>`;
+}
+
+/** uptime of the account's area, per day over the last week */
+function Availability({me}) {
+  const q = me.area_id ? `?area_id=${encodeURIComponent(me.area_id)}&granularity=day` : "?granularity=day";
+  const {data} = useData(`/reports/availability${q}`, []);
+  if (!data || !data.periods.length) return null;
+  return html`<details class="card" id="availability">
+    <summary><strong>${t("availability.title")}</strong></summary>
+    <table class="proof"><thead><tr><th scope="col">${t("availability.day")}</th>
+      <th scope="col">${t("availability.uptime")}</th></tr></thead>
+    <tbody>${data.periods.map((p) => html`<tr><th scope="row">${day(p.start)}</th>
+      <td>${p.availability == null ? "–" : (p.availability * 100).toFixed(1) + " %"}</td></tr>`)}</tbody></table>
+  </details>`;
 }
