@@ -61,7 +61,7 @@ class Site:
         urllib.request.urlopen(req, timeout=10).read()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("console-site")
     broker = Broker(tmp).start()
@@ -109,7 +109,7 @@ def page(browser: Any, size: dict[str, int]) -> Iterator[Any]:
     context.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
@@ -119,7 +119,7 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def province(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """A synthetic province of three communes (two boards each) and a leader of the
     province ("tinh")."""

@@ -14,10 +14,12 @@ from controller.app import create_app
 from controller.settings import Settings
 
 WEB = Path(__file__).resolve().parents[2] / "controller" / "web" / "js"
-#: call("/x", {method: "POST"}), call(`/x/${id}`), download(`/x…`), fetch(API + "/x", {method…}),
-#: useData("/x?…") (a GET)
-CALL = re.compile(r"""(?:call|download|fetch|useData)\(\s*(?:api\.)?(?:API\s*\+\s*)?(["`])(/[^"`]*)\1"""
-                  r"""(?=(?P<rest>[^;]{0,160}))""")
+#: every string or template literal that names an API path, wherever it is built (a call,
+#: useData, a download, a path chosen by a condition); its method from the options after it
+ROOTS = ("auth", "areas", "clusters", "contents", "broadcasts", "alerts", "actions", "users",
+         "inbox", "programme", "reports", "audit", "devices", "network", "events", "cap",
+         "thresholds")
+CALL = re.compile(r"""(["`])(/(?:%s)\b[^"`]*)\1(?=(?P<rest>[^;]{0,160}))""" % "|".join(ROOTS))
 METHOD = re.compile(r"""method:\s*"([A-Z]+)\"""")
 
 
@@ -30,7 +32,8 @@ def used() -> set[tuple[str, str]]:
     out: set[tuple[str, str]] = set()
     for f in WEB.rglob("*.js"):
         for m in CALL.finditer(f.read_text("utf-8")):
-            method = METHOD.search(m.group("rest"))
+            rest = m.group("rest").split("`/")[0].split('"/')[0]  # (not the next path's)
+            method = METHOD.search(rest)
             out.add(((method.group(1) if method else "GET"), _template(m.group(2))))
     return out
 

@@ -27,6 +27,38 @@ ENGLISH = {"the", "and", "cluster", "clusters", "speaker", "speakers", "online",
            "object", "undefined", "null", "nan", "true", "false", "power", "source"}
 
 
+#: every visible text on its own background ≥ 4.5:1 (large text ≥ 3:1); input borders ≥ 3:1
+CONTRAST_JS = r"""() => {
+  const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92
+      : ((v + 0.055) / 1.055) ** 2.4; }; return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
+  const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p);
+      return (x + 0.05) / (y + 0.05); };
+  const bg = (el) => { for (let e = el; e; e = e.parentElement) {
+      const c = rgb(getComputedStyle(e).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) return c.slice(0, 3); }
+    return [255, 255, 255]; };
+  const out = [];
+  for (const el of document.querySelectorAll('body *')) {
+    if (!el.offsetParent) continue;
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    const st = getComputedStyle(el);
+    if (own && !el.closest('[disabled]')) {
+      const size = parseFloat(st.fontSize), bold = parseInt(st.fontWeight) >= 700;
+      const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+      const r = ratio(rgb(st.color).slice(0, 3), bg(el));
+      if (r < need) out.push([el.tagName, el.className, el.textContent.trim().slice(0, 30),
+                              r.toFixed(2)]);
+    }
+    if (el.matches('input:not([type=checkbox]):not([type=radio]), select, textarea')) {
+      const r = ratio(rgb(st.borderTopColor).slice(0, 3), bg(el.parentElement));
+      if (r < 3) out.push([el.tagName, 'border', r.toFixed(2)]);
+    }
+  }
+  return out;
+}"""
+
+
 def login(page: Any, site: Site, user: str, password: str = PASSWORD) -> None:
     page.goto(site.base + "/")
     page.fill("input[name=username]", user)
@@ -48,6 +80,8 @@ def looks_right(page: Any, what: str, site: Site, size: dict[str, int]) -> None:
         .map(e => [e.outerHTML.slice(0, 80), e.getBoundingClientRect().height])
         .filter(([, h]) => h < 44)""")
     assert small == [], f"{what}: controls under 44 px: {small}"
+    low = page.evaluate(CONTRAST_JS)
+    assert low == [], f"{what}: under WCAG 2.1 AA contrast: {low}"
     text = page.evaluate("document.body.innerText")
     words = {w.lower() for w in re.findall(r"[A-Za-z]+", text)}
     english = words & ENGLISH
@@ -214,8 +248,8 @@ def test_the_session_ending_returns_to_the_login_with_nothing_left(
     other.token = token
     other.post("/api/v1/auth/logout", {})  # the session ends elsewhere (revoked)
     page.evaluate("sessionStorage.removeItem('loa-refresh')")
-    page.click("#clusterList a >> nth=0")  # the next thing the person does
-    page.wait_for_selector("#login")
+    page.evaluate("location.hash = '#/alerts'")  # the next thing the person does (unless the
+    page.wait_for_selector("#login")             # pushed-updates stream noticed first)
     assert "Phiên làm việc đã hết hạn" in page.inner_text("#login")
     assert page.locator("#fleetSummary").count() == 0
     assert page.input_value("input[name=password]") == ""

@@ -191,7 +191,7 @@ export function Audit() {
       <div><label for=${ids.what}>${t("audit.what")}</label>
         <select id=${ids.what} value=${what} onChange=${(e) => setWhat(e.target.value)}>
           <option value="">${t("fleet.any")}</option>
-          ${["login_failed", "cancel", "approve", "/policy", "/users", "/actions", "/credentials"].map((k) =>
+          ${["login_failed", "cancel", "approve", "policy", "users", "actions", "credentials"].map((k) =>
             html`<option value=${k}>${t("audit.filter." + k)}</option>`)}
         </select></div>
     </div>

@@ -202,8 +202,8 @@ function NextSlot() {
 
 /** uptime of the account's area, per day over the last week */
 function Availability({me}) {
-  const q = me.area_id ? `?area_id=${encodeURIComponent(me.area_id)}&granularity=day` : "?granularity=day";
-  const {data} = useData(`/reports/availability${q}`, []);
+  const area = me.area_id ? `&area_id=${encodeURIComponent(me.area_id)}` : "";
+  const {data} = useData(`/reports/availability?granularity=day${area}`, []);
   if (!data || !data.periods.length) return null;
   return html`<details class="card" id="availability">
     <summary><strong>${t("availability.title")}</strong></summary>
