@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.staticfiles import StaticFiles
 from starlette.background import BackgroundTask
 from starlette.routing import NoMatchFound
@@ -170,6 +171,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         response.background = BackgroundTask(both)
         return response
 
+    # responses over 1 KB compressed for a phone on 4G (the console's modules, lists);
+    # Starlette leaves the events stream (text/event-stream) uncompressed, as it must be
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
     errors.install(app)
     api = APIRouter(prefix="/api/v1")
     for r in (auth.router, areas.router, contents.router, broadcasts.router, health.router,

@@ -198,6 +198,11 @@ def test_a_technician_finds_the_blown_horn_by_self_test(site: Site, page: Any,
     result = page.wait_for_selector("#selfTestResult", timeout=30000)
     assert "Loa 2: hở mạch" in result.inner_text()
     assert "Loa 1: tốt" in result.inner_text()
+    speaker = page.locator("ul.speakers li").first  # mute a speaker remotely, then back
+    speaker.locator("button:has-text('Tắt loa này')").click()
+    page.wait_for_selector("ul.speakers li:first-child :text('đã tắt')", timeout=30000)
+    page.locator("ul.speakers li").first.locator("button:has-text('Bật lại')").click()
+    page.wait_for_selector("ul.speakers li:first-child :text('tốt')", timeout=30000)
     looks_right(page, "technician-cluster", site, size)
     # and the alert it raised, in Vietnamese, acknowledged
     page.click("nav.tabs a:has-text('Cảnh báo')")

@@ -23,7 +23,15 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from controller.api.deps import CurrentUser, RuntimeDep
-from controller.db.models import ActionResult, Alert, Broadcast, Cluster, Delivery, Occurrence
+from controller.db.models import (
+    ActionResult,
+    Alert,
+    Broadcast,
+    Cluster,
+    Delivery,
+    Occurrence,
+    Speaker,
+)
 from controller.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -44,6 +52,8 @@ def _fingerprints(rt: Runtime) -> dict[str, Any]:
         clusters = tuple(db.execute(select(
             func.count(Cluster.id), func.max(Cluster.state_since), func.max(Cluster.retired_at),
             func.max(Cluster.credential_issued_at))).one())
+        speakers = tuple(db.execute(select(Speaker.state, func.count(Speaker.cluster_id))
+                                    .group_by(Speaker.state).order_by(Speaker.state)).all())
         statuses = tuple(db.execute(select(Broadcast.status, func.count(Broadcast.id))
                                     .group_by(Broadcast.status).order_by(Broadcast.status)).all())
         deliveries = db.execute(select(func.max(Delivery.updated_at))).scalar()
@@ -51,7 +61,7 @@ def _fingerprints(rt: Runtime) -> dict[str, Any]:
                                        .group_by(Occurrence.status)
                                        .order_by(Occurrence.status)).all())
         actions = db.execute(select(func.max(ActionResult.updated_at))).scalar()
-    return {"alerts": alerts, "clusters": (clusters, alerts),
+    return {"alerts": alerts, "clusters": (clusters, speakers, alerts),
             "broadcasts": (statuses, deliveries, occurrences), "actions": actions}
 
 

@@ -150,8 +150,11 @@ export function ClusterPage({id, me}) {
     </div>
     <div class="card">
       <h2>${t("fleet.speakers")}</h2>
-      <ul class="plain speakers">${c.speakers.map((s) => html`<li>
-        ${s.name} <${Badge} s=${c.state === "offline" ? "unknown" : s.state} /></li>`)}</ul>
+      <ul class="plain speakers">${c.speakers.map((s) => html`<li class="row wrap">
+        <span>${s.name} <${Badge} s=${c.state === "offline" ? "unknown" : s.state} /></span>
+        ${mayAct && c.state !== "offline" && html`<${Act} kind="secondary small" onError=${setActErr}
+          action=${act("set_speaker", {index: s.index, muted: s.state !== "muted"})}>
+          ${s.state === "muted" ? t("action.unmute") : t("action.mute")}<//>`}</li>`)}</ul>
     </div>
     ${mayAct && html`<div class="card">
       <h2>${t("cluster.actions")}</h2>
@@ -182,7 +185,7 @@ export function ClusterPage({id, me}) {
 
 /** the next slot of any live bulletin, and which clusters will not play it, and why */
 function NextSlot() {
-  const {data: list} = useData("/broadcasts?limit=200", ["broadcasts"]);
+  const {data: list} = useData("/broadcasts?limit=50", ["broadcasts"]);
   const now = Date.now();
   const next = (list || []).filter((b) => ["scheduled", "active"].includes(b.status))
     .map((b) => ({b, at: (b.next_slots || []).map((x) => new Date(x).getTime()).find((x) => x > now)}))
