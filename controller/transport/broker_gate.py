@@ -38,6 +38,7 @@ from pathlib import Path
 
 from controller.access.broker_auth import CONTROLLER_USER, OBSERVER_USER
 from controller.transport.broker_access import verify_mosquitto_hash
+from controller.transport.link import topic_matches
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +58,6 @@ def gate_password(secret: bytes, username: str) -> str:
     """What the door tells amqtt in place of the client's password: proof that the
     connection came through the door (the secret lives only in this process)."""
     return hmac.new(secret, username.encode(), hashlib.sha256).hexdigest()
-
-
-def topic_matches(pattern: str, topic: str) -> bool:
-    """Does the ACL pattern or subscription filter ``pattern`` match the topic ``topic``?"""
-    p, t = pattern.split("/"), topic.split("/")
-    for i, level in enumerate(p):
-        if level == "#":
-            return True
-        if i >= len(t) or (level != "+" and level != t[i]):
-            return False
-    return len(p) == len(t)
 
 
 def overlaps(a: str, b: str) -> bool:

@@ -61,6 +61,17 @@ class Site:
         urllib.request.urlopen(req, timeout=10).read()
 
 
+def _stop(sim: subprocess.Popen[bytes] | None, ctl: ControllerProcess, broker: Broker) -> None:
+    if sim is not None:
+        sim.terminate()
+        try:
+            sim.wait(10)
+        except subprocess.TimeoutExpired:
+            sim.kill()
+    ctl.kill()
+    broker.kill()
+
+
 @pytest.fixture(scope="package")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("console-site")
@@ -85,14 +96,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         shots.mkdir(parents=True, exist_ok=True)
         yield Site(ctl.base, admin, f"http://127.0.0.1:{control_port}", shots)
     finally:
-        if sim is not None:
-            sim.terminate()
-            try:
-                sim.wait(10)
-            except subprocess.TimeoutExpired:
-                sim.kill()
-        ctl.kill()
-        broker.kill()
+        _stop(sim, ctl, broker)
 
 
 @pytest.fixture(params=[PHONE, DESKTOP], ids=["phone", "desktop"])
@@ -145,11 +149,4 @@ def province(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         shots.mkdir(parents=True, exist_ok=True)
         yield Site(ctl.base, admin, "", shots)
     finally:
-        if sim is not None:
-            sim.terminate()
-            try:
-                sim.wait(10)
-            except subprocess.TimeoutExpired:
-                sim.kill()
-        ctl.kill()
-        broker.kill()
+        _stop(sim, ctl, broker)
