@@ -276,7 +276,7 @@ class _Conn:
                 topic, qos, pid = _publish_topic(first, body)
                 if not rules.load().may_write(self.user, topic):
                     self.gate.count("publish_refused")
-                    log.info("broker door: %s may not publish on %s (dropped)", self.user, topic)
+                    log.debug("broker door: %s may not publish on %s (dropped)", self.user, topic)
                     if qos == 1:
                         self.client_w.write(_ack(PUBACK, pid))
                     elif qos == 2:
@@ -388,7 +388,7 @@ class BrokerGate:
                     or (hello.will_topic is not None
                         and not rules.may_write(user, hello.will_topic.decode(errors="replace")))):
                 self.count("connect_refused_auth")
-                log.info("broker door: connection refused (user %r)", user)
+                log.debug("broker door: connection refused (user %r)", user)
                 writer.write(REFUSED_AUTH)
                 await writer.drain()
                 return
@@ -409,7 +409,7 @@ class BrokerGate:
                         await p
                     if not p.cancelled() and isinstance(p.exception(), _Bad):
                         self.count("bad_packet")
-                        log.info("broker door: %s: %s", user, p.exception())
+                        log.debug("broker door: %s: %s", user, p.exception())
         except (_Bad, TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
             if isinstance(exc, _Bad):
                 self.count("bad_packet")
