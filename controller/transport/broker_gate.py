@@ -251,6 +251,25 @@ def _ack(kind: int, pid: bytes) -> bytes:
     return bytes([(kind << 4) | (0x02 if kind == PUBREL else 0), 2]) + pid
 
 
+def _drop(sender: asyncio.StreamWriter, dropped: set[bytes], qos: int, pid: bytes) -> None:
+    """A PUBLISH the door will not pass, acknowledged to the side that sent it as if it
+    had been (QoS 1: PUBACK; QoS 2: PUBREC, and the PUBREL that follows is completed here)."""
+    if qos == 1:
+        sender.write(_ack(PUBACK, pid))
+    elif qos == 2:
+        dropped.add(pid)
+        sender.write(_ack(PUBREC, pid))
+
+
+def _completed(sender: asyncio.StreamWriter, dropped: set[bytes], body: bytes) -> bool:
+    """A PUBREL for a QoS 2 PUBLISH the door dropped: completed here, not passed on."""
+    if body[:2] not in dropped:
+        return False
+    dropped.discard(body[:2])
+    sender.write(_ack(PUBCOMP, body[:2]))
+    return True
+
+
 @dataclass
 class _Conn:
     """One client's connection through the door, and its connection to amqtt."""
@@ -277,15 +296,9 @@ class _Conn:
                 if not rules.load().may_write(self.user, topic):
                     self.gate.count("publish_refused")
                     log.debug("broker door: %s may not publish on %s (dropped)", self.user, topic)
-                    if qos == 1:
-                        self.client_w.write(_ack(PUBACK, pid))
-                    elif qos == 2:
-                        self.dropped_in.add(pid)
-                        self.client_w.write(_ack(PUBREC, pid))
+                    _drop(self.client_w, self.dropped_in, qos, pid)
                     continue
-            elif kind == PUBREL and body[:2] in self.dropped_in:
-                self.dropped_in.discard(body[:2])
-                self.client_w.write(_ack(PUBCOMP, body[:2]))
+            elif kind == PUBREL and _completed(self.client_w, self.dropped_in, body):
                 continue
             elif kind == SUBSCRIBE:
                 pid, pos, refused, i = body[:2], 2, [], 0
@@ -312,15 +325,9 @@ class _Conn:
                 topic, qos, pid = _publish_topic(first, body)
                 if not rules.load().may_read(self.user, topic):
                     self.gate.count("delivery_refused")
-                    if qos == 1:
-                        self.up_w.write(_ack(PUBACK, pid))
-                    elif qos == 2:
-                        self.dropped_out.add(pid)
-                        self.up_w.write(_ack(PUBREC, pid))
+                    _drop(self.up_w, self.dropped_out, qos, pid)
                     continue
-            elif kind == PUBREL and body[:2] in self.dropped_out:
-                self.dropped_out.discard(body[:2])
-                self.up_w.write(_ack(PUBCOMP, body[:2]))
+            elif kind == PUBREL and _completed(self.up_w, self.dropped_out, body):
                 continue
             elif kind == SUBACK and body[:2] in self.refused_subs:
                 codes = bytearray(body[2:])

@@ -100,6 +100,12 @@ export function Loading({err, children}) {
   return children || html`<p class="muted" role="status">${t("common.loading")}</p>`;
 }
 
+/** is area `a` the account's own area or beneath it (a national account: everything)? */
+export function inHome(me, areas, a) {
+  for (let x = a; x; x = areas.byId[x.parent_id]) if (x.id === me.area_id) return true;
+  return me.area_id == null;
+}
+
 let ids = 0;
 export function useId(prefix = "f") {
   const ref = useRef(null);

@@ -4,17 +4,13 @@
 import {useEffect, useState} from "preact/hooks";
 import {call, download} from "../api.js";
 import {dateTime, has, t} from "../i18n.js";
-import {Act, Badge, Loading, Notice, Refusal, html, useData, useId} from "../ui.js";
+import {Act, Badge, Loading, Notice, Refusal, html, inHome, useData, useId} from "../ui.js";
 
 const ROLES = ["officer", "leader", "technician", "admin"];
 
 function areaOptions(me, areas) {
-  const within = (a) => {
-    for (let x = a; x; x = areas.byId[x.parent_id]) if (x.id === me.area_id) return true;
-    return me.area_id == null;
-  };
   const order = {province: 0, district: 1, commune: 2, village: 3};
-  return areas.list.filter((a) => within(a) && a.kind !== "village")
+  return areas.list.filter((a) => inHome(me, areas, a) && a.kind !== "village")
     .sort((x, y) => order[x.kind] - order[y.kind] || x.name.localeCompare(y.name, "vi"));
 }
 

@@ -3,20 +3,16 @@
 import {useEffect, useState} from "preact/hooks";
 import {audioUrl, call} from "../api.js";
 import {ZONE, dateTime, duration, t, time} from "../i18n.js";
-import {Act, Loading, Notice, Refusal, html, useData, useId} from "../ui.js";
+import {Act, Loading, Notice, Refusal, html, inHome, useData, useId} from "../ui.js";
 
 const DAYS = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"];
 const SPEEDS = [["slow", 0.85], ["normal", 1.0], ["fast", 1.15]];
 
 /** the villages an account may target, grouped by commune: [{commune, villages}] */
 export function villagesOf(me, areas) {
-  const within = (a) => {
-    for (let x = a; x; x = areas.byId[x.parent_id]) if (x.id === me.area_id) return true;
-    return me.area_id == null;
-  };
   const groups = {};
   for (const a of areas.list) {
-    if (a.kind !== "village" || !within(a)) continue;
+    if (a.kind !== "village" || !inHome(me, areas, a)) continue;
     (groups[a.parent_id] = groups[a.parent_id] || []).push(a);
   }
   return Object.entries(groups).map(([cid, vs]) => ({
