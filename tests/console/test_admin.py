@@ -48,10 +48,12 @@ def test_an_admin_sets_quiet_hours_for_the_commune(site: Site, page: Any,
     login(page, site, "admin", ADMIN_PASSWORD)
     page.click("nav.tabs a:has-text('Quy định')")
     page.get_by_label("Địa bàn").select_option(COMMUNE)
-    page.wait_for_selector("text=Giờ yên tĩnh")
+    # the commune's own values, not the first area's form still on screen
+    quiet = page.locator(f"[data-area='{COMMUNE}'] fieldset:has-text('Giờ yên tĩnh') input")
+    quiet.nth(0).wait_for()
     try:
-        page.locator("fieldset:has-text('Giờ yên tĩnh') input").nth(0).fill("22:00")
-        page.locator("fieldset:has-text('Giờ yên tĩnh') input").nth(1).fill("05:00")
+        quiet.nth(0).fill("22:00")
+        quiet.nth(1).fill("05:00")
         page.click("button:has-text('Lưu quy định')")
         page.wait_for_selector("text=Đã lưu.")
         looks_right(page, "admin-policy", site, size)

@@ -70,11 +70,11 @@ export function PolicyScreen({me, areas}) {
   const [note, setNote] = useState(null);
   const ids = {area: useId(), qs: useId(), qe: useId(), cap: useId(), cs: useId(), ce: useId()};
   useEffect(() => {
-    if (!data) return;
+    if (!data) return;  // a new area: useData clears the old area's answer before loading the new one
     const eff = data.effective || data;
     const q = (eff.quiet_hours || [])[0] || {start: "", end: ""};
     const c = (eff.volume_caps || [])[0] || {start: "", end: "", max_pct: ""};
-    setDraft({approval_required: !!eff.approval_required, officers_send_emergencies: !!eff.officers_send_emergencies,
+    setDraft({area, approval_required: !!eff.approval_required, officers_send_emergencies: !!eff.officers_send_emergencies,
       qs: (q.start || "").slice(0, 5), qe: (q.end || "").slice(0, 5),
       cs: (c.start || "").slice(0, 5), ce: (c.end || "").slice(0, 5), cap: c.max_pct ?? ""});
   }, [data]);
@@ -89,13 +89,15 @@ export function PolicyScreen({me, areas}) {
     reload();
   };
   const upd = (k, v) => setDraft({...draft, [k]: v});
+  // the form shows only the chosen area's values: never another area's, never a draft a late answer would overwrite
+  const shown = draft && draft.area === area ? draft : null;
   return html`<section class="screen">
     <h1>${t("policy.title")}</h1>
-    <div class="card">
+    <div class="card" data-area=${shown ? area : ""}>
       <label for=${ids.area}>${t("users.area")}</label>
-      <select id=${ids.area} value=${area} onChange=${(e) => setArea(e.target.value)}>
+      <select id=${ids.area} value=${area} onChange=${(e) => { setDraft(null); setArea(e.target.value); }}>
         ${choices.map((a) => html`<option value=${a.id}>${a.name}</option>`)}</select>
-      ${!draft ? html`<${Loading} err=${err} />` : html`
+      ${!shown ? html`<${Loading} err=${err} />` : html`
         <label class="check"><input type="checkbox" checked=${draft.approval_required}
           onChange=${(e) => upd("approval_required", e.target.checked)} /> ${t("policy.approval")}</label>
         <label class="check"><input type="checkbox" checked=${draft.officers_send_emergencies}
