@@ -34,6 +34,7 @@ __all__ = [
     "SignatureError",
     "ack_xml",
     "error_xml",
+    "heading",
     "map_priority",
     "parse_cap",
     "verify_signature",
@@ -356,22 +357,35 @@ def error_xml(data: bytes, sender: str, sent: datetime, note: str) -> str:
     """A CAP Error refusing ``data``, which may not even be a valid alert: its
     ``<references>`` names as much of the refused alert (sender, identifier, sent) as can
     be read safely, and ``<note>`` says why it was refused."""
-    fields: dict[str, str] = {}
-    try:
-        root = fromstring(data[:MAX_CAP_BYTES], forbid_dtd=True, forbid_entities=True,
-                          forbid_external=True)
-        for name in ("identifier", "sender", "sent", "status"):
-            value = _text(root, name)
-            if value and "," not in value and not any(ch.isspace() for ch in value):
-                fields[name] = value
-    except (DefusedXmlException, ParseError, ValueError):
-        pass
+    fields = heading(data)
     ident = fields.get("identifier") or \
         "unreadable-" + hashlib.sha256(data).hexdigest()[:16]
     ref = ",".join(fields.get(k, "") for k in ("sender", "identifier", "sent")) \
         if "identifier" in fields and "sender" in fields else None
     status = fields.get("status") if fields.get("status") in STATUS else "Actual"
     return _reply(f"{ident}-error", status or "Actual", ref, sender, sent, note, "Error")
+
+
+def heading(data: bytes) -> dict[str, str]:
+    """What can be read safely of a document that may not be a valid alert: identifier,
+    sender, sent, status, msgType (single tokens only) and the first block's event or
+    headline, for the log of what was received and for a CAP Error's references."""
+    fields: dict[str, str] = {}
+    try:
+        root = fromstring(data[:MAX_CAP_BYTES], forbid_dtd=True, forbid_entities=True,
+                          forbid_external=True)
+    except (DefusedXmlException, ParseError, ValueError):
+        return fields
+    for name in ("identifier", "sender", "sent", "status", "msgType"):
+        value = _text(root, name)
+        if value and "," not in value and not any(ch.isspace() for ch in value):
+            fields[name] = value[:512]
+    info = root.find(_N + "info")
+    if info is not None:
+        said = _text(info, "headline") or _text(info, "event")
+        if said:
+            fields["event"] = said[:512]
+    return fields
 
 
 def _reply(identifier: str, status: str, references: str | None, sender: str, sent: datetime,

@@ -293,6 +293,31 @@ class AuditEntry(Base):
     detail: Mapped[dict[str, Any] | None]
 
 
+class CapMessage(Base):
+    """Every CAP document POSTed, aired or refused, with the reply sent back (Ack or Error):
+    the province's record of what it sent and what each commune's controller answered."""
+
+    __tablename__ = "cap_messages"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(index=True)
+    username: Mapped[str | None] = mapped_column(String(64))
+    #: the posting account's area: who may read the entry
+    area_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    identifier: Mapped[str | None] = mapped_column(String(512))
+    sender: Mapped[str | None] = mapped_column(String(512))
+    sent: Mapped[str | None] = mapped_column(String(64))
+    msg_type: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[str | None] = mapped_column(String(16))
+    event: Mapped[str | None] = mapped_column(String(512))
+    http_status: Mapped[int] = mapped_column(Integer)
+    #: the refusal's code (None when accepted)
+    code: Mapped[str | None] = mapped_column(String(64))
+    #: what happened: broadcast ids, cancelled ids, notes; or the refusal's message
+    outcome: Mapped[dict[str, Any] | None]
+    #: the CAP Ack or Error XML sent back
+    reply: Mapped[str | None] = mapped_column(Text)
+
+
 class StateTransition(Base):
     """Every change of a cluster's state; availability is computed from these."""
 

@@ -21,7 +21,7 @@ def test_an_admin_creates_then_disables_an_account(site: Site, page: Any,
                                                     size: dict[str, int]) -> None:
     user = "thuky" if size == PHONE else "thuky2"
     login(page, site, "admin", ADMIN_PASSWORD)
-    assert nav(page)[-4:] == ["Tài khoản", "Quy định", "Mạng lưới", "Nhật ký"]
+    assert nav(page)[-5:] == ["Tài khoản", "Quy định", "Ngưỡng", "Mạng lưới", "Nhật ký"]
     page.click("nav.tabs a:has-text('Tài khoản')")
     page.get_by_label("Tên đăng nhập").fill(user)
     page.get_by_label("Mật khẩu", exact=True).fill("password")
@@ -47,6 +47,8 @@ def test_an_admin_sets_quiet_hours_for_the_commune(site: Site, page: Any,
                                                    size: dict[str, int]) -> None:
     login(page, site, "admin", ADMIN_PASSWORD)
     page.click("nav.tabs a:has-text('Quy định')")
+    # what the commune already has and the form does not show is kept
+    site.admin.call("PUT", f"/api/v1/areas/{COMMUNE}/policy", b'{"max_programme_s": 1200}')
     page.get_by_label("Địa bàn").select_option(COMMUNE)
     # the commune's own values, not the first area's form still on screen
     quiet = page.locator(f"[data-area='{COMMUNE}'] fieldset:has-text('Giờ yên tĩnh') input")
@@ -54,11 +56,22 @@ def test_an_admin_sets_quiet_hours_for_the_commune(site: Site, page: Any,
     try:
         quiet.nth(0).fill("22:00")
         quiet.nth(1).fill("05:00")
+        slots = page.locator(f"[data-area='{COMMUNE}'] #programmeSlots .slot")
+        assert slots.count() == 2  # inherited: 05:30 and 17:00, Monday to Saturday
+        page.click("button:has-text('Thêm khung giờ')")
+        slots.nth(2).locator("input[type=time]").fill("11:15")
+        slots.nth(2).locator("label.day:has-text('T2') input").uncheck()
         page.click("button:has-text('Lưu quy định')")
         page.wait_for_selector("text=Đã lưu.")
         looks_right(page, "admin-policy", site, size)
         policy = site.admin.get(f"/api/v1/areas/{COMMUNE}/policy")["effective"]
         assert policy["quiet_hours"] == [{"start": "22:00:00", "end": "05:00:00"}]
+        own = site.admin.get(f"/api/v1/areas/{COMMUNE}/policy")["override"]
+        assert own["max_programme_s"] == 1200
+        assert [(p["at"], p["days"]) for p in own["programme"]] == [
+            ("05:30:00", [0, 1, 2, 3, 4, 5]), ("17:00:00", [0, 1, 2, 3, 4, 5]),
+            ("11:15:00", [1, 2, 3, 4, 5])]
+        assert "approval_required" not in own  # untouched: still inherited
     finally:
         site.admin.call("PUT", f"/api/v1/areas/{COMMUNE}/policy", b'{"quiet_hours": []}')
 
@@ -75,3 +88,54 @@ def test_a_technician_downloads_a_boards_bundle(site: Site, page: Any,
     bundle = json.loads(Path(dl.value.path()).read_text())
     assert bundle["username"] == "hd-c15" and len(bundle["password"]) >= 32
     page.wait_for_selector("text=nạp tệp này vào thiết bị")
+
+
+def test_a_technician_tunes_the_communes_alert_thresholds(site: Site, page: Any,
+                                                          size: dict[str, int]) -> None:
+    login(page, site, "kythuat")
+    page.click("nav.tabs a:has-text('Ngưỡng')")
+    form = page.locator(f"[data-area='{COMMUNE}']")
+    form.wait_for()  # the technician's own commune
+    temp = form.get_by_label("Ampli quá nóng trên (°C)")
+    assert temp.input_value() == "70"  # the default it inherits
+    try:
+        temp.fill("62")
+        page.click("button:has-text('Lưu ngưỡng')")
+        page.wait_for_selector("text=Đã lưu.")
+        looks_right(page, "technician-thresholds", site, size)
+        got = site.admin.get(f"/api/v1/areas/{COMMUNE}/thresholds")
+        assert got["override"] == {"amp_temp_c": 62}
+        assert got["effective"]["amp_temp_c"] == 62 and got["effective"]["rssi_dbm"] == -100
+    finally:
+        site.admin.call("PUT", f"/api/v1/areas/{COMMUNE}/thresholds", b"{}")
+
+
+def test_an_admin_changes_an_accounts_role(site: Site, page: Any, size: dict[str, int]) -> None:
+    user = f"doivaitro{size['width']}"
+    status, body = site.admin.post("/api/v1/users", {"username": user, "password": "Đổi-vai-trò-2026",
+                                                     "role": "officer", "area_id": COMMUNE})
+    assert status == 201, body
+    login(page, site, "admin", ADMIN_PASSWORD)
+    page.click("nav.tabs a:has-text('Tài khoản')")
+    row = page.locator("#userList li", has_text=user)
+    row.locator("summary:has-text('Đổi vai trò, địa bàn')").click()
+    row.get_by_label("Vai trò").select_option("technician")
+    row.locator("button:has-text('Lưu thay đổi')").click()
+    page.click("dialog button:has-text('Xác nhận')")
+    page.wait_for_selector(f"#userList li:has-text('{user}'):has-text('Kỹ thuật viên')")
+    looks_right(page, "admin-role", site, size)
+    who = {u["username"]: u for u in site.admin.get("/api/v1/users")}[user]
+    assert (who["role"], who["area_id"]) == ("technician", COMMUNE)
+
+
+def test_a_technician_reads_availability_by_month(site: Site, page: Any,
+                                                  size: dict[str, int]) -> None:
+    login(page, site, "kythuat")
+    page.click("#availability summary")
+    page.click("button:has-text('Theo tháng')")
+    page.wait_for_selector("#availability th:has-text('Tháng')")
+    rows = page.locator("#availability tbody tr")
+    assert rows.count() == 12, rows.all_inner_texts()
+    this_month = rows.nth(11).inner_text()
+    assert "%" in this_month  # the boards have been up this month
+    looks_right(page, "technician-availability", site, size)

@@ -46,3 +46,47 @@ def test_a_province_sends_an_emergency_to_three_communes_and_sees_each_one(
     p.wait_for_selector("#bulletinList")
     titles = p.locator("#bulletinList strong").all_inner_texts()
     assert titles.count(text) == 1, titles  # once, not once more per commune
+
+
+def test_a_province_reads_the_cap_alerts_it_sent_and_the_replies(
+        province: Site, page: Any, size: dict[str, int]) -> None:
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from tests.console.conftest import PASSWORD
+    from tests.integration.harness import HttpApi
+
+    now = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).replace(microsecond=0)
+    ident = f"VP-KTTV-{size['width']}"
+    headline = f"Mưa lớn ở Xã mô phỏng 1 ({size['width']})"
+    alert = f"""<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>{ident}</identifier><sender>kttv@vinhphuc.gov.vn</sender>
+  <sent>{now.isoformat()}</sent><status>Actual</status><msgType>Alert</msgType><scope>Public</scope>
+  <info><language>vi-VN</language><category>Met</category><event>Mưa lớn</event>
+    <urgency>Expected</urgency><severity>Moderate</severity><certainty>Likely</certainty>
+    <expires>{(now + timedelta(hours=6)).isoformat()}</expires>
+    <headline>{headline}</headline><description>Mưa to kéo dài đến tối nay.</description>
+    <area><areaDesc>Xã mô phỏng 1</areaDesc></area></info>
+</alert>""".encode()
+    tinh = HttpApi(province.base).login("tinh", PASSWORD)
+    status, body = tinh.call("POST", "/api/v1/cap", alert, "application/xml")
+    assert status == 201, body
+    status, body = tinh.call("POST", "/api/v1/cap", b"<alert>not CAP</alert>", "application/xml")
+    assert status == 422, body
+
+    login(page, province, "tinh")
+    page.click("nav.tabs a:has-text('Cảnh báo CAP')")
+    row = page.locator(f"#capList li:has-text('{headline}')")
+    row.wait_for()
+    assert "đã nhận" in row.inner_text() and "Đã tạo 1 bản tin" in row.inner_text()
+    refused = page.locator("#capList li:has-text('Không phải bản tin CAP 1.2 hợp lệ')").first
+    assert "bị từ chối" in refused.inner_text()
+    looks_right(page, "province-cap", province, size)
+    row.locator("summary").click()
+    row.locator("pre.xml").wait_for()
+    reply = row.locator("pre.xml").inner_text()
+    assert "<msgType>Ack</msgType>" in reply and ident in reply
+    row.locator("a.go").click()
+    page.wait_for_selector("#proof")
+    assert headline in page.inner_text("h1")

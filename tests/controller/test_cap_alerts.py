@@ -506,3 +506,50 @@ def test_an_emergency_block_airs_even_if_another_block_is_refused(tmp_path: Path
         assert any("info 2 not aired on 1 cluster(s): policy_refused" in n
                    for n in r.json()["notes"])
         assert "policy_refused" in r.json()["ack"]
+
+
+# --- the log of what was received and answered -----------------------------------------------------
+
+def test_every_cap_document_and_its_reply_is_kept_for_the_senders_area(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+    with memory_commune(tmp_path) as (api, _link):
+        for name, area in (("lanhdao.hd", COMMUNE), ("canbo.thon", "hd-v01")):
+            r = api.post("/api/v1/users", json={"username": name, "password": "Mat-khau-dai-2026",
+                                                "role": "leader", "area_id": area})
+            assert r.status_code == 201, r.text
+
+        def login(name: str) -> TestClient:
+            c = TestClient(api.app)
+            tok = c.post("/api/v1/auth/token", data={"username": name,
+                                                     "password": "Mat-khau-dai-2026"})
+            c.headers["Authorization"] = f"Bearer {tok.json()['access_token']}"
+            return c
+
+        leader = login("lanhdao.hd")
+        commune = "<area><areaDesc>Xã Hướng Đạo</areaDesc></area>"
+        aired = post(leader, alert("VP-LOG-1", info(commune)))
+        assert aired.status_code == 201, aired.text
+        refused = post(leader, b"<alert>not CAP</alert>")
+        assert refused.status_code == 422
+        cancel = post(leader, alert("VP-LOG-1C", msg_type="Cancel", refs=f"{SENDER},VP-LOG-1,x"))
+        assert cancel.status_code == 200, cancel.text
+
+        got = leader.get("/api/v1/cap").json()
+        assert got["total"] == 3
+        newest, bad, first = got["items"]
+        assert (first["identifier"], first["msg_type"], first["http_status"], first["code"]) == \
+            ("VP-LOG-1", "Alert", 201, None)
+        assert first["event"] == "Cảnh báo lũ trên sông Phó Đáy"
+        assert first["outcome"]["broadcast_id"] == aired.json()["broadcast_id"]
+        assert (bad["http_status"], bad["code"], bad["identifier"]) == (422, "cap_invalid", None)
+        assert newest["msg_type"] == "Cancel"
+        assert newest["outcome"]["cancelled"] == cancel.json()["cancelled"]
+        full = leader.get(f"/api/v1/cap/{first['id']}").json()
+        assert full["reply"] == aired.json()["ack"] and "<msgType>Ack</msgType>" in full["reply"]
+        assert "<msgType>Error</msgType>" in leader.get(f"/api/v1/cap/{bad['id']}").json()["reply"]
+
+        village = login("canbo.thon")  # below the sender's area: none of it
+        assert village.get("/api/v1/cap").json() == {"total": 0, "items": []}
+        r = village.get(f"/api/v1/cap/{first['id']}")
+        assert r.status_code == 404 and r.json()["code"] == "cap_message_not_found"
+        assert api.get("/api/v1/cap?limit=1").json()["total"] == 3  # a national admin: all

@@ -164,10 +164,10 @@ class HttpApi:
         self.base = base
         self.token: str | None = None
 
-    def login(self) -> HttpApi:
+    def login(self, username: str = "admin", password: str = ADMIN_PASSWORD) -> HttpApi:
         import urllib.parse
 
-        body = urllib.parse.urlencode({"username": "admin", "password": ADMIN_PASSWORD}).encode()
+        body = urllib.parse.urlencode({"username": username, "password": password}).encode()
         self.token = self.call("POST", "/api/v1/auth/token", body,
                                 "application/x-www-form-urlencoded")[1]["access_token"]
         return self

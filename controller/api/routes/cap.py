@@ -6,22 +6,26 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import func, select
 
 from controller.access.jurisdiction import can_see, scope
 from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
 from controller.broadcasting.proof import rollup
 from controller.cap import service
-from controller.cap.alert import MAX_CAP_BYTES, error_xml
-from controller.db.models import Broadcast, utcnow
+from controller.cap.alert import MAX_CAP_BYTES, error_xml, heading
+from controller.db.models import Broadcast, CapMessage, User, utcnow
 from controller.errors import LoaError, NotFound, TooLarge
+from controller.runtime import Runtime
 
 router = APIRouter(tags=["cap", "reports"])
+log = logging.getLogger(__name__)
 
 
 @router.post("/cap", status_code=201, responses={
@@ -29,7 +33,8 @@ router = APIRouter(tags=["cap", "reports"])
     202: {"description": "valid but not aired (status Test/Exercise/System/Draft)"}})
 async def cap_ingest(request: Request, db: SessionDep, rt: RuntimeDep, user: CurrentUser) -> Response:
     """POST an OASIS CAP 1.2 alert (``application/xml``). Alert airs it, Update replaces
-    the referenced alert where it has not played yet, Cancel stops it everywhere."""
+    the referenced alert where it has not played yet, Cancel stops it everywhere. Every
+    document and the reply sent back are kept (``GET /cap``)."""
     body = await request.body()
     try:
         if len(body) > MAX_CAP_BYTES:
@@ -41,13 +46,71 @@ async def cap_ingest(request: Request, db: SessionDep, rt: RuntimeDep, user: Cur
         # system gets a CAP Error it can read, beside the coded refusal
         await run_in_threadpool(db.rollback)
         xml = error_xml(body, service.sender_of(rt), utcnow(), f"{exc.code}: {exc.message}")
+        await run_in_threadpool(_keep, rt, user, body, exc.status, exc.code,
+                                {"message": exc.message, "params": exc.params}, xml)
         if _wants_xml(request):
             return Response(xml, status_code=exc.status, media_type="application/cap+xml")
         return Response(json.dumps({**exc.body(), "cap_error": xml}, ensure_ascii=False,
                                    default=str), status_code=exc.status,
                         media_type="application/json")
+    outcome = {k: payload[k] for k in _OUTCOME if k in payload}
+    await run_in_threadpool(_keep, rt, user, body, status, None, outcome, payload.get("ack"))
     return Response(json.dumps(payload, ensure_ascii=False, default=str), status_code=status,
                     media_type="application/json")
+
+
+#: what the log keeps of an accepted alert's answer (the roll-up is live: GET the broadcast)
+_OUTCOME = ("broadcast_id", "broadcasts", "cancelled", "replaced", "duplicate",
+            "broadcast_ids", "aired", "reason", "notes", "read_as", "priority")
+
+
+def _keep(rt: Runtime, user: User, body: bytes, status: int, code: str | None,
+          outcome: dict[str, Any], reply: str | None) -> None:
+    """Log what was received and answered, in its own transaction: a refused alert's
+    rollback must not take its record with it."""
+    head = heading(body)
+    try:
+        with rt.sessions() as db:
+            db.add(CapMessage(
+                received_at=utcnow(), username=user.username, area_id=user.area_id,
+                identifier=head.get("identifier"), sender=head.get("sender"),
+                sent=head.get("sent"), msg_type=head.get("msgType"), status=head.get("status"),
+                event=head.get("event"), http_status=status, code=code,
+                outcome=json.loads(json.dumps(outcome, default=str)), reply=reply))
+            db.commit()
+    except Exception:  # the alert's own outcome stands; the gap is in the log
+        log.exception("CAP log entry not written: %s", head.get("identifier"))
+
+
+@router.get("/cap")
+def cap_messages(db: SessionDep, user: CurrentUser, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                 offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    """CAP documents received from accounts in one's own area (a national account: all),
+    newest first, each with its outcome; ``GET /cap/{id}`` adds the reply's XML."""
+    q = select(CapMessage)
+    allowed = scope(db, user)
+    if allowed is not None:
+        q = q.where(CapMessage.area_id.in_(allowed))
+    total = db.scalar(select(func.count()).select_from(q.subquery())) or 0
+    rows = db.scalars(q.order_by(CapMessage.id.desc()).limit(limit).offset(offset))
+    return {"total": total, "items": [_cap_out(m) for m in rows]}
+
+
+@router.get("/cap/{message_id}")
+def cap_message(message_id: int, db: SessionDep, user: CurrentUser) -> dict[str, Any]:
+    m = db.get(CapMessage, message_id)
+    allowed = scope(db, user)
+    if m is None or (allowed is not None and m.area_id not in allowed):
+        raise NotFound("cap_message_not_found", f"no CAP message {message_id}",
+                       id=message_id)
+    return {**_cap_out(m), "reply": m.reply}
+
+
+def _cap_out(m: CapMessage) -> dict[str, Any]:
+    return {"id": m.id, "received_at": m.received_at.isoformat(), "username": m.username,
+            "area_id": m.area_id, "identifier": m.identifier, "sender": m.sender,
+            "sent": m.sent, "msg_type": m.msg_type, "status": m.status, "event": m.event,
+            "http_status": m.http_status, "code": m.code, "outcome": m.outcome or {}}
 
 
 def _wants_xml(request: Request) -> bool:

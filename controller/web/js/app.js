@@ -13,14 +13,15 @@ import {Inbox} from "./screens/inbox.js";
 import {Fleet, ClusterPage} from "./screens/fleet.js";
 import {Alerts} from "./screens/alerts.js";
 import {Programme} from "./screens/programme.js";
-import {Audit, Network, PolicyScreen, Users} from "./screens/admin.js";
+import {CapScreen} from "./screens/cap.js";
+import {Audit, Network, PolicyScreen, ThresholdsScreen, Users} from "./screens/admin.js";
 
 const NAV = {
   officer: ["compose", "programme", "bulletins", "inbox"],
-  leader: ["approvals", "programme", "bulletins", "compose", "inbox", "alerts", "policy", "audit"],
-  technician: ["fleet", "alerts", "network", "bulletins"],
-  admin: ["bulletins", "programme", "compose", "approvals", "inbox", "fleet", "alerts", "users",
-          "policy", "network", "audit"],
+  leader: ["approvals", "programme", "bulletins", "compose", "inbox", "cap", "alerts", "policy", "audit"],
+  technician: ["fleet", "alerts", "network", "thresholds", "bulletins"],
+  admin: ["bulletins", "programme", "compose", "approvals", "inbox", "cap", "fleet", "alerts", "users",
+          "policy", "thresholds", "network", "audit"],
 };
 
 function useRoute() {
@@ -127,6 +128,8 @@ function Shell({me, areas}) {
   else if (name === "programme") screen = html`<${Programme} ...${ctx} />`;
   else if (name === "users") screen = html`<${Users} ...${ctx} />`;
   else if (name === "policy") screen = html`<${PolicyScreen} ...${ctx} />`;
+  else if (name === "cap") screen = html`<${CapScreen} ...${ctx} />`;
+  else if (name === "thresholds") screen = html`<${ThresholdsScreen} ...${ctx} />`;
   else if (name === "network") screen = html`<${Network} ...${ctx} />`;
   else if (name === "audit") screen = html`<${Audit} ...${ctx} />`;
   const area = me.area_id ? (areas.byId[me.area_id] || {}).name || me.area_id : t("area.country");

@@ -35,6 +35,10 @@ export function day(iso) {
   return new Date(iso).toLocaleDateString(locale(), {timeZone: ZONE, weekday: "short", day: "2-digit",
                                                      month: "2-digit"});
 }
+export function month(iso) {
+  if (!iso) return "–";
+  return new Date(iso).toLocaleDateString(locale(), {timeZone: ZONE, month: "2-digit", year: "numeric"});
+}
 export function time(iso) {
   if (!iso) return "–";
   return new Date(iso).toLocaleTimeString(locale(), {timeZone: ZONE, hour: "2-digit", minute: "2-digit"});

@@ -57,68 +57,170 @@ export function Users({me, areas}) {
         <div class="row-side">${u.disabled ? html`<${Badge} s="cancelled" label=${t("users.disabled")} />` : html`<${Badge} s="online" label=${t("users.active")} />`}
           ${u.username !== me.username && html`<${Act} kind="secondary small" onError=${setActErr}
             confirm=${u.disabled ? null : t("users.disable_confirm", {username: u.username})}
-            action=${toggle(u)}>${u.disabled ? t("users.enable") : t("users.disable")}<//>`}</div></div></li>`)}</ul>`}
+            action=${toggle(u)}>${u.disabled ? t("users.enable") : t("users.disable")}<//>`}</div></div>
+        ${u.username !== me.username && html`<${EditUser} u=${u} me=${me} areas=${areas} onDone=${reload} onError=${setActErr} />`}</li>`)}</ul>`}
   </section>`;
 }
 
-export function PolicyScreen({me, areas}) {
+/** an account's role and area, changed in place (its sessions end at once: the server says so) */
+function EditUser({u, me, areas, onDone, onError}) {
+  const [role, setRole] = useState(u.role);
+  const [area, setArea] = useState(u.area_id || "");
+  const ids = {r: useId(), a: useId()};
+  const save = async () => {
+    await call(`/users/${encodeURIComponent(u.username)}`, {method: "PATCH", json: {role, area_id: area || null}});
+    onDone();
+  };
+  return html`<details class="edit-user"><summary>${t("users.edit")}</summary>
+    <label for=${ids.r}>${t("users.role")}</label>
+    <select id=${ids.r} value=${role} onChange=${(e) => setRole(e.target.value)}>
+      ${ROLES.map((r) => html`<option value=${r}>${t("role." + r)}</option>`)}</select>
+    <label for=${ids.a}>${t("users.area")}</label>
+    <select id=${ids.a} value=${area} onChange=${(e) => setArea(e.target.value)}>
+      ${u.area_id == null && html`<option value="">${t("area.country")}</option>`}
+      ${areaOptions(me, areas).map((a) => html`<option value=${a.id}>${a.name}</option>`)}</select>
+    <div class="row"><${Act} kind="primary small" action=${save} onError=${onError}
+      confirm=${t("users.edit_confirm", {username: u.username})}>${t("users.save")}<//></div>
+  </details>`;
+}
+
+const DAYS = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"];  // the API's weekday numbers 0…6
+const hhmm = (v) => (v || "").slice(0, 5);
+
+/** the area chooser shared by the policy and thresholds screens: an area's form shows only
+ *  that area's values, never another area's, never one a late answer would overwrite */
+function useAreaForm(me, areas, kind, clean = (x) => x) {
   const choices = areaOptions(me, areas);
   const [area, setArea] = useState(me.area_id || (choices[0] || {}).id);
-  const {data, err, reload} = useData(area ? `/areas/${encodeURIComponent(area)}/policy` : null, []);
+  const {data, err, reload} = useData(area ? `/areas/${encodeURIComponent(area)}/${kind}` : null, []);
   const [draft, setDraft] = useState(null);
+  useEffect(() => { if (data) setDraft({area, touched: {}}); }, [data]);
+  const id = useId();
+  const chooser = html`<label for=${id}>${t("users.area")}</label>
+    <select id=${id} value=${area} onChange=${(e) => { setDraft(null); setArea(e.target.value); }}>
+      ${choices.map((a) => html`<option value=${a.id}>${a.name}</option>`)}</select>`;
+  const shown = data && draft && draft.area === area ? draft : null;
+  // a field shows what the area has now (its own value, else the one it inherits); what is saved
+  // is the area's own override with only the fields the person changed replaced
+  const val = (k) => (shown && k in shown.touched ? shown.touched[k] : (data.effective || {})[k]);
+  const touch = (k, v) => setDraft({...draft, touched: {...draft.touched, [k]: v}});
+  const body = () => clean({...(data.override || {}), ...shown.touched});
+  return {area, data, err, reload, chooser, shown, val, touch, body};
+}
+
+export function PolicyScreen({me, areas}) {
+  const f = useAreaForm(me, areas, "policy", cleanPolicy);
   const [actErr, setActErr] = useState(null);
   const [note, setNote] = useState(null);
-  const ids = {area: useId(), qs: useId(), qe: useId(), cap: useId(), cs: useId(), ce: useId()};
-  useEffect(() => {
-    if (!data) return;  // a new area: useData clears the old area's answer before loading the new one
-    const eff = data.effective || data;
-    const q = (eff.quiet_hours || [])[0] || {start: "", end: ""};
-    const c = (eff.volume_caps || [])[0] || {start: "", end: "", max_pct: ""};
-    setDraft({area, approval_required: !!eff.approval_required, officers_send_emergencies: !!eff.officers_send_emergencies,
-      qs: (q.start || "").slice(0, 5), qe: (q.end || "").slice(0, 5),
-      cs: (c.start || "").slice(0, 5), ce: (c.end || "").slice(0, 5), cap: c.max_pct ?? ""});
-  }, [data]);
+  const ids = {qs: useId(), qe: useId(), cap: useId(), cs: useId(), ce: useId(), len: useId()};
   const save = async () => {
     setActErr(null); setNote(null);
-    const d = draft;
-    await call(`/areas/${encodeURIComponent(area)}/policy`, {method: "PUT", json: {
-      approval_required: d.approval_required, officers_send_emergencies: d.officers_send_emergencies,
-      quiet_hours: d.qs && d.qe ? [{start: d.qs, end: d.qe}] : [],
-      volume_caps: d.cs && d.ce && d.cap !== "" ? [{start: d.cs, end: d.ce, max_pct: Number(d.cap)}] : []}});
+    await call(`/areas/${encodeURIComponent(f.area)}/policy`, {method: "PUT", json: f.body()});
     setNote(t("common.saved"));
-    reload();
+    f.reload();
   };
-  const upd = (k, v) => setDraft({...draft, [k]: v});
-  // the form shows only the chosen area's values: never another area's, never a draft a late answer would overwrite
-  const shown = draft && draft.area === area ? draft : null;
+  let form = null;
+  if (f.shown) {
+    const q = (f.val("quiet_hours") || [])[0] || {start: "", end: ""};
+    const c = (f.val("volume_caps") || [])[0] || {start: "", end: "", max_pct: ""};
+    const slots = f.val("programme") || [];
+    // a half-typed window stays on screen as typed; cleanPolicy sends only whole ones
+    const setQuiet = (k, v) => f.touch("quiet_hours", [{start: hhmm(q.start), end: hhmm(q.end), [k]: v}]);
+    const setCap = (k, v) => f.touch("volume_caps", [{start: hhmm(c.start), end: hhmm(c.end), max_pct: c.max_pct, [k]: v}]);
+    const setSlot = (i, slot) => f.touch("programme", slots.map((x, j) => (j === i ? slot : x)).filter(Boolean));
+    form = html`
+      <label class="check"><input type="checkbox" checked=${!!f.val("approval_required")}
+        onChange=${(e) => f.touch("approval_required", e.target.checked)} /> ${t("policy.approval")}</label>
+      <label class="check"><input type="checkbox" checked=${!!f.val("officers_send_emergencies")}
+        onChange=${(e) => f.touch("officers_send_emergencies", e.target.checked)} /> ${t("policy.officer_emergency")}</label>
+      <fieldset><legend>${t("policy.quiet")}</legend>
+        <div class="filters"><div><label for=${ids.qs}>${t("policy.from")}</label>
+          <input id=${ids.qs} type="time" value=${hhmm(q.start)} onInput=${(e) => setQuiet("start", e.target.value)} /></div>
+        <div><label for=${ids.qe}>${t("policy.to")}</label>
+          <input id=${ids.qe} type="time" value=${hhmm(q.end)} onInput=${(e) => setQuiet("end", e.target.value)} /></div></div>
+      </fieldset>
+      <fieldset><legend>${t("policy.cap")}</legend>
+        <div class="filters"><div><label for=${ids.cs}>${t("policy.from")}</label>
+          <input id=${ids.cs} type="time" value=${hhmm(c.start)} onInput=${(e) => setCap("start", e.target.value)} /></div>
+        <div><label for=${ids.ce}>${t("policy.to")}</label>
+          <input id=${ids.ce} type="time" value=${hhmm(c.end)} onInput=${(e) => setCap("end", e.target.value)} /></div>
+        <div><label for=${ids.cap}>${t("policy.cap_pct")}</label>
+          <input id=${ids.cap} type="number" min="0" max="100" value=${c.max_pct ?? ""} onInput=${(e) => setCap("max_pct", e.target.value)} /></div></div>
+      </fieldset>
+      <fieldset id="programmeSlots"><legend>${t("policy.slots")}</legend>
+        <p class="hint">${t("policy.slots_hint")}</p>
+        ${slots.map((slot, i) => html`<${Slot} key=${i} slot=${slot} n=${i + 1}
+          onChange=${(x) => setSlot(i, x)} onRemove=${() => setSlot(i, null)} />`)}
+        ${slots.length < 8 && html`<button type="button" class="btn secondary"
+          onClick=${() => f.touch("programme", [...slots, {at: "06:00", days: [0, 1, 2, 3, 4, 5]}])}>${t("policy.slot_add")}</button>`}
+      </fieldset>
+      <label for=${ids.len}>${t("policy.max_len")}</label>
+      <input id=${ids.len} type="number" min="1" step="1" value=${Math.round((f.val("max_programme_s") || 0) / 60) || ""}
+        onInput=${(e) => f.touch("max_programme_s", e.target.value ? Number(e.target.value) * 60 : null)} />
+      <${Refusal} err=${actErr} />
+      <${Notice} text=${note} />
+      <div class="row"><${Act} kind="primary" action=${save} onError=${setActErr}>${t("policy.save")}<//></div>`;
+  }
   return html`<section class="screen">
     <h1>${t("policy.title")}</h1>
-    <div class="card" data-area=${shown ? area : ""}>
-      <label for=${ids.area}>${t("users.area")}</label>
-      <select id=${ids.area} value=${area} onChange=${(e) => { setDraft(null); setArea(e.target.value); }}>
-        ${choices.map((a) => html`<option value=${a.id}>${a.name}</option>`)}</select>
-      ${!shown ? html`<${Loading} err=${err} />` : html`
-        <label class="check"><input type="checkbox" checked=${draft.approval_required}
-          onChange=${(e) => upd("approval_required", e.target.checked)} /> ${t("policy.approval")}</label>
-        <label class="check"><input type="checkbox" checked=${draft.officers_send_emergencies}
-          onChange=${(e) => upd("officers_send_emergencies", e.target.checked)} /> ${t("policy.officer_emergency")}</label>
-        <fieldset><legend>${t("policy.quiet")}</legend>
-          <div class="filters"><div><label for=${ids.qs}>${t("policy.from")}</label>
-            <input id=${ids.qs} type="time" value=${draft.qs} onInput=${(e) => upd("qs", e.target.value)} /></div>
-          <div><label for=${ids.qe}>${t("policy.to")}</label>
-            <input id=${ids.qe} type="time" value=${draft.qe} onInput=${(e) => upd("qe", e.target.value)} /></div></div>
-        </fieldset>
-        <fieldset><legend>${t("policy.cap")}</legend>
-          <div class="filters"><div><label for=${ids.cs}>${t("policy.from")}</label>
-            <input id=${ids.cs} type="time" value=${draft.cs} onInput=${(e) => upd("cs", e.target.value)} /></div>
-          <div><label for=${ids.ce}>${t("policy.to")}</label>
-            <input id=${ids.ce} type="time" value=${draft.ce} onInput=${(e) => upd("ce", e.target.value)} /></div>
-          <div><label for=${ids.cap}>${t("policy.cap_pct")}</label>
-            <input id=${ids.cap} type="number" min="0" max="100" value=${draft.cap} onInput=${(e) => upd("cap", e.target.value)} /></div></div>
-        </fieldset>
+    <div class="card" data-area=${f.shown ? f.area : ""}>
+      ${f.chooser}
+      ${form || html`<${Loading} err=${f.err} />`}
+    </div>
+  </section>`;
+}
+
+/** what the policy PUT takes: whole windows and slots only, times as HH:MM */
+function cleanPolicy(p) {
+  const out = {...p};
+  if (p.quiet_hours) out.quiet_hours = p.quiet_hours.filter((w) => w.start && w.end);
+  if (p.volume_caps) {
+    out.volume_caps = p.volume_caps.filter((w) => w.start && w.end && w.max_pct !== "" && w.max_pct != null)
+      .map((w) => ({...w, max_pct: Number(w.max_pct)}));
+  }
+  if (p.programme) out.programme = p.programme.filter((x) => x.at && x.days.length).map((x) => ({at: hhmm(x.at), days: x.days}));
+  return out;
+}
+
+function Slot({slot, n, onChange, onRemove}) {
+  const id = useId();
+  const on = new Set(slot.days);
+  const flip = (d) => onChange({...slot, days: on.has(d) ? slot.days.filter((x) => x !== d) : [...slot.days, d].sort()});
+  return html`<div class="slot">
+    <label for=${id}>${t("policy.slot", {n})}</label>
+    <div class="row wrap"><input id=${id} type="time" value=${hhmm(slot.at)} onInput=${(e) => onChange({...slot, at: e.target.value})} />
+      <button type="button" class="btn secondary small" onClick=${onRemove}>${t("policy.slot_remove")}</button></div>
+    <div class="grid-days">${DAYS.map((d, i) => html`<label class="day">
+      <input type="checkbox" checked=${on.has(i)} onChange=${() => flip(i)} /> ${t("day." + d)}</label>`)}</div>
+  </div>`;
+}
+
+// the thresholds a technician tunes, in the order of the form, with their units
+const THRESHOLDS = ["amp_temp_c", "rssi_dbm", "battery_pct", "clock_offset_ms", "storage_free_kb",
+  "readiness_lead_min", "resolve_hold_s"];
+
+export function ThresholdsScreen({me, areas}) {
+  const f = useAreaForm(me, areas, "thresholds");
+  const [actErr, setActErr] = useState(null);
+  const [note, setNote] = useState(null);
+  const ids = Object.fromEntries(THRESHOLDS.map((k) => [k, useId()]));
+  const save = async () => {
+    setActErr(null); setNote(null);
+    await call(`/areas/${encodeURIComponent(f.area)}/thresholds`, {method: "PUT", json: f.body()});
+    setNote(t("common.saved"));
+    f.reload();
+  };
+  return html`<section class="screen">
+    <h1>${t("thresholds.title")}</h1>
+    <div class="card" data-area=${f.shown ? f.area : ""}>
+      ${f.chooser}
+      ${!f.shown ? html`<${Loading} err=${f.err} />` : html`
+        <p class="hint">${t("thresholds.hint")}</p>
+        ${THRESHOLDS.map((k) => html`<label for=${ids[k]}>${t("thresholds." + k)}</label>
+          <input id=${ids[k]} type="number" value=${f.val(k) ?? ""} onInput=${(e) => f.touch(k, e.target.value === "" ? null : Number(e.target.value))} />`)}
         <${Refusal} err=${actErr} />
         <${Notice} text=${note} />
-        <div class="row"><${Act} kind="primary" action=${save} onError=${setActErr}>${t("policy.save")}<//></div>`}
+        <div class="row"><${Act} kind="primary" action=${save} onError=${setActErr}>${t("thresholds.save")}<//></div>`}
     </div>
   </section>`;
 }

@@ -2,7 +2,7 @@
 // speakers, telemetry charts from the history API, remote actions and their outcome.
 import {useEffect, useState} from "preact/hooks";
 import {call} from "../api.js";
-import {ago, cause, dateTime, day, lang, state, t, time} from "../i18n.js";
+import {ago, cause, dateTime, day, lang, month, state, t, time} from "../i18n.js";
 import {Act, Badge, Loading, Notice, Refusal, html, useData, useId} from "../ui.js";
 
 const PAGE = 50;
@@ -205,14 +205,29 @@ function NextSlot() {
 
 /** uptime of the account's area, per day over the last week */
 function Availability({me}) {
+  const [by, setBy] = useState("day");
   const area = me.area_id ? `&area_id=${encodeURIComponent(me.area_id)}` : "";
-  const {data} = useData(`/reports/availability?granularity=day${area}`, []);
-  if (!data || !data.periods.length) return null;
+  // a month view starts on the first of the month eleven months back (the server's zone)
+  const from = new Date(); from.setMonth(from.getMonth() - 11, 1); from.setHours(0, 0, 0, 0);
+  const span = by === "month" ? `&from=${encodeURIComponent(from.toISOString())}` : "";
+  const {data} = useData(`/reports/availability?granularity=${by}${span}${area}`, []);
+  // the table says what the answer is (not what was just asked for and has not come yet)
+  const g = data && data.granularity;
+  const label = (p) => (g === "month" ? month(p.start) : day(p.start));
+  const delivered = (p) => {
+    const n = p.clusters.reduce((a, c) => a + c.deliveries_targeted, 0);
+    return n ? (p.clusters.reduce((a, c) => a + c.deliveries_played, 0) / n * 100).toFixed(1) + " %" : "–";
+  };
   return html`<details class="card" id="availability">
     <summary><strong>${t("availability.title")}</strong></summary>
-    <table class="proof"><thead><tr><th scope="col">${t("availability.day")}</th>
-      <th scope="col">${t("availability.uptime")}</th></tr></thead>
-    <tbody>${data.periods.map((p) => html`<tr><th scope="row">${day(p.start)}</th>
-      <td>${p.availability == null ? "–" : (p.availability * 100).toFixed(1) + " %"}</td></tr>`)}</tbody></table>
+    <div class="row wrap" role="group">
+      ${["day", "month"].map((g) => html`<button type="button" class=${"btn small " + (by === g ? "primary" : "secondary")}
+        aria-pressed=${by === g} onClick=${() => setBy(g)}>${t("availability.by_" + g)}</button>`)}</div>
+    ${!data ? html`<${Loading} />` : html`<table class="proof"><thead><tr>
+      <th scope="col">${t(g === "month" ? "availability.month" : "availability.day")}</th>
+      <th scope="col">${t("availability.uptime")}</th><th scope="col">${t("availability.delivered")}</th></tr></thead>
+    <tbody>${data.periods.map((p) => html`<tr><th scope="row">${label(p)}</th>
+      <td>${p.availability == null ? "–" : (p.availability * 100).toFixed(1) + " %"}</td>
+      <td>${delivered(p)}</td></tr>`)}</tbody></table>`}
   </details>`;
 }
