@@ -4,6 +4,7 @@ import {useEffect, useState} from "preact/hooks";
 import {audioUrl, call} from "../api.js";
 import {ZONE, dateTime, duration, t, time} from "../i18n.js";
 import {Act, Loading, Notice, Refusal, html, inHome, useData, useId} from "../ui.js";
+import {PlaceMap} from "../map.js";
 
 const DAYS = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"];
 const SPEEDS = [["slow", 0.85], ["normal", 1.0], ["fast", 1.15]];
@@ -36,6 +37,7 @@ export function Compose({me, areas}) {
   const [title, setTitle] = useState("");
   const [whole, setWhole] = useState(true);
   const [chosen, setChosen] = useState(new Set());
+  const [view, setView] = useState("list");
   const [mode, setMode] = useState("once");
   const [startAt, setStartAt] = useState(localInput(new Date(Date.now() + 15 * 60000)));
   const [days, setDays] = useState(new Set(["MO", "TU", "WE", "TH", "FR", "SA"]));
@@ -146,7 +148,12 @@ export function Compose({me, areas}) {
         <legend>${t("compose.targets")}</legend>
         <label class="check"><input type="checkbox" checked=${whole}
           onChange=${(e) => setWhole(e.target.checked)} /> ${t("compose.all_area", {name: home})}</label>
-        ${!whole && groups.map((g) => html`<fieldset class="commune">
+        ${!whole && html`<div class="chips" role="group" aria-label=${t("compose.view")}>
+          ${["list", "map"].map((v) => html`<button type="button" class=${"chip" + (view === v ? " on" : "")}
+            aria-pressed=${view === v ? "true" : "false"} onClick=${() => setView(v)}>${t("compose.view_" + v)}</button>`)}</div>`}
+        ${!whole && view === "map" && html`<${TargetMap} groups=${groups} chosen=${chosen}
+          onPick=${(id) => toggle(chosen, setChosen, id)} />`}
+        ${!whole && view === "list" && groups.map((g) => html`<fieldset class="commune">
           <legend>${g.commune.name}</legend>
           ${groups.length > 1 && html`<label class="check"><input type="checkbox" checked=${chosen.has(g.commune.id)}
             onChange=${() => toggle(chosen, setChosen, g.commune.id)} /> ${t("compose.whole_commune", {name: g.commune.name})}</label>`}
@@ -188,6 +195,24 @@ export function Compose({me, areas}) {
         confirm=${priority === "emergency" ? t("compose.emergency_confirm") : null}>${t("compose.submit")}<//>
     </div>
   </section>`;
+}
+
+/** the villages on a map: tap to choose; a commune chosen whole is chosen on the map too */
+function TargetMap({groups, chosen, onPick}) {
+  const points = groups.flatMap((g) => g.villages.map((v) => ({
+    id: v.id, name: v.name, lat: v.lat, lon: v.lon, cls: "village",
+    on: chosen.has(v.id) || chosen.has(g.commune.id), disabled: chosen.has(g.commune.id),
+    title: `${v.name}, ${g.commune.name}`})));
+  const picked = points.filter((p) => p.on).map((p) => p.name);
+  return html`<div>
+    ${groups.length > 1 && html`<div class="grid-checks">${groups.map((g) => html`<label class="check">
+      <input type="checkbox" checked=${chosen.has(g.commune.id)} onChange=${() => onPick(g.commune.id)} />
+      ${t("compose.whole_commune", {name: g.commune.name})}</label>`)}</div>`}
+    <${PlaceMap} points=${points} label=${t("compose.map_label")} onPick=${onPick} />
+    ${!points.some((p) => p.lat != null) && html`<p class="muted">${t("compose.map_none")}</p>`}
+    <p class="hint" aria-live="polite">${picked.length ? t("compose.map_chosen", {names: picked.join(", ")})
+      : t("compose.map_tap")}</p>
+  </div>`;
 }
 
 function local(key) {  // a refusal of the console's own, shown like the server's

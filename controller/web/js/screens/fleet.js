@@ -4,6 +4,7 @@ import {useEffect, useState} from "preact/hooks";
 import {call} from "../api.js";
 import {ago, cause, dateTime, day, lang, month, state, t, time} from "../i18n.js";
 import {Act, Badge, Loading, Notice, Refusal, html, useData, useId} from "../ui.js";
+import {PlaceMap} from "../map.js";
 
 const PAGE = 50;
 const TOPICS = ["clusters", "*"];
@@ -29,6 +30,7 @@ export function Fleet({me, areas}) {
   const [problem, setProblem] = useState("");
   const [q, setQ] = useState("");
   const [page, setPage] = useState(0);
+  const [view, setView] = useState("list");
   const ids = {st: useId(), v: useId(), p: useId(), q: useId()};
   useEffect(() => setPage(0), [st, village, problem, q]);
   if (!data) return html`<section class="screen"><h1>${t("fleet.title")}</h1><${Loading} err=${err} /></section>`;
@@ -66,15 +68,22 @@ export function Fleet({me, areas}) {
       <div><label for=${ids.q}>${t("fleet.search")}</label>
         <input id=${ids.q} type="search" value=${q} onInput=${(e) => setQ(e.target.value)} /></div>
     </div>
-    <ul class="rows" id="clusterList">${pageRows.map((c) => html`<li key=${c.id}>
+    <div class="chips" role="group" aria-label=${t("fleet.map_label")}>
+      ${["list", "map"].map((v) => html`<button type="button" class=${"chip" + (view === v ? " on" : "")}
+        aria-pressed=${view === v ? "true" : "false"} onClick=${() => setView(v)}>${t("fleet.view_" + v)}</button>`)}</div>
+    ${view === "map" && html`<${PlaceMap} label=${t("fleet.map_label")} href=${(id) => "#/fleet/" + encodeURIComponent(id)}
+      points=${shown.map((c) => ({id: c.id, name: c.id, lat: c.lat, lon: c.lon, cls: "st-" + c.state,
+                                  title: `${c.name}: ${state(c.state)}`}))}
+      legend=${["offline", "degraded", "online"].map((s) => html`<${Badge} s=${s} />`)} />`}
+    ${view === "list" && html`<ul class="rows" id="clusterList">${pageRows.map((c) => html`<li key=${c.id}>
       <a class="row-link" href=${"#/fleet/" + encodeURIComponent(c.id)}>
         <span class="row-main"><strong>${c.name}</strong>
           <span class="muted">${c.id} · ${(areas.byId[c.area_id] || {}).name || "–"}</span>
           ${(c.causes || []).length > 0 && html`<span class="cause">${c.causes.map((x) => cause(x)).join("; ")}</span>`}</span>
         <span class="row-side"><${Badge} s=${c.state} />
           <span class="muted small">${ago(c.last_seen)}</span></span>
-      </a></li>`)}</ul>
-    ${shown.length > PAGE && html`<div class="row pager">
+      </a></li>`)}</ul>`}
+    ${view === "list" && shown.length > PAGE && html`<div class="row pager">
       <button type="button" class="btn" disabled=${page === 0} onClick=${() => setPage(page - 1)}>${t("fleet.prev")}</button>
       <span>${t("fleet.page", {from: page * PAGE + 1, to: Math.min(shown.length, (page + 1) * PAGE), total: shown.length})}</span>
       <button type="button" class="btn" disabled=${(page + 1) * PAGE >= shown.length} onClick=${() => setPage(page + 1)}>${t("fleet.next")}</button>
