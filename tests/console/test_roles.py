@@ -185,7 +185,7 @@ def test_a_technician_finds_the_blown_horn_by_self_test(site: Site, page: Any,
         "start_at": (datetime.now(UTC) + timedelta(hours=3)).isoformat()})
     assert status == 201 and b["status"] == "scheduled", b
     login(page, site, "kythuat")
-    assert nav(page) == ["Thiết bị", "Cảnh báo", "Mạng lưới", "Bản tin"]
+    assert nav(page) == ["Thiết bị", "Cảnh báo", "Mạng lưới", "Ngưỡng", "Bản tin"]
     page.wait_for_selector("#fleetSummary")
     readiness = page.wait_for_selector("#readiness")  # the next slot: who will not play it
     assert re.search(r"\d+/\d+ cụm sẽ phát", readiness.inner_text())

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
-from sqlalchemy.orm import selectinload
 
 from controller.access.jurisdiction import scope, visible_cluster
 from controller.api.deps import CurrentUser, SessionDep
 from controller.api.schemas import AreaOut, ClusterOut, SpeakerOut
 from controller.broadcasting.targeting import ancestor_ids
 from controller.db.models import Area, Cluster
+from controller.fleet import listing
 from controller.fleet.health import STATE_REASONS, state_reason
 
 router = APIRouter(tags=["areas"])
@@ -36,17 +38,37 @@ def _cluster_out(c: Cluster) -> ClusterOut:
 
 
 @router.get("/clusters", response_model=list[ClusterOut])
-def list_clusters(db: SessionDep, user: CurrentUser, state: str | None = None,
-                  area_id: str | None = None) -> list[ClusterOut]:
-    q = select(Cluster).options(selectinload(Cluster.speakers)).order_by(Cluster.id)
-    allowed = scope(db, user)
-    if allowed is not None:
-        q = q.where(Cluster.area_id.in_(allowed))
-    if state:
-        q = q.where(Cluster.state == state)
-    if area_id:
-        q = q.where(Cluster.area_id == area_id)
-    return [_cluster_out(c) for c in db.scalars(q)]
+def list_clusters(db: SessionDep, user: CurrentUser, response: Response,
+                  state: str | None = None, area_id: str | None = None,
+                  q: Annotated[str | None, Query(max_length=100)] = None,
+                  problem: str | None = None,
+                  order: Literal["id", "state"] = "id",
+                  limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
+                  offset: Annotated[int, Query(ge=0)] = 0) -> list[ClusterOut]:
+    """Clusters of one's area: ``area_id`` (that area and everything beneath it), ``state``,
+    ``problem`` (a cause code), ``q`` (in the id or name, accents ignored); ``order=state``
+    puts the broken first. With ``limit``/``offset`` one page; ``X-Total-Count`` says how
+    many match."""
+    total, rows = listing.page(db, user, listing.ClusterFilter(state, area_id, q, problem),
+                               order=order, limit=limit, offset=offset)
+    response.headers["X-Total-Count"] = str(total)
+    return [_cluster_out(c) for c in rows]
+
+
+@router.get("/fleet")
+def fleet(db: SessionDep, user: CurrentUser, state: str | None = None,
+          area_id: str | None = None, q: Annotated[str | None, Query(max_length=100)] = None,
+          problem: str | None = None, provisioned: bool | None = None,
+          limit: Annotated[int, Query(ge=1, le=500)] = 50,
+          offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    """The technician's view in one answer: the summary of one's area (clusters by state,
+    speakers working, the areas and causes present, for the filters) and one page of the
+    filtered clusters, the broken first (``provisioned=true``: registered boards only)."""
+    total, rows = listing.page(db, user,
+                               listing.ClusterFilter(state, area_id, q, problem, provisioned),
+                               order="state", limit=limit, offset=offset)
+    return {"summary": listing.summary(db, user), "total": total, "offset": offset,
+            "items": [_cluster_out(c).model_dump(mode="json") for c in rows]}
 
 
 @router.get("/clusters/{cluster_id}", response_model=ClusterOut)

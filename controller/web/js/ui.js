@@ -74,7 +74,10 @@ const subscribers = new Set();
 export function changed(topics) { for (const fn of subscribers) fn(topics); }
 
 /** GET `path` (null: nothing) and again whenever one of `topics` changes on the server */
-export function useData(path, topics = []) {
+/** the answer for `path`, reloaded when the server pushes one of `topics`; with `keep`, the
+ *  previous answer stays on screen while the next path loads (a filter or a page changing:
+ *  the controls stay where the person is typing) */
+export function useData(path, topics = [], {keep = false} = {}) {
   const [data, setData] = useState(null);
   const [err, setErr] = useState(null);
   const seq = useRef(0);
@@ -86,13 +89,23 @@ export function useData(path, topics = []) {
       if (mine === seq.current) { setData(d); setErr(null); }
     } catch (e) { if (mine === seq.current) setErr(e); }
   }, [path]);
-  useEffect(() => { setData(null); load(); }, [load]);
+  useEffect(() => { if (!keep) setData(null); load(); }, [load]);
   useEffect(() => {
     const fn = (got) => { if (got.some((x) => topics.includes(x))) load(); };
     subscribers.add(fn);
     return () => subscribers.delete(fn);
   }, [load, topics.join(",")]);
   return {data, err, reload: load};
+}
+
+/** previous / "51–100 of 3,000" / next, for a list the server pages */
+export function Pager({page, size, total, onPage}) {
+  if (total <= size) return null;
+  return html`<div class="row pager">
+    <button type="button" class="btn" disabled=${page === 0} onClick=${() => onPage(page - 1)}>${t("fleet.prev")}</button>
+    <span>${t("fleet.page", {from: page * size + 1, to: Math.min(total, (page + 1) * size), total})}</span>
+    <button type="button" class="btn" disabled=${(page + 1) * size >= total} onClick=${() => onPage(page + 1)}>${t("fleet.next")}</button>
+  </div>`;
 }
 
 export function Loading({err, children}) {

@@ -4,7 +4,7 @@
 import {useEffect, useState} from "preact/hooks";
 import {call, download} from "../api.js";
 import {dateTime, has, t} from "../i18n.js";
-import {Act, Badge, Loading, Notice, Refusal, html, inHome, useData, useId} from "../ui.js";
+import {Act, Badge, Loading, Notice, Pager, Refusal, html, inHome, useData, useId} from "../ui.js";
 
 const ROLES = ["officer", "leader", "technician", "admin"];
 
@@ -89,10 +89,11 @@ const hhmm = (v) => (v || "").slice(0, 5);
 
 /** the area chooser shared by the policy and thresholds screens: an area's form shows only
  *  that area's values, never another area's, never one a late answer would overwrite */
-function useAreaForm(me, areas, kind, clean = (x) => x) {
+function useAreaForm(me, areas, pathOf, clean = (x) => x) {
   const choices = areaOptions(me, areas);
   const [area, setArea] = useState(me.area_id || (choices[0] || {}).id);
-  const {data, err, reload} = useData(area ? `/areas/${encodeURIComponent(area)}/${kind}` : null, []);
+  const path = area ? pathOf(encodeURIComponent(area)) : null;
+  const {data, err, reload} = useData(path, []);
   const [draft, setDraft] = useState(null);
   useEffect(() => { if (data) setDraft({area, touched: {}}); }, [data]);
   const id = useId();
@@ -105,17 +106,17 @@ function useAreaForm(me, areas, kind, clean = (x) => x) {
   const val = (k) => (shown && k in shown.touched ? shown.touched[k] : (data.effective || {})[k]);
   const touch = (k, v) => setDraft({...draft, touched: {...draft.touched, [k]: v}});
   const body = () => clean({...(data.override || {}), ...shown.touched});
-  return {area, data, err, reload, chooser, shown, val, touch, body};
+  return {area, path, data, err, reload, chooser, shown, val, touch, body};
 }
 
 export function PolicyScreen({me, areas}) {
-  const f = useAreaForm(me, areas, "policy", cleanPolicy);
+  const f = useAreaForm(me, areas, (a) => `/areas/${a}/policy`, cleanPolicy);
   const [actErr, setActErr] = useState(null);
   const [note, setNote] = useState(null);
   const ids = {qs: useId(), qe: useId(), cap: useId(), cs: useId(), ce: useId(), len: useId()};
   const save = async () => {
     setActErr(null); setNote(null);
-    await call(`/areas/${encodeURIComponent(f.area)}/policy`, {method: "PUT", json: f.body()});
+    await call(f.path, {method: "PUT", json: f.body()});
     setNote(t("common.saved"));
     f.reload();
   };
@@ -200,13 +201,13 @@ const THRESHOLDS = ["amp_temp_c", "rssi_dbm", "battery_pct", "clock_offset_ms", 
   "readiness_lead_min", "resolve_hold_s"];
 
 export function ThresholdsScreen({me, areas}) {
-  const f = useAreaForm(me, areas, "thresholds");
+  const f = useAreaForm(me, areas, (a) => `/areas/${a}/thresholds`);
   const [actErr, setActErr] = useState(null);
   const [note, setNote] = useState(null);
   const ids = Object.fromEntries(THRESHOLDS.map((k) => [k, useId()]));
   const save = async () => {
     setActErr(null); setNote(null);
-    await call(`/areas/${encodeURIComponent(f.area)}/thresholds`, {method: "PUT", json: f.body()});
+    await call(f.path, {method: "PUT", json: f.body()});
     setNote(t("common.saved"));
     f.reload();
   };
@@ -227,7 +228,14 @@ export function ThresholdsScreen({me, areas}) {
 
 export function Network({me, areas}) {
   const {data: devices, err, reload} = useData("/devices/unregistered", ["clusters"]);
-  const {data: clusters, reload: reloadClusters} = useData("/clusters", ["clusters"]);
+  const [typed, setTyped] = useState("");
+  const [q, setQ] = useState("");
+  const [page, setPage] = useState(0);
+  useEffect(() => { const h = setTimeout(() => { setQ(typed.trim()); setPage(0); }, 300); return () => clearTimeout(h); }, [typed]);
+  const query = new URLSearchParams({provisioned: "true", limit: 50, offset: page * 50});
+  if (q) query.set("q", q);
+  const {data: boards, reload: reloadClusters} = useData(`/fleet?${query}`, ["clusters"], {keep: true});
+  const qid = useId("search");
   const [actErr, setActErr] = useState(null);
   const [note, setNote] = useState(null);
   const [village, setVillage] = useState("");
@@ -262,11 +270,14 @@ export function Network({me, areas}) {
     </div>
     <div class="card">
       <h2>${t("network.boards")}</h2>
-      ${clusters && html`<ul class="plain" id="boardList">${clusters.filter((c) => c.provisioned).map((c) => html`<li class="row wrap">
+      <label for=${qid}>${t("fleet.search")}</label>
+      <input id=${qid} type="search" value=${typed} onInput=${(e) => setTyped(e.target.value)} />
+      ${boards && html`<ul class="plain" id="boardList">${boards.items.map((c) => html`<li class="row wrap">
         <span class="row-main"><strong>${c.name || c.id}</strong><span class="muted">${c.id} · ${(areas.byId[c.area_id] || {}).name || ""}</span></span>
         <${Act} kind="secondary small" confirm=${t("network.bundle_confirm", {id: c.id})} action=${bundle(c)} onError=${setActErr}>${t("network.bundle")}<//>
         <${Act} kind="danger small" confirm=${t("network.retire_confirm", {id: c.id})} action=${retire(c)} onError=${setActErr}>${t("network.retire")}<//>
-      </li>`)}</ul>`}
+      </li>`)}</ul>
+        <${Pager} page=${page} size=${50} total=${boards.total} onPage=${setPage} />`}
     </div>
   </section>`;
 }

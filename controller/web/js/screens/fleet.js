@@ -3,50 +3,43 @@
 import {useEffect, useState} from "preact/hooks";
 import {call} from "../api.js";
 import {ago, cause, dateTime, day, lang, month, state, t, time} from "../i18n.js";
-import {Act, Badge, Loading, Notice, Refusal, html, useData, useId} from "../ui.js";
+import {Act, Badge, Loading, Notice, Pager, Refusal, html, useData, useId} from "../ui.js";
 import {PlaceMap} from "../map.js";
 
 const PAGE = 50;
 const TOPICS = ["clusters", "*"];
 
-/** counts a person can trust: an offline cluster's speakers are not working */
-export function fleetSummary(clusters) {
-  let online = 0, speakers = 0, ok = 0;
-  for (const c of clusters) {
-    if (!c.provisioned) continue;
-    if (c.state === "online") online += 1;
-    for (const s of c.speakers) {
-      speakers += 1;
-      if (c.state !== "offline" && s.state === "ok") ok += 1;
-    }
-  }
-  return {online, total: clusters.filter((c) => c.provisioned).length, speakers, speakers_ok: ok};
-}
-
 export function Fleet({me, areas}) {
-  const {data, err} = useData("/clusters", TOPICS);
   const [st, setSt] = useState("");
-  const [village, setVillage] = useState("");
+  const [area, setArea] = useState("");
   const [problem, setProblem] = useState("");
+  const [typed, setTyped] = useState("");
   const [q, setQ] = useState("");
   const [page, setPage] = useState(0);
   const [view, setView] = useState("list");
   const ids = {st: useId(), v: useId(), p: useId(), q: useId()};
-  useEffect(() => setPage(0), [st, village, problem, q]);
+  useEffect(() => { const h = setTimeout(() => setQ(typed.trim()), 300); return () => clearTimeout(h); }, [typed]);
+  useEffect(() => setPage(0), [st, area, problem, q]);
+  // the server filters and pages (a province has thousands): a map shows up to 500 at once
+  const size = view === "map" ? 500 : PAGE;
+  const query = new URLSearchParams({limit: size, offset: view === "map" ? 0 : page * PAGE});
+  for (const [k, v] of [["state", st], ["area_id", area], ["problem", problem], ["q", q]]) if (v) query.set(k, v);
+  const {data, err} = useData(`/fleet?${query}`, TOPICS, {keep: true});
   if (!data) return html`<section class="screen"><h1>${t("fleet.title")}</h1><${Loading} err=${err} /></section>`;
-  const villages = [...new Set(data.map((c) => c.area_id).filter(Boolean))]
-    .map((id) => ({id, name: (areas.byId[id] || {}).name || id}))
+  const sum = data.summary;
+  const name = (id) => (areas.byId[id] || {}).name || id;
+  // each area with boards, and (in a province) each commune above them
+  const places = [...new Set(sum.areas.flatMap((a) => {
+    const p = (areas.byId[a.area_id] || {}).parent_id;
+    return p && (areas.byId[p] || {}).kind === "commune" && areas.byId[p].id !== me.area_id ? [p, a.area_id] : [a.area_id];
+  }))].map((id) => ({id, name: (areas.byId[id] || {}).kind === "commune" ? t("fleet.whole", {name: name(id)}) : name(id)}))
     .sort((a, b) => a.name.localeCompare(b.name, "vi"));
-  const problems = [...new Set(data.flatMap((c) => (c.causes || []).map((x) => x.code)))];
-  const shown = data.filter((c) => (!st || c.state === st) && (!village || c.area_id === village)
-    && (!problem || (c.causes || []).some((x) => x.code === problem))
-    && (!q || (c.id + " " + c.name).toLowerCase().includes(q.toLowerCase())));
-  const order = {offline: 0, degraded: 1, unprovisioned: 2, online: 3};
-  shown.sort((a, b) => (order[a.state] ?? 9) - (order[b.state] ?? 9) || a.id.localeCompare(b.id));
-  const pageRows = shown.slice(page * PAGE, page * PAGE + PAGE);
+  const problems = sum.problems.map((p) => p.code);
+  const shown = data.items;
+  const total = data.total;
   return html`<section class="screen">
     <h1>${t("fleet.title")}</h1>
-    <p class="summary" id="fleetSummary">${t("fleet.summary", fleetSummary(data))}</p>
+    <p class="summary" id="fleetSummary">${t("fleet.summary", sum)}</p>
     <${NextSlot} />
     <${Availability} me=${me} />
     <div class="filters">
@@ -56,9 +49,9 @@ export function Fleet({me, areas}) {
           ${["offline", "degraded", "online", "unprovisioned"].map((s) => html`<option value=${s}>${state(s)}</option>`)}
         </select></div>
       <div><label for=${ids.v}>${t("fleet.filter_village")}</label>
-        <select id=${ids.v} value=${village} onChange=${(e) => setVillage(e.target.value)}>
+        <select id=${ids.v} value=${area} onChange=${(e) => setArea(e.target.value)}>
           <option value="">${t("fleet.any")}</option>
-          ${villages.map((v) => html`<option value=${v.id}>${v.name}</option>`)}
+          ${places.map((v) => html`<option value=${v.id}>${v.name}</option>`)}
         </select></div>
       <div><label for=${ids.p}>${t("fleet.filter_cause")}</label>
         <select id=${ids.p} value=${problem} onChange=${(e) => setProblem(e.target.value)}>
@@ -66,16 +59,16 @@ export function Fleet({me, areas}) {
           ${problems.map((p) => html`<option value=${p}>${cause({code: p, subject: "…"})}</option>`)}
         </select></div>
       <div><label for=${ids.q}>${t("fleet.search")}</label>
-        <input id=${ids.q} type="search" value=${q} onInput=${(e) => setQ(e.target.value)} /></div>
+        <input id=${ids.q} type="search" value=${typed} onInput=${(e) => setTyped(e.target.value)} /></div>
     </div>
-    <div class="chips" role="group" aria-label=${t("fleet.map_label")}>
+    <div class="chips" role="group" aria-label=${t("fleet.view")}>
       ${["list", "map"].map((v) => html`<button type="button" class=${"chip" + (view === v ? " on" : "")}
         aria-pressed=${view === v ? "true" : "false"} onClick=${() => setView(v)}>${t("fleet.view_" + v)}</button>`)}</div>
     ${view === "map" && html`<${PlaceMap} label=${t("fleet.map_label")} href=${(id) => "#/fleet/" + encodeURIComponent(id)}
       points=${shown.map((c) => ({id: c.id, name: c.id, lat: c.lat, lon: c.lon, cls: "st-" + c.state,
                                   title: `${c.name}: ${state(c.state)}`}))}
       legend=${["offline", "degraded", "online"].map((s) => html`<${Badge} s=${s} />`)} />`}
-    ${view === "list" && html`<ul class="rows" id="clusterList">${pageRows.map((c) => html`<li key=${c.id}>
+    ${view === "list" && html`<ul class="rows" id="clusterList">${shown.map((c) => html`<li key=${c.id}>
       <a class="row-link" href=${"#/fleet/" + encodeURIComponent(c.id)}>
         <span class="row-main"><strong>${c.name}</strong>
           <span class="muted">${c.id} · ${(areas.byId[c.area_id] || {}).name || "–"}</span>
@@ -83,11 +76,9 @@ export function Fleet({me, areas}) {
         <span class="row-side"><${Badge} s=${c.state} />
           <span class="muted small">${ago(c.last_seen)}</span></span>
       </a></li>`)}</ul>`}
-    ${view === "list" && shown.length > PAGE && html`<div class="row pager">
-      <button type="button" class="btn" disabled=${page === 0} onClick=${() => setPage(page - 1)}>${t("fleet.prev")}</button>
-      <span>${t("fleet.page", {from: page * PAGE + 1, to: Math.min(shown.length, (page + 1) * PAGE), total: shown.length})}</span>
-      <button type="button" class="btn" disabled=${(page + 1) * PAGE >= shown.length} onClick=${() => setPage(page + 1)}>${t("fleet.next")}</button>
-    </div>`}
+    ${view === "list" && total === 0 && html`<p class="muted">${t("fleet.none")}</p>`}
+    ${view === "map" && total > shown.length && html`<p class="hint">${t("fleet.map_some", {n: shown.length, total})}</p>`}
+    ${view === "list" && html`<${Pager} page=${page} size=${PAGE} total=${total} onPage=${setPage} />`}
   </section>`;
 }
 

@@ -1,0 +1,105 @@
+"""The fleet as a technician pages through it: filtered (state, area and everything beneath it,
+a cause, a search that ignores accents), the broken first, one page at a time, and a summary
+of the whole area a person can trust (an offline cluster's speakers are not working).
+
+A page costs one light query over the area's clusters (id, name, state, causes) and one full
+load of the page's own rows, so a province of thousands answers in a few kilobytes.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from controller.access.jurisdiction import scope
+from controller.broadcasting.targeting import descendant_area_ids
+from controller.db.models import Cluster, Speaker, User
+
+__all__ = ["STATE_ORDER", "ClusterFilter", "fold", "page", "summary"]
+
+#: the broken first: what a technician fixes before the morning slot
+STATE_ORDER = {"offline": 0, "degraded": 1, "unprovisioned": 2, "online": 3}
+
+
+def fold(s: str) -> str:
+    """Lower case without accents (đ as d): "dong bong" finds "Đồng Bông"."""
+    s = unicodedata.normalize("NFD", s.lower().replace("đ", "d"))
+    return "".join(ch for ch in s if unicodedata.category(ch) != "Mn")
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterFilter:
+    state: str | None = None
+    area_id: str | None = None  # the area and everything beneath it
+    q: str | None = None        # in the id or the name
+    problem: str | None = None  # a cause code (docs/errors.md, causes)
+    provisioned: bool | None = None
+
+
+def _where(db: Session, user: User, f: ClusterFilter) -> list[Any]:
+    """The filters SQL applies: the account's area, the state, the area and beneath it."""
+    conds: list[Any] = []
+    allowed = scope(db, user)
+    if allowed is not None:
+        conds.append(Cluster.area_id.in_(allowed))
+    if f.state:
+        conds.append(Cluster.state == f.state)
+    if f.area_id:
+        conds.append(Cluster.area_id.in_(descendant_area_ids(db, [f.area_id])))
+    if f.provisioned is not None:
+        conds.append(Cluster.provisioned.is_(f.provisioned))
+    return conds
+
+
+def _light(db: Session, user: User, f: ClusterFilter) -> list[Any]:
+    rows = list(db.execute(select(Cluster.id, Cluster.name, Cluster.state, Cluster.causes,
+                                  Cluster.area_id, Cluster.provisioned)
+                           .where(*_where(db, user, f))))
+    if f.problem:
+        rows = [r for r in rows if any(c.get("code") == f.problem for c in r.causes or [])]
+    if f.q:
+        needle = fold(f.q.strip())
+        rows = [r for r in rows if needle in fold(f"{r.id} {r.name}")]
+    return rows
+
+
+def page(db: Session, user: User, f: ClusterFilter, *, order: Literal["id", "state"] = "id",
+         limit: int | None = None, offset: int = 0) -> tuple[int, list[Cluster]]:
+    """(how many match, the clusters of this page, in order)."""
+    rows = _light(db, user, f)
+    if order == "state":
+        rows.sort(key=lambda r: (STATE_ORDER.get(r.state, 9), r.id))
+    else:
+        rows.sort(key=lambda r: r.id)
+    chosen = [r.id for r in (rows[offset:offset + limit] if limit is not None else rows[offset:])]
+    full = {c.id: c for c in db.scalars(select(Cluster).options(selectinload(Cluster.speakers))
+                                         .where(Cluster.id.in_(chosen)))} if chosen else {}
+    return len(rows), [full[i] for i in chosen if i in full]
+
+
+def summary(db: Session, user: User, area_id: str | None = None) -> dict[str, Any]:
+    """Counts over the whole area (every filter but the area left out): clusters by state,
+    speakers working (on a cluster that is not offline), the areas that have clusters and the
+    causes present, each with how many clusters, for the filters' choices."""
+    f = ClusterFilter(area_id=area_id)
+    every = _light(db, user, f)
+    rows = [r for r in every if r.provisioned]
+    states = Counter(r.state for r in every)
+    speakers = ok = 0
+    for cstate, sstate, n in db.execute(
+            select(Cluster.state, Speaker.state, func.count()).join(Speaker.cluster)
+            .where(Cluster.provisioned.is_(True), *_where(db, user, f))
+            .group_by(Cluster.state, Speaker.state)):
+        speakers += n
+        ok += n if cstate != "offline" and sstate == "ok" else 0
+    problems = Counter(code for r in rows for code in {c.get("code") for c in r.causes or []})
+    return {"total": len(rows), "online": sum(r.state == "online" for r in rows),
+            "states": dict(states), "speakers": speakers, "speakers_ok": ok,
+            "areas": [{"area_id": a, "clusters": n}
+                      for a, n in sorted(Counter(r.area_id for r in every if r.area_id).items())],
+            "problems": [{"code": c, "clusters": n} for c, n in sorted(problems.items()) if c]}
