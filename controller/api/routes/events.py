@@ -14,15 +14,17 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from controller.api.deps import CurrentUser, RuntimeDep
+from controller.access.security import user_for_token
+from controller.api.deps import RuntimeDep, oauth2
 from controller.db.models import (
     ActionResult,
     Alert,
@@ -32,6 +34,7 @@ from controller.db.models import (
     Occurrence,
     Speaker,
 )
+from controller.errors import Unauthorized
 from controller.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -115,25 +118,57 @@ def feed_of(request: Request, rt: Runtime) -> ChangeFeed:
     return feed
 
 
+def _holder(rt: Runtime, token: str | None) -> str:
+    """Whose stream this is, checked in a session of its own that is closed at once: a stream
+    stays open for hours and must not hold a database connection (thirty consoles would
+    take every connection of the pool)."""
+    if not token:
+        raise Unauthorized("not_authenticated", "Not authenticated: send a bearer "
+                           "token from POST /api/v1/auth/token")
+    with rt.sessions() as db:
+        user = user_for_token(db, token)
+        if user is None:
+            raise Unauthorized("token_invalid", "Invalid or expired token")
+        return user.username
+
+
 @router.get("/events", response_class=StreamingResponse, responses={200: {
     "content": {"text/event-stream": {}},
     "description": 'Server-Sent Events: `data: {"topics": ["clusters", …]}` when those change'}})
-async def events(request: Request, rt: RuntimeDep, user: CurrentUser) -> StreamingResponse:
+async def events(request: Request, rt: RuntimeDep,
+                 token: Annotated[str | None, Depends(oauth2)]) -> StreamingResponse:
     """What changed, pushed: the console reloads only what a topic names. A comment line
-    every 30 s keeps proxies from closing the stream."""
+    every 30 s keeps proxies from closing the stream. The stream ends when its token no
+    longer holds (logout, expiry, a disabled account), checked every 30 s."""
+    await asyncio.to_thread(_holder, rt, token)
     feed = feed_of(request, rt)
     q = feed.subscribe()
 
+    async def still_valid() -> bool:
+        try:
+            await asyncio.to_thread(_holder, rt, token)
+        except Unauthorized:
+            return False
+        except SQLAlchemyError:  # storage down: the stream is not the one to judge
+            return True
+        return True
+
     async def stream() -> AsyncIterator[str]:
+        checked = time.monotonic()
         try:
             yield ": loa events\nretry: 5000\n\n"
             while not await request.is_disconnected():
                 try:
                     topics = await asyncio.wait_for(q.get(), KEEPALIVE_S)
+                    out = f"data: {json.dumps({'topics': topics})}\n\n"
                 except TimeoutError:
-                    yield ": keepalive\n\n"
-                    continue
-                yield f"data: {json.dumps({'topics': topics})}\n\n"
+                    out = ": keepalive\n\n"
+                if time.monotonic() - checked >= KEEPALIVE_S:
+                    checked = time.monotonic()
+                    if not await still_valid():
+                        yield "event: session_ended\ndata: {}\n\n"
+                        return
+                yield out
         finally:
             feed.unsubscribe(q)
 
