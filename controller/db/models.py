@@ -236,7 +236,7 @@ class Delivery(Base):
     occurrence_id: Mapped[str] = mapped_column(ForeignKey("occurrences.id"), index=True)
     cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id"))
     state: Mapped[str] = mapped_column(String(16), default="pending")
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(String(256))
@@ -396,5 +396,5 @@ class ActionResult(Base):
     state: Mapped[str] = mapped_column(String(16), default="sent")
     result: Mapped[dict[str, Any] | None]
     reason: Mapped[str | None] = mapped_column(String(256))
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     action: Mapped[Action] = relationship(back_populates="results")
