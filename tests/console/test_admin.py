@@ -139,3 +139,29 @@ def test_a_technician_reads_availability_by_month(site: Site, page: Any,
     this_month = rows.nth(11).inner_text()
     assert "%" in this_month  # the boards have been up this month
     looks_right(page, "technician-availability", site, size)
+
+
+def test_a_technician_adds_and_renames_a_village(site: Site, page: Any,
+                                                 size: dict[str, int]) -> None:
+    name = f"Thôn Bãi Sậy {size['width']}"
+    vid = f"{COMMUNE}-bai-say-{size['width']}"
+    login(page, site, "kythuat")
+    page.click("nav.tabs a:has-text('Mạng lưới')")
+    try:
+        page.get_by_label("Tên thôn", exact=True).fill(name)
+        page.get_by_label("Vĩ độ (không bắt buộc)").fill("21.3401")
+        page.get_by_label("Kinh độ (không bắt buộc)").fill("105.5702")
+        page.click("#villages button:has-text('Thêm thôn')")
+        page.wait_for_selector(f"text=Đã thêm {name}.")
+        mine = {a["id"]: a for a in site.admin.get("/api/v1/areas")}[vid]
+        assert (mine["name"], mine["kind"], mine["parent_id"], mine["lat"]) == (
+            name, "village", COMMUNE, 21.3401)
+        field = page.get_by_label(f"Tên thôn {vid}")  # listed: the console reloaded its areas
+        field.fill(name + " mới")
+        page.locator("#villages li", has=field).locator("button:has-text('Đổi tên')").click()
+        page.wait_for_selector(f"text=Đã đổi tên thành {name} mới.")
+        assert field.input_value() == name + " mới"
+        looks_right(page, "technician-villages", site, size)
+        assert {a["id"]: a for a in site.admin.get("/api/v1/areas")}[vid]["name"] == name + " mới"
+    finally:
+        site.admin.call("DELETE", f"/api/v1/areas/{vid}")

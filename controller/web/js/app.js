@@ -5,7 +5,7 @@ import {render} from "preact";
 import {useEffect, useState} from "preact/hooks";
 import * as api from "./api.js";
 import {lang, setLang, t} from "./i18n.js";
-import {DialogHost, Refusal, changed, html, useId} from "./ui.js";
+import {DialogHost, Refusal, changed, html, onChanged, useId} from "./ui.js";
 import {Compose} from "./screens/compose.js";
 import {Bulletins, Bulletin} from "./screens/bulletins.js";
 import {Approvals} from "./screens/approvals.js";
@@ -165,12 +165,19 @@ function App() {
   }), []);
   useEffect(() => {
     if (session !== "in") return;
-    Promise.all([api.call("/users/me"), api.call("/areas")]).then(([m, list]) => {
+    const keep = (list) => {
       const byId = {};
       for (const a of list) byId[a.id] = a;
       setAreas({list, byId});
+    };
+    Promise.all([api.call("/users/me"), api.call("/areas")]).then(([m, list]) => {
+      keep(list);
       setMe(m);
     }).catch(() => api.forget("expired"));
+    // a village added or renamed (here or by another technician): every screen sees it
+    return onChanged((topics) => {
+      if (topics.includes("areas") || topics.includes("*")) api.call("/areas").then(keep).catch(() => {});
+    });
   }, [session]);
   if (session === "out") return html`<${Login} notice=${notice} onIn=${() => { setNotice(null); setSession("in"); }} />`;
   if (!me || !areas) return html`<p class="muted" role="status">${t("common.loading")}</p>`;

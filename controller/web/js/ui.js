@@ -72,6 +72,8 @@ export function Act({action, children, kind = "", confirm, onError, onDone, type
 // pushed changes: the app feeds topics in; screens reload what they show when one arrives
 const subscribers = new Set();
 export function changed(topics) { for (const fn of subscribers) fn(topics); }
+/** fn(topics) on every change, pushed or made here; returns the unsubscribe */
+export function onChanged(fn) { subscribers.add(fn); return () => subscribers.delete(fn); }
 
 /** GET `path` (null: nothing) and again whenever one of `topics` changes on the server */
 /** the answer for `path`, reloaded when the server pushes one of `topics`; with `keep`, the

@@ -4,7 +4,7 @@
 import {useEffect, useState} from "preact/hooks";
 import {call, download} from "../api.js";
 import {dateTime, has, t} from "../i18n.js";
-import {Act, Badge, Loading, Notice, Pager, Refusal, html, inHome, useData, useId} from "../ui.js";
+import {Act, Badge, Loading, Notice, Pager, Refusal, changed, html, inHome, useData, useId} from "../ui.js";
 
 const ROLES = ["officer", "leader", "technician", "admin"];
 
@@ -226,6 +226,66 @@ export function ThresholdsScreen({me, areas}) {
   </section>`;
 }
 
+/** a village's id from its name, under its commune: "hd" + "Thôn Đồng Bông" → "hd-dong-bong" */
+function villageId(commune, name) {
+  const slug = name.normalize("NFD").replace(/[\u0300-\u036f]/g, "").replace(/đ/gi, "d").toLowerCase()
+    .replace(/^(thon|xom|ap|ban|to dan pho|khu pho)\s+/, "").replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "");
+  return `${commune}-${slug}`.slice(0, 64).replace(/-$/, "");
+}
+
+/** the villages of a commune: add one (by name, its place optional), rename one */
+function Villages({me, areas, onError}) {
+  const communes = areas.list.filter((a) => a.kind === "commune" && inHome(me, areas, a))
+    .sort((x, y) => x.name.localeCompare(y.name, "vi"));
+  const [commune, setCommune] = useState((communes[0] || {}).id || "");
+  const [name, setName] = useState("");
+  const [lat, setLat] = useState("");
+  const [lon, setLon] = useState("");
+  const [note, setNote] = useState(null);
+  const ids = {c: useId(), n: useId(), la: useId(), lo: useId()};
+  if (!communes.length) return null;
+  const villages = areas.list.filter((a) => a.kind === "village" && a.parent_id === commune)
+    .sort((x, y) => x.name.localeCompare(y.name, "vi"));
+  const add = async () => {
+    const v = {id: villageId(commune, name.trim()), name: name.trim(), kind: "village", parent_id: commune};
+    if (lat !== "" && lon !== "") Object.assign(v, {lat: Number(lat), lon: Number(lon)});
+    await call("/areas", {method: "POST", json: v});
+    setNote(t("villages.added", {name: v.name})); setName(""); setLat(""); setLon("");
+    changed(["areas"]);
+  };
+  return html`<div class="card" id="villages">
+    <h2>${t("villages.title")}</h2>
+    ${communes.length > 1 && html`<label for=${ids.c}>${t("villages.commune")}</label>
+      <select id=${ids.c} value=${commune} onChange=${(e) => setCommune(e.target.value)}>
+        ${communes.map((c) => html`<option value=${c.id}>${c.name}</option>`)}</select>`}
+    <ul class="plain">${villages.map((v) => html`<${Village} key=${v.id} v=${v} onError=${onError} onDone=${setNote} />`)}</ul>
+    <h3>${t("villages.new")}</h3>
+    <label for=${ids.n}>${t("villages.name")}</label>
+    <input id=${ids.n} value=${name} maxlength="200" onInput=${(e) => setName(e.target.value)} />
+    <div class="filters"><div><label for=${ids.la}>${t("villages.lat")}</label>
+      <input id=${ids.la} type="number" step="0.0001" min="-90" max="90" value=${lat} onInput=${(e) => setLat(e.target.value)} /></div>
+    <div><label for=${ids.lo}>${t("villages.lon")}</label>
+      <input id=${ids.lo} type="number" step="0.0001" min="-180" max="180" value=${lon} onInput=${(e) => setLon(e.target.value)} /></div></div>
+    <${Notice} text=${note} />
+    <div class="row"><${Act} kind="primary" disabled=${!name.trim()} action=${add} onError=${onError}>${t("villages.add")}<//></div>
+  </div>`;
+}
+
+function Village({v, onError, onDone}) {
+  const [name, setName] = useState(v.name);
+  const id = useId();
+  const save = async () => {
+    await call(`/areas/${encodeURIComponent(v.id)}`, {method: "PATCH", json: {name: name.trim()}});
+    onDone(t("villages.renamed", {name: name.trim()}));
+    changed(["areas"]);
+  };
+  return html`<li class="row wrap">
+    <label class="sr-only" for=${id}>${t("villages.name_of", {id: v.id})}</label>
+    <input id=${id} class="grow" value=${name} maxlength="200" onInput=${(e) => setName(e.target.value)} />
+    <${Act} kind="secondary small" disabled=${!name.trim() || name.trim() === v.name} action=${save} onError=${onError}>${t("villages.rename")}<//>
+  </li>`;
+}
+
 export function Network({me, areas}) {
   const {data: devices, err, reload} = useData("/devices/unregistered", ["clusters"]);
   const [typed, setTyped] = useState("");
@@ -268,6 +328,7 @@ export function Network({me, areas}) {
         <ul class="plain">${devices.map((d) => html`<li class="row wrap"><span>${d.id} · ${dateTime(d.last_seen)}</span>
           <${Act} kind="secondary small" action=${adopt(d)} onError=${setActErr}>${t("network.adopt")}<//></li>`)}</ul>`}
     </div>
+    <${Villages} me=${me} areas=${areas} onError=${setActErr} />
     <div class="card">
       <h2>${t("network.boards")}</h2>
       <label for=${qid}>${t("fleet.search")}</label>
