@@ -308,7 +308,7 @@ class Ingest:
     def _one(self, db: Session, m: Inbound, now: datetime, online: list[str],
              rebirth: set[str], event: AnyEvent | None = None) -> None:
         t = topics.parse_cluster_topic(m.topic)
-        if t is None or t.kind == "cmd":
+        if t is None or t.kind in ("cmd", "time"):  # (time: answered by TimeService)
             self._reject("bad_topic", m.topic)
             return
         if t.kind == "status":

@@ -71,6 +71,14 @@ class _LoaCollector(Collector):
             if key.startswith("refused_"):
                 ref.add_metric([key[len("refused_"):]], n)
         yield ref
+        clock = rt.clock.counters if rt.clock else {}
+        yield CounterMetricFamily("loa_time_replies", "Clock requests answered (protocol "
+                                  "§4.5)", value=clock.get("time_replies", 0))
+        tr = CounterMetricFamily("loa_time_requests_refused", "Clock requests not answered, by "
+                                 "reason", labels=["reason"])
+        for reason in ("limited", "invalid"):
+            tr.add_metric([reason], clock.get(f"time_{reason}", 0))
+        yield tr
         yield GaugeMetricFamily("loa_ingest_queue", "MQTT messages waiting to be processed",
                                 value=rt.link.inbox.qsize())
         yield CounterMetricFamily("loa_content_chunks_sent", "Content chunks published",

@@ -32,6 +32,7 @@ from controller.ingest import Ingest
 from controller.limits import RateLimit
 from controller.settings import Settings
 from controller.storage import StorageMonitor
+from controller.timesvc import TimeService
 from controller.transport.link import Link, Outbound
 from controller.transport.mqtt import make_link
 from devices import topics
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 #: what the controller hears: every cluster's status (births, deaths), telemetry, events
 SUBSCRIPTIONS = [(topics.CLUSTER_STATUS_ALL, 1), (topics.CLUSTER_TELEMETRY_ALL, 0),
-                 (topics.CLUSTER_EVENT_ALL, 1)]
+                 (topics.CLUSTER_EVENT_ALL, 1), (topics.CLUSTER_TIME_ALL, 0)]
 
 
 def _announce() -> Outbound:
@@ -94,6 +95,8 @@ class Runtime:
     #: work a request starts and does not wait for (the rest of a CAP emergency's audio)
     background: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="loa-background"))
+    #: answers the boards' clock requests (protocol §4.5); set in build()
+    clock: TimeService | None = None
 
     @classmethod
     def build(cls, settings: Settings, migrate: bool = True, link: Link | None = None) -> Runtime:
@@ -127,6 +130,8 @@ class Runtime:
                              session_expiry_s=settings.mqtt_session_expiry_s,
                              tls=settings.mqtt_tls())
         link.subscribe(SUBSCRIPTIONS)
+        clock = TimeService(link, key)
+        link.fast = clock.handle
 
         def load_blob(sha: str) -> bytes | None:
             with sessions() as db:
@@ -153,6 +158,7 @@ class Runtime:
                  ingest, actions, alerts, webhooks, EspeakNg(), storage, lock,
                  BrokerSync(settings, sessions), generated)
         rt.audio_work = RateLimit(settings.audio_burst, settings.audio_per_hour / 3600)
+        rt.clock = clock
         return rt
 
     def audio_settings(self, chime: bool | None = None) -> AudioSettings:

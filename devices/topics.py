@@ -27,11 +27,13 @@ CONTROLLER_STATUS = f"{ROOT}/controller/status"
 CLUSTER_STATUS_ALL = f"{ROOT}/cluster/+/status"
 CLUSTER_TELEMETRY_ALL = f"{ROOT}/cluster/+/telemetry"
 CLUSTER_EVENT_ALL = f"{ROOT}/cluster/+/event"
+CLUSTER_TIME_ALL = f"{ROOT}/cluster/+/time"
 
 __all__ = [
     "CLUSTER_EVENT_ALL",
     "CLUSTER_STATUS_ALL",
     "CLUSTER_TELEMETRY_ALL",
+    "CLUSTER_TIME_ALL",
     "CONTROLLER_STATUS",
     "ID_PATTERN",
     "ROOT",
@@ -45,6 +47,8 @@ __all__ = [
     "cluster_event",
     "cluster_status",
     "cluster_telemetry",
+    "cluster_time",
+    "cluster_time_reply",
     "content_chunk",
     "content_chunks_filter",
     "parse_cluster_topic",
@@ -87,6 +91,16 @@ def cluster_event(cluster_id: str) -> str:
     return f"{ROOT}/cluster/{check_id(cluster_id)}/event"
 
 
+def cluster_time(cluster_id: str) -> str:
+    """A board's clock-synchronisation request (protocol §4.5)."""
+    return f"{ROOT}/cluster/{check_id(cluster_id)}/time"
+
+
+def cluster_time_reply(cluster_id: str) -> str:
+    """The controller's signed answer to it."""
+    return f"{ROOT}/cluster/{check_id(cluster_id)}/time/reply"
+
+
 def content_chunk(sha256: str, index: int) -> str:
     return f"{ROOT}/content/{_check_sha(sha256)}/{int(index)}"
 
@@ -119,7 +133,7 @@ class ClusterTopic:
     """A parsed ``loa/v1/cluster/{id}/{kind}`` topic."""
 
     cluster_id: str
-    kind: str  # "status" | "telemetry" | "event" | "cmd"
+    kind: str  # "status" | "telemetry" | "event" | "cmd" | "time"
 
 
 @lru_cache(maxsize=1 << 16)  # the same few topics per cluster, thousands of times a second
@@ -128,7 +142,7 @@ def parse_cluster_topic(topic: str) -> ClusterTopic | None:
     parts = topic.split("/")
     if len(parts) != 5 or f"{parts[0]}/{parts[1]}" != ROOT or parts[2] != "cluster":
         return None
-    if not valid_id(parts[3]) or parts[4] not in ("status", "telemetry", "event", "cmd"):
+    if not valid_id(parts[3]) or parts[4] not in ("status", "telemetry", "event", "cmd", "time"):
         return None
     return ClusterTopic(parts[3], parts[4])
 

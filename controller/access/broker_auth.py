@@ -7,10 +7,10 @@ controller writes Mosquitto's ``password_file`` and ``acl_file`` (:func:`render`
 ``LOA_BROKER_FILES_DIR``, after every change, and signals the broker to re-read them
 (``LOA_BROKER_PID_FILE``: SIGHUP). A board may then:
 
-* publish only on its own status, telemetry and event topics (never on its own command
-  topic, nor on any other board's);
-* read its own command topic, its areas' command and pushed-content topics, content
-  chunks and the controller's status.
+* publish only on its own status, telemetry, event and time-request topics (never on its
+  own command topic, nor on any other board's);
+* read its own command and time-reply topics, its areas' command and pushed-content
+  topics, content chunks and the controller's status.
 
 The controller (``loa-controller``) reads and writes ``loa/#``. Nothing else connects:
 ``allow_anonymous false``, and ``use_username_as_clientid`` so that no board can take over
@@ -103,8 +103,10 @@ def render(db: Session, controller_hash: str | None,
         acl.append(f"user {cid}")
         acl += [f"topic write {t}" for t in (topics.cluster_status(cid),
                                              topics.cluster_telemetry(cid),
-                                             topics.cluster_event(cid))]
+                                             topics.cluster_event(cid),
+                                             topics.cluster_time(cid))]
         acl.append(f"topic read {topics.cluster_cmd(cid)}")
+        acl.append(f"topic read {topics.cluster_time_reply(cid)}")
         for a in path(area):
             acl.append(f"topic read {topics.area_cmd(a)}")
             acl.append(f"topic read {topics.area_content_filter(a).removesuffix('/+/+')}/#")

@@ -53,6 +53,7 @@ class Link(Protocol):
     inbox: Inbox
     counters: Counter[str]
     connected: threading.Event
+    fast: Callable[[str, bytes, int], bool] | None
 
     def subscribe(self, filters: list[tuple[str, int]]) -> None: ...
 
@@ -80,6 +81,10 @@ class LinkBase:
         self.connected = threading.Event()
         self._subscriptions: list[tuple[str, int]] = []
         self._hooks: list[Callable[[], None]] = []
+        #: answers a QoS 0 message in the network thread, before the inbox: (topic, payload,
+        #: arrival in µs since the epoch) -> True when it took the message. Clock requests
+        #: (protocol §4.5) are answered here: their stamps must not wait behind a batch.
+        self.fast: Callable[[str, bytes, int], bool] | None = None
 
     def on_connect(self, hook: Callable[[], None]) -> None:
         self._hooks.append(hook)

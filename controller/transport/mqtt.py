@@ -401,6 +401,8 @@ class Mqtt5Link(LinkBase):
 
     def _feed(self, data: bytes) -> bytes:
         """Decode every whole packet in ``data``; returns the bytes of an unfinished one."""
+        arrived_us = time.time_ns() // 1000
+        fast = self.fast
         view, pos, end = memoryview(data), 0, len(data)
         batch: list[Inbound] = []
         acked: list[int] = []
@@ -415,6 +417,10 @@ class Mqtt5Link(LinkBase):
             pos += n
             if isinstance(packet, publish_type):
                 pid = packet.packet_id  # None for QoS 0
+                if pid is None and fast is not None and fast(packet.topic, packet.payload,
+                                                             arrived_us):
+                    self.counters["in_fast"] += 1
+                    continue
                 # QoS 1: acknowledged by the ingest thread once committed (ack())
                 batch.append(Inbound(packet.topic, packet.payload,
                                      None if pid is None else (gen, pid)))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 import uuid
 from collections.abc import Callable
 
@@ -155,5 +156,10 @@ class Mqtt311Link(LinkBase):
             self.counters["dropped_bad_topic"] += 1
             return
         token = (self._generation, msg.mid) if msg.qos else None
+        fast = self.fast
+        if token is None and fast is not None and fast(topic, bytes(msg.payload),
+                                                       time.time_ns() // 1000):
+            self.counters["in_fast"] += 1
+            return
         if not self.inbox.put(Inbound(topic, bytes(msg.payload), token)):
             self.counters["dropped_overload"] += 1

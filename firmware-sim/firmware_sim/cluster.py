@@ -25,6 +25,7 @@ from nacl.signing import VerifyKey
 
 from devices import topics
 from devices.areas import Cluster
+from devices.clock import REPLY_TIMEOUT_S, ClockError, ClockFilter, parse_reply, request_payload
 from devices.messages import (
     AckEvent,
     Birth,
@@ -50,7 +51,7 @@ from devices.messages import (
     Telemetry,
     dumps,
 )
-from devices.signing import CommandVerifier, Refused
+from devices.signing import CommandVerifier, Refused, key_id
 from firmware_sim import mqtt
 from firmware_sim.content import Assembly, SharedStore
 from firmware_sim.faults import Physics
@@ -102,6 +103,11 @@ class SimConfig:
     #: in one process; real boards each check it in parallel). Per-cluster checks (topic,
     #: clock, replay) are not shared.
     verify_memo: dict[bytes, Any] = field(default_factory=dict, repr=False)
+    #: clock synchronisation with the controller (protocol §4.5): an exchange this often,
+    #: after a burst of ``clock_burst`` at each connect; 0 turns it off (the board then
+    #: plays by its own oscillator, however far it has run)
+    clock_sync_s: float = 30.0
+    clock_burst: int = 6
 
 
 class SimCluster:
@@ -117,6 +123,12 @@ class SimCluster:
         self.store = store or SharedStore()
         self.rng = random.Random(f"{cfg.seed}:{cluster.id}")
         self.physics = Physics(self.rng, rssi_dbm=-70.0 - self.rng.randint(0, 15))
+        #: the controller's clock as this board estimates it (protocol §4.5)
+        self.clock = ClockFilter()
+        self._clock_keys = {key_id(k): k for k in cfg.keys}
+        self._time_pending: dict[int, int] = {}  # seq -> t1 of requests not yet answered
+        self._time_seq = 0
+        self.time_replies_ignored = 0  # forged, replayed, late
         #: the replay window and held cancels: on disk with a state folder, so that a
         #: reboot forgets neither (protocol §5.2)
         self.memory = BoardMemory(cfg.state_dir / cluster.id if cfg.state_dir else None,
@@ -166,8 +178,62 @@ class SimCluster:
 
     # --- clock --------------------------------------------------------------------------
 
+    def raw_us(self) -> int:
+        """The board's own oscillator, in µs since the epoch (off by its physics)."""
+        return time.time_ns() // 1000 + round(self.physics.clock_offset_ms * 1000)
+
     def now(self) -> datetime:
-        return datetime.now(UTC) + timedelta(milliseconds=self.physics.clock_offset_ms)
+        """The board's disciplined clock: its oscillator corrected by what it learned from
+        the controller's time replies. Commands, playback and reports all use this one."""
+        raw = self.raw_us()
+        return datetime.fromtimestamp((raw + self.clock.correction_us(raw)) / 1e6, UTC)
+
+    def clock_error_ms(self) -> float:
+        """How far the disciplined clock is from true time (what a board would measure
+        against NTP; the simulator knows it exactly)."""
+        raw = self.raw_us()
+        return (raw + self.clock.correction_us(raw) - time.time_ns() / 1000) / 1000
+
+    async def _clock_sync(self) -> None:
+        """A burst of exchanges after each connect (continued, once a second, until one
+        exchange is quick enough to bound the error by 2 ms: a connect storm delays the
+        first ones), then one every ``clock_sync_s``."""
+        await self.controller_online.wait()
+        n = 0
+        while True:
+            self._time_seq += 1
+            self._time_pending[self._time_seq] = t1 = self.raw_us()
+            for seq in [q for q, t in self._time_pending.items()
+                        if t1 - t > REPLY_TIMEOUT_S * 1e6]:
+                del self._time_pending[seq]
+            assert self._client is not None
+            await self._client.publish(topics.cluster_time(self.id),
+                                       request_payload(self._time_seq, t1), qos=0)
+            n += 1
+            acc = self.clock.accuracy_us
+            if n < self.cfg.clock_burst:
+                pause = 0.2
+            elif (acc is None or acc > 2000) and n < 60:
+                pause = 1.0
+            else:
+                pause = self.cfg.clock_sync_s * (0.8 + 0.4 * self.rng.random())
+            await asyncio.sleep(pause)
+
+    def _on_time_reply(self, payload: bytes, arrived_ns: int = 0) -> None:
+        t4 = (arrived_ns // 1000 + round(self.physics.clock_offset_ms * 1000) if arrived_ns
+              else self.raw_us())
+        try:
+            seq, t1, t2, t3 = parse_reply(payload, self._clock_keys)
+        except ClockError as exc:
+            log.info("%s: time reply ignored: %s", self.id, exc)
+            self.time_replies_ignored += 1
+            return
+        if self._time_pending.get(seq) != t1:  # answers nothing we asked: a replay, a forgery
+            log.info("%s: time reply for no outstanding request (seq %s)", self.id, seq)
+            self.time_replies_ignored += 1
+            return
+        del self._time_pending[seq]
+        self.clock.add(t1, t2, t3, t4)
 
     # --- faults -------------------------------------------------------------------------
 
@@ -267,6 +333,8 @@ class SimCluster:
         self._client = client
         self.controller_online.clear()  # until the status (retained) says so again
         subs = [(topics.cluster_cmd(self.id), 1), (topics.CONTROLLER_STATUS, 1)]
+        if self.cfg.clock_sync_s > 0:
+            subs.append((topics.cluster_time_reply(self.id), 0))
         subs += [(topics.area_cmd(a), 1) for a in self.area_path]
         subs += [(topics.area_content_filter(a), 1) for a in self.area_path]
         subs += [(topics.content_chunks_filter(s), 1) for s in self.assemblies]
@@ -276,8 +344,13 @@ class SimCluster:
         self.connected.set()
         tasks = [asyncio.create_task(self._heartbeats()),
                  asyncio.create_task(self._drain_outbox())]
+        if self.cfg.clock_sync_s > 0:
+            tasks.append(asyncio.create_task(self._clock_sync()))
         try:
             async for msg in client.messages():
+                if msg.topic.endswith("/time/reply"):  # stamped when it came off the wire
+                    self._on_time_reply(msg.payload, msg.arrived_ns)
+                    continue
                 await self._dispatch(msg.topic, msg.payload)
         finally:
             for t in tasks:
@@ -366,7 +439,7 @@ class SimCluster:
             amp_temp_c=round(p.amp_temp_c + self.rng.random() * 0.5, 1),
             volume_pct=self.playback_volume(playing),
             storage_free_kb=max(0, 512_000 - 64 * len(self.cached)),
-            clock_offset_ms=round(p.clock_offset_ms),
+            clock_offset_ms=round(self.clock_error_ms()),
             playing=playing.id if playing else None, speakers=self._speaker_reports(),
         )
 
@@ -434,7 +507,9 @@ class SimCluster:
         entry = json.dumps({
             "occurrence_id": occ.id, "broadcast_id": occ.body.broadcast_id,
             "sha256": occ.body.content.sha256, "started_at": started.isoformat(),
-            "finished_at": finished.isoformat(), "volume_pct": self.playback_volume(occ),
+            "finished_at": finished.isoformat(),
+            "heard_at": occ.heard_at.isoformat() if occ.heard_at else None,
+            "volume_pct": self.playback_volume(occ),
             "revision": occ.body.revision,
         })
         (folder / f"{occ.id}.json").write_text(entry)
@@ -560,6 +635,8 @@ class SimCluster:
         self.verifier = CommandVerifier(self.cfg.keys, replay_guard=self.memory.guard,
                                         memo=self.cfg.verify_memo)
         self.cancelled_unknown = self.memory.cancels
+        self.clock = ClockFilter()  # (RAM: learned again from the controller after boot)
+        self._time_pending.clear()
 
     def _on_self_test(self, cmd: Command) -> None:
         if self.player.current is not None:

@@ -7,7 +7,7 @@
 | ``flapping`` | ``period_s``, ``down_s`` | the link drops abruptly every period and returns after ``down_s`` (jittered) |
 | ``blown_speaker`` | ``index``, ``mode`` (open/short) | that speaker line measures open (or short) circuit |
 | ``overheating`` | ``c_per_min`` | the amplifier heats this fast while playing |
-| ``clock_drift`` | ``ms_per_min`` | the board's clock runs away (its playback clock too) |
+| ``clock_drift`` | ``ms_per_min``, ``step_ms`` | the board's oscillator is off by ``step_ms`` at once and runs away at ``ms_per_min``; its clock synchronisation with the controller (protocol §4.5) is what keeps playback in step |
 | ``slow_link`` | ``kbps`` | content chunks arrive at this rate at most |
 | ``reboot_loop`` | ``period_s`` | the board reboots every period (abrupt disconnect, uptime reset) |
 """
@@ -26,7 +26,7 @@ FAULTS: dict[str, dict[str, Any]] = {
     "flapping": {"period_s": 12.0, "down_s": 2.0},
     "blown_speaker": {"index": 1, "mode": "open"},
     "overheating": {"c_per_min": 40.0},
-    "clock_drift": {"ms_per_min": 200.0},
+    "clock_drift": {"ms_per_min": 200.0, "step_ms": 0.0},
     "slow_link": {"kbps": 64.0},
     "reboot_loop": {"period_s": 20.0},
 }
@@ -70,6 +70,8 @@ class Physics:
             self._flap_timer = float(merged["period_s"]) * self.rng.uniform(0.5, 1.0)
         if name == "reboot_loop":
             self._reboot_timer = float(merged["period_s"])
+        if name == "clock_drift":
+            self.clock_offset_ms += float(merged["step_ms"])
         return merged
 
     def clear(self, name: str) -> None:
@@ -80,7 +82,7 @@ class Physics:
             self.battery_pct = 100.0
         if name == "fading_signal":
             self.rssi_dbm = -75.0
-        if name == "clock_drift":  # NTP resynchronises the clock
+        if name == "clock_drift":  # the oscillator is put right (a new board, a repair)
             self.clock_offset_ms = 0.0
 
     @property

@@ -50,6 +50,9 @@ class NoConnack(ProtocolUnsupported):
 class Message(NamedTuple):
     topic: str
     payload: bytes
+    #: when its bytes came off the socket (ns since the epoch, true time): what a board's
+    #: network driver would stamp, for the clock exchange's t4 (protocol §4.5)
+    arrived_ns: int = 0
 
 
 class Session(Protocol):
@@ -127,6 +130,7 @@ class _V5Session(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._last_read = time.monotonic()
         buf = self._buf + data if self._buf else data
+        now_ns = time.time_ns()
         view, pos, end = memoryview(buf), 0, len(buf)
         acks: list[bytes] = []
         arrived = False
@@ -143,7 +147,7 @@ class _V5Session(asyncio.Protocol):
                 return
             pos += n
             if isinstance(packet, mqtt5.PublishPacket):
-                self._inbox.append(Message(packet.topic, packet.payload))
+                self._inbox.append(Message(packet.topic, packet.payload, now_ns))
                 arrived = True
                 if packet.packet_id is not None:
                     acks.append(mqtt5.PubAckPacket(packet.packet_id).write())
@@ -362,7 +366,8 @@ class _V311Session:
                     msg = nxt.result()
                 except aiomqtt.MqttError as exc:
                     raise MqttError(str(exc)) from None
-                yield Message(msg.topic.value, bytes(msg.payload))  # type: ignore[arg-type]
+                yield Message(msg.topic.value, bytes(msg.payload),  # type: ignore[arg-type]
+                              time.time_ns())
         finally:
             cut.cancel()
 

@@ -43,6 +43,9 @@ class Occurrence:
     arrival: int = field(default_factory=lambda: next(_arrival))
     #: when the command arrived, on the cluster's clock (set by the firmware)
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: when its first sound was heard, in true time (what a microphone beside the horn
+    #: would stamp; the simulator's record, not the board's clock)
+    heard_at: datetime | None = None
 
     @property
     def id(self) -> str:
@@ -176,6 +179,7 @@ class Player:
             started = self._clock()
             if first_start is None:
                 first_start = started
+                occ.heard_at = datetime.now(UTC)
                 late_ms = int((started - body.start_at).total_seconds() * 1000)
                 note = f"late by {late_ms} ms" if late_ms > 1000 else None
             else:
