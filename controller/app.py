@@ -33,6 +33,7 @@ from controller.api.routes import (
     events,
     health,
     inbox,
+    live,
     network,
     policy,
     provisioning,
@@ -179,7 +180,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     for r in (auth.router, areas.router, contents.router, broadcasts.router, health.router,
               actions.router, alerts.router, policy.router, users.router, cap.router,
               inbox.router, provisioning.router, audit_routes.router, network.router,
-              events.router):
+              events.router, live.router):
         api.include_router(r)
     app.include_router(api)
 

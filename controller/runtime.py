@@ -30,6 +30,7 @@ from controller.fleet.history import TelemetryHistory
 from controller.fleet.provisioning import BrokerSync
 from controller.ingest import Ingest
 from controller.limits import RateLimit
+from controller.live.streams import Streams
 from controller.settings import Settings
 from controller.storage import StorageMonitor
 from controller.timesvc import TimeService
@@ -97,6 +98,8 @@ class Runtime:
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="loa-background"))
     #: answers the boards' clock requests (protocol §4.5); set in build()
     clock: TimeService | None = None
+    #: the live and relay sessions (protocol §6.1); set in build()
+    streams: Streams | None = None
 
     @classmethod
     def build(cls, settings: Settings, migrate: bool = True, link: Link | None = None) -> Runtime:
@@ -159,6 +162,8 @@ class Runtime:
                  BrokerSync(settings, sessions), generated)
         rt.audio_work = RateLimit(settings.audio_burst, settings.audio_per_hour / 3600)
         rt.clock = clock
+        rt.streams = Streams(settings, sessions, key, link.publish)
+        dispatcher.streams = rt.streams
         return rt
 
     def audio_settings(self, chime: bool | None = None) -> AudioSettings:
@@ -179,8 +184,10 @@ class Runtime:
         with self.sessions() as db:
             planned = self.scheduler.reconcile(db)
         recovered = self.dispatcher.recover()
-        log.info("controller started: %d slot(s) planned, %d occurrence(s) recovered",
-                 planned, recovered)
+        with self.sessions() as db:
+            streams = self.dispatcher.resume_streams(db)
+        log.info("controller started: %d slot(s) planned, %d occurrence(s) recovered, %d "
+                 "stream(s) resumed", planned, recovered, streams)
         # what exists now (modules, mappers, schemas, every cluster's view) lives as long as
         # the process: out of the cyclic collector's reach, its full collections (seen at
         # 0.2-0.5 s with 5,000 clusters) walk only what is newer

@@ -120,11 +120,20 @@ class Settings(BaseSettings):
     cap_resource_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="hosts a CAP <resource><uri> may be fetched from "
         "(env: JSON list or comma-separated); empty: any host")
+    relay_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="hosts a relayed radio stream may be pulled from "
+        "(env: JSON list or comma-separated); empty: any host")
+    stream_latency_ms: int = Field(1_000, ge=200, le=10_000, description="a live or relayed "
+                                   "frame is heard this long after the controller stamps it")
+    stream_source_timeout_s: float = Field(5.0, gt=0, le=120, description="a stream source "
+                                           "silent this long is stopped (and an alert raised)")
+    live_max_s: int = Field(3600, ge=10, le=6 * 3600, description="the longest a live "
+                            "session may run")
     cap_resource_max_mb: float = Field(20.0, gt=0, description="largest CAP recording fetched")
     cap_resource_timeout_s: float = Field(15.0, gt=0, description="deadline for fetching a "
                                           "CAP recording from its <uri>")
 
-    @field_validator("alert_webhooks", "cap_trusted_certs", "cap_languages",
+    @field_validator("alert_webhooks", "cap_trusted_certs", "cap_languages", "relay_hosts",
                      "cap_resource_hosts", mode="before")
     @classmethod
     def _split(cls, v: object) -> object:

@@ -25,8 +25,10 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    model_validator,
 )
 
+from devices.stream import StreamSpec
 from devices.topics import ID_PATTERN
 
 __all__ = [
@@ -58,6 +60,7 @@ __all__ = [
     "SpeakerState",
     "SpeakerTest",
     "Status",
+    "StreamStats",
     "Telemetry",
     "UtcDatetime",
     "dumps",
@@ -155,7 +158,9 @@ class PlayBody(_Wire):
     occurrence_id: str = Field(max_length=64)
     priority: Priority = Priority.NORMAL
     start_at: UtcDatetime
-    content: ContentManifest
+    #: a file to fetch (§6) ... or a real-time stream to join (§6.1): exactly one of them
+    content: ContentManifest | None = None
+    stream: StreamSpec | None = None
     #: play at this volume instead of the cluster's own (an emergency raised to a set level)
     volume_pct: int | None = Field(default=None, ge=0, le=100)
     #: never play this item louder than this (the area's volume cap at that hour)
@@ -165,6 +170,16 @@ class PlayBody(_Wire):
     revision: int = Field(default=0, ge=0)
     #: when a higher priority interrupts it: go on from where it stopped, or start over
     after_preempt: Literal["resume", "restart"] = "resume"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PlayBody:
+        if (self.content is None) == (self.stream is None):
+            raise ValueError("a play carries either content or stream")
+        return self
+
+    @property
+    def duration_ms(self) -> int:
+        return self.content.duration_ms if self.content else self.stream.duration_ms  # type: ignore[union-attr]
 
 
 class CancelBody(_Wire):
@@ -292,6 +307,17 @@ class Telemetry(_Wire):
     speakers: list[SpeakerReport] = Field(max_length=64)
 
 
+class StreamStats(_Wire):
+    """What a board heard of a stream (§6.1), reported with its final state."""
+
+    played_ms: int = Field(ge=0)
+    #: batches that were missing (or came too late) at their play time, and their length
+    gaps: int = Field(ge=0)
+    gap_ms: int = Field(ge=0)
+    #: the first batch it played was not the stream's first (it joined an airing under way)
+    joined_late: bool = False
+
+
 class DeliveryEvent(_Wire):
     v: Literal[1]
     kind: Literal["delivery"]
@@ -305,6 +331,8 @@ class DeliveryEvent(_Wire):
     reason: str | None = Field(default=None, max_length=256)
     #: the revision of the play this report is about (what content, which start time)
     revision: int | None = Field(default=None, ge=0)
+    #: a stream's figures, with its final state (played, cancelled, failed)
+    stream: StreamStats | None = None
 
 
 class RefusedEvent(_Wire):

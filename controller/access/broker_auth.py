@@ -107,8 +107,10 @@ def render(db: Session, controller_hash: str | None,
                                              topics.cluster_time(cid))]
         acl.append(f"topic read {topics.cluster_cmd(cid)}")
         acl.append(f"topic read {topics.cluster_time_reply(cid)}")
+        acl.append(f"topic read {topics.ROOT}/cluster/{cid}/stream/#")
         for a in path(area):
             acl.append(f"topic read {topics.area_cmd(a)}")
+            acl.append(f"topic read {topics.ROOT}/area/{a}/stream/#")
             acl.append(f"topic read {topics.area_content_filter(a).removesuffix('/+/+')}/#")
         acl += [f"topic read {topics.ROOT}/content/#", f"topic read {topics.CONTROLLER_STATUS}",
                 ""]

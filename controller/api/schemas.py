@@ -99,9 +99,22 @@ class Targets(BaseModel):
         return self
 
 
+class RelaySource(BaseModel):
+    """A radio stream the controller pulls and relays (protocol §6.1): Icecast/SHOUTcast
+    (mp3, aac, ogg) or HLS."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["relay"]
+    url: str = Field(min_length=8, max_length=255)
+
+
 class BroadcastCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    content_id: str
+    content_id: str | None = Field(None, description="a recording, or give source")
+    source: RelaySource | None = Field(None, description="in place of content_id: relay a "
+                                       "radio stream for duration_s")
+    duration_s: int | None = Field(None, ge=10, le=4 * 3600, description="with source: how "
+                                   "long the relay airs")
     targets: Targets
     title: str = Field("", max_length=200)
     start_at: AwareDatetime | None = Field(
@@ -121,7 +134,20 @@ class BroadcastCreate(BaseModel):
     def _one_schedule(self) -> BroadcastCreate:
         if self.start_at is not None and self.recurrence is not None:
             raise ValueError("give start_at or recurrence, not both")
+        if (self.content_id is None) == (self.source is None):
+            raise ValueError("give content_id or source, exactly one")
+        if self.source is not None and self.duration_s is None:
+            raise ValueError("a relay needs duration_s")
         return self
+
+
+class LiveCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    targets: Targets
+    priority: Literal["normal", "priority", "emergency"] = "normal"
+    title: str = Field("", max_length=200)
+    max_duration_s: int | None = Field(None, ge=10, le=6 * 3600, description=(
+        "the longest it may run (default LOA_LIVE_MAX_S)"))
 
 
 class InboxDecision(BaseModel):

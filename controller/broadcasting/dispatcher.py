@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from nacl.signing import SigningKey
@@ -64,6 +65,7 @@ from devices.messages import (
     RefusedEvent,
 )
 from devices.signing import sign_command
+from devices.stream import StreamSpec
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +125,15 @@ class _Report:
 WRITE_WAIT_S = 0.05
 
 
+class StreamRunner(Protocol):
+    """What the dispatcher needs of :class:`controller.live.streams.Streams`."""
+
+    def ensure(self, occurrence_id: str, content: Content, spec: StreamSpec,
+               start_at: datetime) -> None: ...
+
+    def stop(self, occurrence_id: str, reason: str) -> None: ...
+
+
 class Dispatcher:
     def __init__(self, settings: Settings, sessions: sessionmaker[Session], key: SigningKey,
                  publish: Callable[[str, bytes, int], bool], content: ContentServer,
@@ -159,6 +170,8 @@ class Dispatcher:
         #: ingest thread takes it around a batch of events, so that no report is applied
         #: (and lost as unknown) before the delivery it reports on exists
         self.gate = threading.Lock()
+        #: the live and relay sessions that send a stream's frames (set by the runtime)
+        self.streams: StreamRunner | None = None
         #: (cluster, occurrence, state) reported after the delivery was cancelled: the
         #: ingest opens a played_after_cancel alert for each
         self.played_after_cancel: list[tuple[str, str, str]] = []
@@ -220,7 +233,7 @@ class Dispatcher:
             db.commit()
             self.dispatch(bc.id, occ.scheduled_at, resolved)
             return occ
-        body = self._play_body(occ, bc)
+        body = self._play_body(db, occ, bc)
         expires = self._expiry(occ, bc)
         with self.gate:
             # described on disk before it is on the wire: a crash before the rows are
@@ -362,7 +375,7 @@ class Dispatcher:
             with self.gate:
                 self.unrecorded[occ.id] = intent
             return None
-        body = self._play_body(occ, bc, self._volume_cap(db, bc, occ, resolved.cluster_ids))
+        body = self._play_body(db, occ, bc, self._volume_cap(db, bc, occ, resolved.cluster_ids))
         ok = self._publish_play(occ, bc, resolved, body, self._expiry(occ, bc))
         intent = self._intent(bc, occ, resolved, "sent" if ok else "pending")
         with self.gate:
@@ -499,25 +512,34 @@ class Dispatcher:
             exp = min(exp, max(bc.expires_at, occ.start_at + timedelta(seconds=1)))
         return exp
 
-    def _play_body(self, occ: Occurrence, bc: Broadcast, cap: int | None = None) -> PlayBody:
-        c: Content = occ.content or bc.content
+    def _play_body(self, db: Session, occ: Occurrence, bc: Broadcast,
+                   cap: int | None = None) -> PlayBody:
+        c: Content = bc.content if bc.content.container == "stream" else occ.content or bc.content
         emergency = bc.priority == "emergency"
+        source: dict[str, Any]
+        if c.container == "stream":  # a live voice or a relay: joined, not fetched (§6.1)
+            covering = resolve(db, bc.target.areas, bc.target.clusters).topics
+            source = {"stream": StreamSpec(
+                stream_id=occ.id, kind=c.kind, duration_ms=c.duration_ms,
+                latency_ms=self.settings.stream_latency_ms,
+                topics=[t.removesuffix("/cmd") + f"/stream/{occ.id}" for t in covering])}
+        else:
+            source = {"content": ContentManifest(
+                sha256=c.sha256, size=c.size, chunk_size=self.content.chunk_size,
+                chunks=self.content.chunk_count(c.size), codec=c.codec,
+                container=c.container, duration_ms=c.duration_ms)}
         return PlayBody(
             broadcast_id=bc.id, occurrence_id=occ.id, priority=Priority(bc.priority),
             start_at=occ.start_at,
             volume_pct=self.settings.emergency_volume_pct if emergency else bc.volume_pct,
             max_volume_pct=None if emergency else cap, revision=occ.revision,
-            after_preempt=bc.after_preempt or self.settings.after_preempt,
-            content=ContentManifest(
-                sha256=c.sha256, size=c.size, chunk_size=self.content.chunk_size,
-                chunks=self.content.chunk_count(c.size), codec=c.codec,
-                container=c.container, duration_ms=c.duration_ms))
+            after_preempt=bc.after_preempt or self.settings.after_preempt, **source)
 
     def _send(self, db: Session, occ: Occurrence, bc: Broadcast,
               resolved: Resolved | None = None) -> None:
         if resolved is None:
             resolved = resolve(db, bc.target.areas, bc.target.clusters)
-        body = self._play_body(occ, bc, self._volume_cap(db, bc, occ, resolved.cluster_ids))
+        body = self._play_body(db, occ, bc, self._volume_cap(db, bc, occ, resolved.cluster_ids))
         expires = self._expiry(occ, bc)
         db.refresh(bc)  # last moment: a cancel may have been committed meanwhile
         if bc.status not in BROADCAST_LIVE:
@@ -547,6 +569,13 @@ class Dispatcher:
         """One signed ``play`` per covering topic. An emergency's chunks go out retained
         just before it (no request round trip) and to its areas straight after it
         (protocol §6). False when a publish failed."""
+        if body.stream is not None:  # frames follow from the stream's session, not chunks
+            ok = True
+            for topic in resolved.topics:
+                ok &= self._publish_command("play", topic, body, expires, occ.id)
+            if self.streams is not None:
+                self.streams.ensure(occ.id, bc.content, body.stream, occ.start_at)
+            return ok
         sha = (occ.content or bc.content).sha256
         emergency = bc.priority == "emergency"
         if emergency:
@@ -602,7 +631,7 @@ class Dispatcher:
                 bc = occ.broadcast
                 if self._expiry(occ, bc) <= now:
                     continue
-                body = self._play_body(occ, bc, self._volume_cap(db, bc, occ, [d.cluster_id]))
+                body = self._play_body(db, occ, bc, self._volume_cap(db, bc, occ, [d.cluster_id]))
                 if self._publish_command("play", topics.cluster_cmd(d.cluster_id), body,
                                          self._expiry(occ, bc), occ.id):
                     sent += 1
@@ -611,6 +640,25 @@ class Dispatcher:
                         d.updated_at = now
                     d.error = None
         return sent
+
+    def resume_streams(self, db: Session, now: datetime | None = None) -> int:
+        """After a restart: the stream items whose slot is running (or about to) get their
+        sessions back: a relay resumes live, a live voice ends cleanly."""
+        if self.streams is None:
+            return 0
+        now = now or utcnow()
+        rows = db.scalars(
+            select(Occurrence).join(Occurrence.broadcast).join(Content, Broadcast.content)
+            .where(Content.container == "stream", Occurrence.status == OccurrenceStatus.SENT,
+                   Occurrence.ends_at > now,
+                   Occurrence.start_at < now + timedelta(seconds=self.settings.dispatch_lead_s)))
+        n = 0
+        for occ in rows:
+            body = self._play_body(db, occ, occ.broadcast)
+            if body.stream is not None:
+                self.streams.ensure(occ.id, occ.broadcast.content, body.stream, occ.start_at)
+                n += 1
+        return n
 
     def link_returned(self) -> None:
         """The broker link is up again (its on_connect hook): the next sweep sends what
@@ -733,7 +781,7 @@ class Dispatcher:
     def _resend(self, db: Session, occ: Occurrence, bc: Broadcast) -> None:
         """Publish ``occ`` again (a new revision) to every topic of its targets."""
         resolved = resolve(db, bc.target.areas, bc.target.clusters)
-        body = self._play_body(occ, bc, self._volume_cap(db, bc, occ, resolved.cluster_ids))
+        body = self._play_body(db, occ, bc, self._volume_cap(db, bc, occ, resolved.cluster_ids))
         expires = self._expiry(occ, bc)
         for topic in resolved.topics:
             self._publish_command("play", topic, body, expires, occ.id)
@@ -757,6 +805,8 @@ class Dispatcher:
             exp = max(occ.ends_at, now) + timedelta(seconds=self.settings.late_grace_s)
             sends.append((occ.id, exp, resolved.topics))
             move(occ, OccurrenceStatus.CANCELLED)
+            if self.streams is not None:
+                self.streams.stop(occ.id, "cancelled")
             waiting = {d.cluster_id for d in occ.deliveries
                        if d.state in ("sent", "received", "ready", "playing", "preempted")}
             if waiting:  # confirmed only by the cluster's own "cancelled" report

@@ -45,6 +45,7 @@ from controller.broadcasting.states import (
 from controller.broadcasting.targeting import Resolved, resolve
 from controller.db.models import Area, Broadcast, Content, User, utcnow
 from controller.errors import Conflict, Forbidden, Invalid, LoaError, NotFound, Problem
+from controller.live.streams import descriptor_content, relay_descriptor
 
 if TYPE_CHECKING:
     from controller.runtime import Runtime
@@ -83,7 +84,12 @@ def validate(req: BroadcastCreate, db: Session, rt: Runtime, user: User,
     require_role(user, SCHEDULERS, "schedule broadcasts")
     if req.priority == "emergency":
         require_emergency_right(db, user)
-    content = db.get(Content, req.content_id)
+    if req.source is not None and req.duration_s is not None:
+        # a relay: its content is the stream's descriptor (controller.live.streams)
+        desc = relay_descriptor(rt.settings, req.source.url)
+        made = descriptor_content(db, desc, req.duration_s, user.username, req.source.url)
+        req = req.model_copy(update={"content_id": made.id})
+    content = db.get(Content, req.content_id) if req.content_id else None
     if content is not None:
         try:  # (another area's recording is as unknown as one that does not exist)
             visible_content(db, user, content.id)

@@ -10,6 +10,7 @@ remote actions, and misbehaves on demand (``faults``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -52,6 +53,7 @@ from devices.messages import (
     dumps,
 )
 from devices.signing import CommandVerifier, Refused, key_id
+from devices.stream import StreamError, stream_topic, unpack_batch
 from firmware_sim import mqtt
 from firmware_sim.content import Assembly, SharedStore
 from firmware_sim.faults import Physics
@@ -59,6 +61,7 @@ from firmware_sim.memory import BoardMemory
 from firmware_sim.mqtt import MqttError, NoConnack, ProtocolUnsupported
 from firmware_sim.outbox import Outbox
 from firmware_sim.player import Occurrence, Player
+from firmware_sim.stream import StreamTap
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +132,9 @@ class SimCluster:
         self._time_pending: dict[int, int] = {}  # seq -> t1 of requests not yet answered
         self._time_seq = 0
         self.time_replies_ignored = 0  # forged, replayed, late
+        #: streams being played: stream id -> (its tap, its occurrence, topics subscribed)
+        self.taps: dict[str, tuple[StreamTap, Occurrence, list[str]]] = {}
+        self.stream_batches_dropped = 0  # malformed, unsigned, for no stream we play
         #: the replay window and held cancels: on disk with a state folder, so that a
         #: reboot forgets neither (protocol §5.2)
         self.memory = BoardMemory(cfg.state_dir / cluster.id if cfg.state_dir else None,
@@ -338,6 +344,7 @@ class SimCluster:
         subs += [(topics.area_cmd(a), 1) for a in self.area_path]
         subs += [(topics.area_content_filter(a), 1) for a in self.area_path]
         subs += [(topics.content_chunks_filter(s), 1) for s in self.assemblies]
+        subs += [(t, 0) for _tap, _occ, ts in self.taps.values() for t in ts]
         self._content_subs.update(self.assemblies)
         await client.subscribe(subs)
         await self._publish_birth()
@@ -472,10 +479,14 @@ class SimCluster:
                 occ.body.priority is Priority.EMERGENCY and \
                 occ.body.start_at <= occ.received_at + IMMEDIATE:
             return  # an emergency that starts at once: `playing` (or a failure) says it all
+        stats = None
+        if occ.body.stream is not None and state in (
+                DeliveryState.PLAYED, DeliveryState.CANCELLED, DeliveryState.FAILED):
+            stats = self._leave_stream(occ)
         ev = DeliveryEvent(
             v=1, kind="delivery", cluster_id=self.id, seq=self._next_seq(), ts=self.now(),
             command_id=occ.command_id, occurrence_id=occ.id, state=state, at=at, reason=reason,
-            revision=occ.body.revision,
+            revision=occ.body.revision, stream=stats,
         )
         self._send(topics.cluster_event(self.id), dumps(ev))
 
@@ -498,27 +509,38 @@ class SimCluster:
         self._send(topics.cluster_event(self.id), dumps(ev))
 
     def _record(self, occ: Occurrence, started: datetime, finished: datetime) -> None:
-        if self.cfg.record_dir is None or occ.content is None:
+        """With ``record_dir``: what this board played, one line per airing in
+        ``plays.jsonl`` (repeats too), the content itself, and for a stream the figures (its
+        batches and packets are written as they are heard, by the tap)."""
+        if self.cfg.record_dir is None or (occ.content is None and occ.body.stream is None):
             return
         folder = self.cfg.record_dir / self.id
         folder.mkdir(parents=True, exist_ok=True)
-        ext = occ.body.content.container
-        (folder / f"{occ.id}.{ext}").write_bytes(occ.content)
-        entry = json.dumps({
+        entry: dict[str, Any] = {
             "occurrence_id": occ.id, "broadcast_id": occ.body.broadcast_id,
-            "sha256": occ.body.content.sha256, "started_at": started.isoformat(),
-            "finished_at": finished.isoformat(),
+            "started_at": started.isoformat(), "finished_at": finished.isoformat(),
             "heard_at": occ.heard_at.isoformat() if occ.heard_at else None,
-            "volume_pct": self.playback_volume(occ),
-            "revision": occ.body.revision,
-        })
-        (folder / f"{occ.id}.json").write_text(entry)
+            "volume_pct": self.playback_volume(occ), "revision": occ.body.revision,
+        }
+        if occ.body.content is not None and occ.content is not None:
+            (folder / f"{occ.id}.{occ.body.content.container}").write_bytes(occ.content)
+            entry["sha256"] = occ.body.content.sha256
+        elif occ.body.stream is not None:
+            tap = self.taps.get(occ.body.stream.stream_id)
+            entry["stream_id"] = occ.body.stream.stream_id
+            if tap is not None:
+                entry["stream"] = tap[0].stats().model_dump()
+        line = json.dumps(entry)
+        (folder / f"{occ.id}.json").write_text(line)
         with (folder / "plays.jsonl").open("a") as f:  # one line per airing, repeats too
-            f.write(entry + "\n")
+            f.write(line + "\n")
 
     # --- incoming ------------------------------------------------------------------------
 
     async def _dispatch(self, topic: str, payload: bytes) -> None:
+        if "/stream/" in topic:
+            self._on_stream_batch(topic, payload)
+            return
         content = topics.parse_content_topic(topic)
         if content is not None:
             delay = self.physics.chunk_delay_s(len(payload))
@@ -695,6 +717,10 @@ class SimCluster:
             return
         self._emit_delivery(occ, DeliveryState.RECEIVED, self.now(), None)
         self.player.schedule(occ)
+        if body.stream is not None:
+            self._join_stream(occ)
+            return
+        assert body.content is not None
         sha = body.content.sha256
         data = self.store.get(sha) if sha in self.cached else None
         if data is not None:
@@ -706,6 +732,81 @@ class SimCluster:
             self.assemblies[sha] = Assembly(body.content)
             pushed = body.priority is Priority.EMERGENCY
             asyncio.get_running_loop().create_task(self._fetch(sha, pushed))
+
+    # --- streams (protocol §6.1) -----------------------------------------------------------
+
+    def _controller_us(self) -> int:
+        raw = self.raw_us()
+        return round(raw + self.clock.correction_us(raw))
+
+    def _join_stream(self, occ: Occurrence) -> None:
+        """Subscribe to the stream's topics that are ours and play it as it comes."""
+        spec = occ.body.stream
+        assert spec is not None
+        mine = {stream_topic(a, spec.stream_id) for a in self.area_path} | \
+            {stream_topic(self.id, spec.stream_id, cluster=True)}
+        wanted = [t for t in spec.topics if t in mine]
+        occ.content_ready.set()
+        record = (self.cfg.record_dir / self.id / occ.id) if self.cfg.record_dir else None
+        tap = StreamTap(spec, int(occ.body.start_at.timestamp() * 1e6), self._controller_us,
+                        lambda: self.player.current is occ and occ.state is DeliveryState.PLAYING,
+                        lambda: self._stream_ended(occ), record)
+        self.taps[spec.stream_id] = (tap, occ, wanted)
+        tap.start()
+        if self._client is not None and wanted:
+            client = self._client
+
+            async def sub() -> None:
+                with contextlib.suppress(MqttError):
+                    await client.subscribe([(t, 0) for t in wanted])
+            asyncio.get_running_loop().create_task(sub())
+
+    def _stream_ended(self, occ: Occurrence) -> None:
+        occ.finished_early = True
+        occ.preempt.set()  # wakes the player: the item is over
+
+    def _leave_stream(self, occ: Occurrence) -> Any:
+        spec = occ.body.stream
+        assert spec is not None
+        entry = self.taps.pop(spec.stream_id, None)
+        if entry is None:
+            return None
+        tap, _occ, wanted = entry
+        tap.stop()
+        if self._client is not None:
+            client = self._client
+
+            async def unsub() -> None:
+                for t in wanted:
+                    with contextlib.suppress(MqttError):
+                        await client.unsubscribe(t)
+            asyncio.get_running_loop().create_task(unsub())
+        return tap.stats()
+
+    def _on_stream_batch(self, topic: str, payload: bytes) -> None:
+        sid = topic.rsplit("/", 1)[-1]
+        entry = self.taps.get(sid)
+        if entry is None or topic not in entry[2]:
+            self.stream_batches_dropped += 1
+            return
+        # one signature check per distinct batch for every board of this process (an
+        # area's batch reaches hundreds of them; real boards each check it in parallel)
+        memo = self.cfg.verify_memo
+        known = memo.get(payload) is True
+        try:
+            batch = unpack_batch(payload, self.cfg.keys, verified=known)
+        except StreamError as exc:
+            log.info("%s: stream batch dropped: %s", self.id, exc)
+            self.stream_batches_dropped += 1
+            return
+        if not known:
+            if len(memo) > 4096:
+                memo.clear()
+            memo[payload] = True
+        if batch.stream_id != sid:
+            self.stream_batches_dropped += 1
+            return
+        entry[0].add(batch)
 
     async def _fetch(self, sha: str, pushed: bool = False) -> None:
         """Subscribe to the content's chunks, ask for them, re-ask for what is missing.

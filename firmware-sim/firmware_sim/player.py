@@ -15,7 +15,7 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from devices.messages import DeliveryState, PlayBody, Priority
 
@@ -46,6 +46,8 @@ class Occurrence:
     #: when its first sound was heard, in true time (what a microphone beside the horn
     #: would stamp; the simulator's record, not the board's clock)
     heard_at: datetime | None = None
+    #: a stream that ended before its slot did (its last batch came): played to its end
+    finished_early: bool = False
 
     @property
     def id(self) -> str:
@@ -161,13 +163,13 @@ class Player:
         except TimeoutError:
             await self._set(occ, DeliveryState.FAILED, occ.failure or "content not received")
             return
-        if occ.content is None:
+        if occ.content is None and body.stream is None:
             await self._set(occ, DeliveryState.FAILED, occ.failure or "content invalid")
             return
         await self._set(occ, DeliveryState.READY, None)
         await self._sleep_until(body.start_at)
         first_start: datetime | None = None
-        duration = body.content.duration_ms
+        duration = body.duration_ms
         while True:
             await self._acquire(occ)
             if self._clock() >= occ.expires_at:
@@ -186,12 +188,18 @@ class Player:
                 note = (f"resumed at {occ.position_ms / 1000:.1f} s" if occ.position_ms
                         else "restarted from the beginning")
             await self._set(occ, DeliveryState.PLAYING, note, at=started)
-            remaining = (duration - occ.position_ms) / 1000
+            if body.stream is not None:  # live: it resumes where the stream is now
+                end = body.start_at + timedelta(milliseconds=duration)
+                remaining = (end - self._clock()).total_seconds()
+            else:
+                remaining = (duration - occ.position_ms) / 1000
             try:
                 async with asyncio.timeout(max(remaining, 0)):
                     await occ.preempt.wait()
             except TimeoutError:
                 break  # played to the end
+            if occ.finished_early:
+                break
             played = int((self._clock() - started).total_seconds() * 1000)
             resume = self.resume and body.after_preempt != "restart"
             occ.position_ms = min(duration, occ.position_ms + played) if resume else 0
