@@ -204,6 +204,9 @@ class DeliveryOut(BaseModel):
         None, description="'<state>: <reason>' the controller had concluded, replaced by the "
                           "cluster's own report arriving later")
     corrected_at: datetime | None = None
+    stream: dict[str, Any] | None = Field(
+        None, description="a live or relayed stream, as the cluster heard it: played_ms, "
+                          "gaps, gap_ms (missing or late batches), joined_late")
 
 
 class OccurrenceOut(BaseModel):

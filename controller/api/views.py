@@ -73,12 +73,13 @@ def broadcast_out(bc: Broadcast, rt: Runtime, full: bool = True,
     deliveries = [DeliveryOut(cluster_id=d.cluster_id, state=d.state, started_at=d.started_at,
                               finished_at=d.finished_at, error=d.error, updated_at=d.updated_at,
                               revision=d.revision, assumed=d.assumed,
-                              corrected_from=d.corrected_from, corrected_at=d.corrected_at)
+                              corrected_from=d.corrected_from, corrected_at=d.corrected_at,
+                              stream=d.stream)
                   for d in db.execute(
                       select(Delivery.cluster_id, Delivery.state, Delivery.started_at,
                              Delivery.finished_at, Delivery.error, Delivery.updated_at,
                              Delivery.revision, Delivery.assumed, Delivery.corrected_from,
-                             Delivery.corrected_at)
+                             Delivery.corrected_at, Delivery.stream)
                       .where(Delivery.occurrence_id.in_([o.id for o in latests]))
                       .order_by(Delivery.cluster_id))] \
         if full and latests else []

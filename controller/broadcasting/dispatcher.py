@@ -87,14 +87,15 @@ PART_GAP_S = 0.4
 #: deliveries as ORM objects, and flushing them one UPDATE at a time, was the slow part.
 _REPORTS = select(Delivery.id, Delivery.cluster_id, Delivery.state, Delivery.started_at,
                   Delivery.finished_at, Delivery.error, Delivery.revision, Delivery.assumed,
-                  Delivery.corrected_from, Delivery.corrected_at)
+                  Delivery.corrected_from, Delivery.corrected_at, Delivery.stream)
 _REPORT_UPDATE = (update(table_of(Delivery)).where(table_of(Delivery).c.id == bindparam("_id"))
                   .values(state=bindparam("_state"), updated_at=bindparam("_updated_at"),
                           started_at=bindparam("_started_at"),
                           finished_at=bindparam("_finished_at"), error=bindparam("_error"),
                           revision=bindparam("_revision"), assumed=bindparam("_assumed"),
                           corrected_from=bindparam("_corrected_from"),
-                          corrected_at=bindparam("_corrected_at")))
+                          corrected_at=bindparam("_corrected_at"),
+                          stream=bindparam("_stream")))
 
 
 @dataclass(slots=True)
@@ -109,6 +110,7 @@ class _Report:
     assumed: bool
     corrected_from: str | None
     corrected_at: datetime | None
+    stream: dict[str, Any] | None = None
     occ_revision: int = 0
     updated_at: datetime | None = None
     dirty: bool = False
@@ -117,7 +119,8 @@ class _Report:
         return {"_id": self.id, "_state": self.state, "_updated_at": self.updated_at,
                 "_started_at": self.started_at, "_finished_at": self.finished_at,
                 "_error": self.error, "_revision": self.revision, "_assumed": self.assumed,
-                "_corrected_from": self.corrected_from, "_corrected_at": self.corrected_at}
+                "_corrected_from": self.corrected_from, "_corrected_at": self.corrected_at,
+                "_stream": self.stream}
 
 
 #: how long an immediate emergency waits for its command to be in the broker's socket
@@ -882,7 +885,7 @@ class Dispatcher:
                 part = missing[i:i + 500]
                 got = {r.cluster_id: _Report(r.id, r.cluster_id, r.state, r.started_at,
                                              r.finished_at, r.error, r.revision, r.assumed,
-                                             r.corrected_from, r.corrected_at,
+                                             r.corrected_from, r.corrected_at, r.stream,
                                              occ_revision=revision)
                        for r in db.execute(_REPORTS.where(Delivery.occurrence_id == occurrence_id,
                                                           Delivery.cluster_id.in_(part)))}
@@ -935,6 +938,8 @@ class Dispatcher:
             d.revision = ev.revision
         if new in ("played", "failed", "cancelled"):
             d.finished_at = ev.at
+        if ev.stream is not None:  # what the board heard of a stream (§6.1)
+            d.stream = ev.stream.model_dump()
         d.error = ev.reason
 
     def on_refused(self, db: Session, ev: RefusedEvent) -> None:

@@ -63,7 +63,9 @@ def rollup(db: Session, bc: Broadcast, by: str = "commune",
                 r["note"] = child.decision_note
     occurrences = [o for b in [bc, *bc.children] for o in b.occurrences]
     for occ in occurrences:
-        duration = (occ.content or bc.content).duration_ms / 1000  # (its own: a part's)
+        # (its own: a part's; a stream's is its slot, its content being its recording)
+        streamed = bc.content.container == "stream"
+        duration = (bc.content if streamed else occ.content or bc.content).duration_ms / 1000
         for d in occ.deliveries:
             c = clusters.get(d.cluster_id)
             if c is None:
@@ -76,8 +78,11 @@ def rollup(db: Session, bc: Broadcast, by: str = "commune",
                 r["first_started_at"] = min(first, d.started_at) if first else d.started_at
             if d.state == "played":
                 r["played"] += 1
-                if d.started_at and d.finished_at:
+                if d.stream is not None:  # a stream: what the board heard, gaps left out
+                    r["play_time_s"] += d.stream.get("played_ms", 0) / 1000
+                elif d.started_at and d.finished_at:
                     r["play_time_s"] += (d.finished_at - d.started_at).total_seconds()
+                if d.finished_at:
                     last = r["last_finished_at"]
                     r["last_finished_at"] = max(last, d.finished_at) if last else d.finished_at
             elif d.state in ("playing", "preempted"):

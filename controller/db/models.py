@@ -248,6 +248,9 @@ class Delivery(Base):
     #: "<state>: <reason>" the controller had concluded, replaced by the cluster's report
     corrected_from: Mapped[str | None] = mapped_column(String(300))
     corrected_at: Mapped[datetime | None]
+    #: a stream's figures as the cluster reported them (protocol §6.1): played_ms, gaps,
+    #: gap_ms, joined_late
+    stream: Mapped[dict[str, Any] | None]
     occurrence: Mapped[Occurrence] = relationship(back_populates="deliveries")
 
 

@@ -108,6 +108,34 @@ def commune(broker: Broker, tmp_path: Path) -> Iterator[tuple[HttpApi, SimThread
         ctl.stop()
 
 
+def decoded(packets: Path) -> bytes:
+    """The 48 kHz mono PCM a board's Opus packets decode to."""
+    data, pos, out = packets.read_bytes(), 0, bytearray()
+    dec: Any = av.CodecContext.create("opus", "r")
+    dec.sample_rate, dec.layout = RATE, "mono"
+    res = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+    while pos < len(data):
+        (n,) = struct.unpack_from(">H", data, pos)
+        pkt = av.Packet(data[pos + 2:pos + 2 + n])
+        pos += 2 + n
+        for f in dec.decode(pkt):
+            for g in res.resample(f):
+                out += bytes(g.planes[0])[:g.samples * 2]
+    return bytes(out)
+
+
+def onsets(pcm: bytes, threshold: float = 0.3) -> list[float]:
+    """Where (s) the loud marks begin: 5 ms windows whose peak crosses ``threshold``."""
+    win, out, loud = RATE // 200, [], False
+    samples = struct.unpack(f"<{len(pcm) // 2}h", pcm)
+    for i in range(0, len(samples) - win, win):
+        peak = max(abs(x) for x in samples[i:i + win]) / 32768
+        if peak > threshold and not loud:
+            out.append(i / RATE)
+        loud = peak > threshold
+    return out
+
+
 def heard(record: Path, occurrence: str) -> dict[str, list[dict[str, int]]]:
     out = {}
     for folder in sorted(record.iterdir()):
@@ -147,9 +175,12 @@ def test_a_relay_of_a_radio_stream_plays_in_step_on_every_board(
     for cid, batches in got.items():
         played_s = sum(b["frames"] for b in batches) * 0.02
         assert 11.0 <= played_s <= 12.2, (cid, played_s)
-        # each batch heard when it was due (the board's clock in step), never early
-        late = [b["heard_us"] - b["due_us"] for b in batches]
-        assert max(abs(x) for x in late) < 20_000, (cid, max(late), min(late))
+        # each batch aimed at when it was due (the board's clock in step to 5 ms), and
+        # heard then but for the simulator's own scheduling (p99 under 20 ms)
+        aimed = [abs(b["aimed_us"] - b["due_us"]) for b in batches]
+        assert max(aimed) < 5_000, (cid, max(aimed))
+        late = sorted(b["heard_us"] - b["due_us"] for b in batches)
+        assert late[0] > -5_000 and late[int(len(late) * 0.99) - 1] < 20_000, (cid, late[-5:])
     # in step: the same batch is aimed within 5 ms on every board (p99). ``aimed`` is when
     # each board's clock told it to play; ``heard`` adds the simulator's scheduling of 15
     # boards in one event loop (the harness, not the product), held to 20 ms
@@ -163,6 +194,28 @@ def test_a_relay_of_a_radio_stream_plays_in_step_on_every_board(
         print(f"skew {field}: p50 {skews[len(skews) // 2] / 1000:.2f} ms, "
               f"p99 {p99 / 1000:.2f} ms over {len(common)} batches")
         assert p99 <= bound, skews[-10:]
+    # what each board played is the source: its marks at 2, 5 and 9 s of the programme,
+    # 2 s after one another exactly as sent, and heard at start_at + 2 s, + 5 s, + 9 s
+    for cid in got:
+        pcm = decoded(record / cid / f"{occ}.opus-packets")
+        found = onsets(pcm)
+        assert len(found) == 3, (cid, found)
+        assert [round(b - found[0], 2) for b in found] == [0.0, 3.0, 7.0], (cid, found)
+        assert abs(found[0] - 2.0) < 0.05, (cid, found)
+    # the report and the proof: every board played 12 s, no gap; the airing is recorded
+    for d in final["deliveries"]:
+        assert d["stream"]["gaps"] == 0 and 11_000 <= d["stream"]["played_ms"] <= 12_200, d
+    proof = api.get(f"/api/v1/broadcasts/{bc['id']}/report?by=village")
+    rows = proof["villages"]
+    assert all(11 * r["deliveries"] <= r["play_time_s"] <= 12.2 * r["deliveries"] for r in rows)
+    def recording() -> str | None:
+        cid = api.get(f"/api/v1/broadcasts/{bc['id']}")["occurrences"][0]["content_id"]
+        return cid if cid != bc["content_id"] else None
+
+    rec = wait_for(recording, 10, "the recording kept")
+    info = api.get(f"/api/v1/contents/{rec}")
+    assert info["container"] == "ogg" and 11.0 <= info["duration_s"] <= 12.3, info
+
     # the audible start: within 0.2 s of start_at on every board
     for cid, bs in got.items():
         assert abs(bs[0]["heard_us"] / 1e6 - start.timestamp()) < 0.2, cid
