@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     relay_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="hosts a relayed radio stream may be pulled from "
         "(env: JSON list or comma-separated); empty: any host")
-    stream_latency_ms: int = Field(1_000, ge=200, le=10_000, description="a live or relayed "
+    stream_latency_ms: int = Field(800, ge=200, le=10_000, description="a live or relayed "
                                    "frame is heard this long after the controller stamps it")
     stream_source_timeout_s: float = Field(5.0, gt=0, le=120, description="a stream source "
                                            "silent this long is stopped (and an alert raised)")

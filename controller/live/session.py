@@ -2,8 +2,10 @@
 stamped on the controller's clock, five to a signed batch (100 ms), published once per
 covering topic (protocol §6.1), and recorded.
 
-Stamps run on from ``start_at − latency`` one frame at a time, so a board hears frame *k* at
-``start_at + k × 20 ms``. A source faster than real time (a file, Icecast's burst on
+A relay's stamps run on from ``start_at − latency`` one frame at a time, so a board hears
+frame *k* at ``start_at + k × 20 ms``. A live voice is stamped when it reaches the controller
+(so it is heard ``latency`` later: mouth to speaker is the sender's network plus that), and
+what is said before ``start_at − latency`` is not aired. A source faster than real time (a file, Icecast's burst on
 connect) is held to at most ``AHEAD_S`` ahead of the clock; one that falls behind (a stall, a
 slow network) is re-anchored to now, and what it owed is a gap the boards count, never a
 delay that would grow.
@@ -41,7 +43,8 @@ class StreamSession(threading.Thread):
     def __init__(self, *, occurrence_id: str, topics: list[str], start_us: int,
                  duration_ms: int, latency_ms: int, open_source: Callable[[], Iterator[Any]],
                  key: SigningKey, publish: Callable[[str, bytes, int, bool], bool],
-                 record: Path, on_done: Callable[[StreamSession], None], lead_s: float = 2.0):
+                 record: Path, on_done: Callable[[StreamSession], None], lead_s: float = 2.0,
+                 live: bool = False):
         super().__init__(daemon=True, name=f"stream-{occurrence_id[:8]}")
         self.occurrence_id = occurrence_id
         self.topics = topics
@@ -53,6 +56,9 @@ class StreamSession(threading.Thread):
         self.record = record
         self.on_done = on_done
         self.lead_s = lead_s
+        #: a live voice is stamped when it arrives (what was said before the start is not
+        #: aired); a relay is stamped on from the start, one frame after another
+        self.live = live
         self.stop_event = threading.Event()
         #: why it ended: slot_over, source_ended, source_lost, stopped, cancelled, failed
         self.reason: str | None = None
@@ -112,6 +118,17 @@ class StreamSession(threading.Thread):
     def _add(self, pkt: bytes) -> None:
         now = now_us()
         stamp = self._stamp + len(self._pending) * FRAME_MS * 1000
+        if self.live:
+            said = now - FRAME_MS * 1000  # (the packet's audio has just come in whole)
+            if said < self.first_us:
+                return  # spoken before the broadcast began: not aired
+            if abs(stamp - said) > 3 * FRAME_MS * 1000:  # a pause, a burst: back in step
+                self._send()
+                self._stamp = said
+            self._pending.append(pkt)
+            if len(self._pending) == BATCH_FRAMES:
+                self._send()
+            return
         if stamp + self.latency_us - now < MARGIN_US:
             # behind the clock: what is pending would be heard late; start again from now
             self._send()

@@ -186,7 +186,7 @@ class Streams:
                 start_us=int(start_at.timestamp() * 1e6), duration_ms=spec.duration_ms,
                 latency_ms=spec.latency_ms, open_source=open_source, key=self.key,
                 publish=self.publish, record=self.folder / f"{occurrence_id}.ogg",
-                on_done=self._done)
+                on_done=self._done, live=desc.get("kind") != "relay")
             self.running[occurrence_id] = s
             self.counters["started"] += 1
             s.start()

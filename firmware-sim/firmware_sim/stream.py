@@ -74,8 +74,9 @@ class StreamTap:
         first = min(self.buffer)
         self.next_seq = first
         stamp = self.buffer[first].stamp_us
-        # a board that comes in after the stream began plays from where it is now
-        self.joined_late = stamp + latency_us > self.start_us + 2 * frame_us * 5
+        # a board that comes in after the stream began (its first batch, seq 0, gone by)
+        # plays from where the stream is now
+        self.joined_late = first > 0
         size = 5
         while True:
             batch = self.buffer.pop(self.next_seq, None)

@@ -93,7 +93,7 @@ class RadioHandler(http.server.BaseHTTPRequestHandler):
 def commune(broker: Broker, tmp_path: Path) -> Iterator[tuple[HttpApi, SimThread, Path]]:
     settings = make_settings(tmp_path, broker)
     seed(settings, load_fixture("huong-dao"))
-    ctl = ControllerProcess(settings, {"LOA_STREAM_LATENCY_MS": "1000"}).start()
+    ctl = ControllerProcess(settings).start()  # (the default latency: 800 ms)
     sim = SimThread(load_fixture("huong-dao"), SimConfig(
         port=broker.port, heartbeat_s=2, clock_sync_s=5.0,
         keys=[load_verify_key(tmp_path / "controller_ed25519.pub")],
@@ -219,3 +219,69 @@ def test_a_relay_of_a_radio_stream_plays_in_step_on_every_board(
     # the audible start: within 0.2 s of start_at on every board
     for cid, bs in got.items():
         assert abs(bs[0]["heard_us"] / 1e6 - start.timestamp()) < 0.2, cid
+
+
+def pcm_with_marks(seconds: float, marks: list[float]) -> bytes:
+    out = bytearray()
+    for i in range(int(seconds * RATE)):
+        t = i / RATE
+        loud = any(m <= t < m + 0.1 for m in marks)
+        v = 0.8 * math.sin(2 * math.pi * 1000 * t) if loud else 0.03 * math.sin(2 * math.pi * 200 * t)
+        out += struct.pack("<h", int(v * 32767))
+    return bytes(out)
+
+
+def test_a_live_voice_is_heard_everywhere_within_a_second_in_step(
+        commune: tuple[HttpApi, SimThread, Path]) -> None:
+    from websockets.sync.client import connect
+
+    api, _sim, record = commune
+    status, live = api.post("/api/v1/live", {"targets": {"areas": [COMMUNE]},
+                                             "title": "Thông báo khẩn họp dân"})
+    assert status == 201, live
+    begin = datetime.fromisoformat(live["start_at"].replace("Z", "+00:00")).timestamp() - \
+        live["latency_ms"] / 1000
+    marks = [1.0, 3.0, 5.5]
+    pcm = pcm_with_marks(7.0, marks)
+    chunk = RATE * 2 // 50  # 20 ms
+    with connect(live["ingest_url"] + "&format=pcm") as ws:
+        while time.time() < begin:  # (the console counts down to this moment)
+            time.sleep(0.005)
+        t0 = time.time()
+        for i in range(0, len(pcm), chunk):  # as a microphone gives it: in real time
+            ws.send(pcm[i:i + chunk])
+            delay = t0 + (i + chunk) / (RATE * 2) - time.time()
+            if delay > 0:
+                time.sleep(delay)
+    sent_marks = [t0 + m for m in marks]
+    status, _ = api.post(f"/api/v1/live/{live['id']}/stop", {})
+    assert status == 202
+
+    def done() -> dict[str, Any] | None:
+        b = api.get(f"/api/v1/broadcasts/{live['broadcast_id']}")
+        ds = b["deliveries"]
+        return b if len(ds) == 15 and all(d["state"] == "played" for d in ds) else None
+
+    final = wait_for(done, 30, "15 played")
+    occ = final["occurrences"][0]["id"]
+    got = heard(record, occ)
+    assert len(got) == 15
+    latencies = []
+    for cid, batches in got.items():
+        pcm_out = decoded(record / cid / f"{occ}.opus-packets")
+        found = onsets(pcm_out)
+        assert len(found) == 3, (cid, found)
+        # where each mark lies in time: the batch that holds that sample, heard when
+        offsets = [0]
+        for b in batches:
+            offsets.append(offsets[-1] + b["frames"] * 960)
+        for f, sent in zip(found, sent_marks, strict=True):
+            k = max(i for i, o in enumerate(offsets[:-1]) if o <= f * RATE)
+            at = batches[k]["aimed_us"] / 1e6 + (f * RATE - offsets[k]) / RATE
+            latencies.append(at - sent)
+    latencies.sort()
+    p50, p95 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.95) - 1]
+    print(f"live mouth to speaker: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms")
+    assert 0.75 <= p50 and p95 <= 1.0, latencies
+    for d in final["deliveries"]:
+        assert d["stream"]["gaps"] == 0 and not d["stream"]["joined_late"], d
