@@ -10,6 +10,7 @@
 | ``clock_drift`` | ``ms_per_min``, ``step_ms`` | the board's oscillator is off by ``step_ms`` at once and runs away at ``ms_per_min``; its clock synchronisation with the controller (protocol §4.5) is what keeps playback in step |
 | ``slow_link`` | ``kbps`` | content chunks arrive at this rate at most |
 | ``reboot_loop`` | ``period_s`` | the board reboots every period (abrupt disconnect, uptime reset) |
+| ``link_cut`` | ``down_s`` | the link drops abruptly once and returns after ``down_s`` (the board plays on) |
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ FAULTS: dict[str, dict[str, Any]] = {
     "clock_drift": {"ms_per_min": 200.0, "step_ms": 0.0},
     "slow_link": {"kbps": 64.0},
     "reboot_loop": {"period_s": 20.0},
+    "link_cut": {"down_s": 3.0},
 }
 
 LINK_LOST_DBM = -113
@@ -72,6 +74,9 @@ class Physics:
             self._reboot_timer = float(merged["period_s"])
         if name == "clock_drift":
             self.clock_offset_ms += float(merged["step_ms"])
+        if name == "link_cut":
+            self.link_down_for = float(merged["down_s"])
+            del self.faults[name]  # (once: nothing to clear)
         return merged
 
     def clear(self, name: str) -> None:

@@ -5,6 +5,7 @@ packets it played and when, in true time), not from what it reports."""
 from __future__ import annotations
 
 import http.server
+import itertools
 import json
 import math
 import struct
@@ -231,38 +232,49 @@ def pcm_with_marks(seconds: float, marks: list[float]) -> bytes:
     return bytes(out)
 
 
-def test_a_live_voice_is_heard_everywhere_within_a_second_in_step(
-        commune: tuple[HttpApi, SimThread, Path]) -> None:
+def speak(live: dict[str, Any], pcm: bytes, during: Any = None) -> float:
+    """Send ``pcm`` to a live session as a microphone would, from the moment the console
+    counts down to (start_at − latency), in real time; returns when it began (s, epoch).
+    ``during(t)`` is called every 20 ms with the seconds spoken so far."""
     from websockets.sync.client import connect
 
+    begin = datetime.fromisoformat(live["start_at"]).timestamp() - live["latency_ms"] / 1000
+    chunk = RATE * 2 // 50  # 20 ms
+    with connect(live["ingest_url"] + "&format=pcm") as ws:
+        while time.time() < begin:
+            time.sleep(0.005)
+        t0 = time.time()
+        for i in range(0, len(pcm), chunk):
+            ws.send(pcm[i:i + chunk])
+            if during is not None:
+                during((i + chunk) / (RATE * 2))
+            delay = t0 + (i + chunk) / (RATE * 2) - time.time()
+            if delay > 0:
+                time.sleep(delay)
+    return t0
+
+
+def all_played(api: HttpApi, broadcast_id: str) -> Any:
+    def done() -> dict[str, Any] | None:
+        b = api.get(f"/api/v1/broadcasts/{broadcast_id}")
+        ds = b["deliveries"]
+        return b if len(ds) == 15 and all(d["state"] == "played" for d in ds) else None
+    return wait_for(done, 40, "15 played")
+
+
+def test_a_live_voice_is_heard_everywhere_within_a_second_in_step(
+        commune: tuple[HttpApi, SimThread, Path]) -> None:
     api, _sim, record = commune
     status, live = api.post("/api/v1/live", {"targets": {"areas": [COMMUNE]},
                                              "title": "Thông báo khẩn họp dân"})
     assert status == 201, live
-    begin = datetime.fromisoformat(live["start_at"]).timestamp() - \
-        live["latency_ms"] / 1000
     marks = [1.0, 3.0, 5.5]
-    pcm = pcm_with_marks(7.0, marks)
-    chunk = RATE * 2 // 50  # 20 ms
-    with connect(live["ingest_url"] + "&format=pcm") as ws:
-        while time.time() < begin:  # (the console counts down to this moment)
-            time.sleep(0.005)
-        t0 = time.time()
-        for i in range(0, len(pcm), chunk):  # as a microphone gives it: in real time
-            ws.send(pcm[i:i + chunk])
-            delay = t0 + (i + chunk) / (RATE * 2) - time.time()
-            if delay > 0:
-                time.sleep(delay)
+    t0 = speak(live, pcm_with_marks(7.0, marks))
     sent_marks = [t0 + m for m in marks]
     status, _ = api.post(f"/api/v1/live/{live['id']}/stop", {})
     assert status == 202
 
-    def done() -> dict[str, Any] | None:
-        b = api.get(f"/api/v1/broadcasts/{live['broadcast_id']}")
-        ds = b["deliveries"]
-        return b if len(ds) == 15 and all(d["state"] == "played" for d in ds) else None
-
-    final = wait_for(done, 30, "15 played")
+    final = all_played(api, live["broadcast_id"])
     occ = final["occurrences"][0]["id"]
     got = heard(record, occ)
     assert len(got) == 15
@@ -285,3 +297,75 @@ def test_a_live_voice_is_heard_everywhere_within_a_second_in_step(
     assert 0.75 <= p50 and p95 <= 1.0, latencies
     for d in final["deliveries"]:
         assert d["stream"]["gaps"] == 0 and not d["stream"]["joined_late"], d
+
+
+def test_a_board_cut_off_for_3_s_comes_back_in_step_and_reports_its_gap(
+        commune: tuple[HttpApi, SimThread, Path]) -> None:
+    api, sim, record = commune
+    status, live = api.post("/api/v1/live", {"targets": {"areas": [COMMUNE]}})
+    assert status == 201, live
+    board = sim.by_id("hd-c05")
+    cut = []
+
+    def during(t: float) -> None:
+        if t >= 2.0 and not cut:
+            cut.append(sim.call(lambda: board.inject("link_cut", {"down_s": 3.0})))
+
+    speak(live, pcm_with_marks(9.0, [1.0, 7.5]), during)
+    api.post(f"/api/v1/live/{live['id']}/stop", {})
+    final = all_played(api, live["broadcast_id"])
+    stats = {d["cluster_id"]: d["stream"] for d in final["deliveries"]}
+    # it missed what came while it was away (3 s, and its reconnect), then played on
+    assert 2_500 <= stats["hd-c05"]["gap_ms"] <= 5_000, stats["hd-c05"]
+    assert all(s["gaps"] == 0 for c, s in stats.items() if c != "hd-c05"), stats
+    got = heard(record, final["occurrences"][0]["id"])
+    mine = {b["seq"]: b["aimed_us"] for b in got["hd-c05"]}
+    others = {b["seq"]: b["aimed_us"] for b in got["hd-c01"]}
+    after = [s for s in mine if s in others and s > max(mine) - 10]  # the last second
+    assert len(after) >= 8
+    assert max(abs(mine[s] - others[s]) for s in after) <= 5_000
+    # its record has both marks' batches heard... the second one, after the cut, in step
+    assert onsets(decoded(record / "hd-c05" / f"{final['occurrences'][0]['id']}.opus-packets"))
+
+
+def test_a_province_emergency_live_preempts_a_relay_which_then_resumes(
+        commune: tuple[HttpApi, SimThread, Path], tmp_path: Path) -> None:
+    api, _sim, record = commune
+    status, body = api.post("/api/v1/users", {"username": "tinh.vp", "password": "Tinh-Vinh-Phuc-2026",
+                                              "role": "leader", "area_id": "vn-vp"})
+    assert status == 201, body
+    province = HttpApi(api.base).login("tinh.vp", "Tinh-Vinh-Phuc-2026")
+    mp3 = tmp_path / "radio.mp3"
+    tone_mp3(mp3, 30.0, [])
+    radio = Radio(mp3.read_bytes(), 30.0)
+    threading.Thread(target=radio.serve_forever, daemon=True).start()
+    try:
+        start = datetime.now(UTC) + timedelta(seconds=4)
+        status, relay = api.post("/api/v1/broadcasts", {
+            "source": {"kind": "relay", "url": f"http://127.0.0.1:{radio.server_port}/fm"},
+            "duration_s": 16, "targets": {"areas": [COMMUNE]}, "start_at": start.isoformat()})
+        assert status == 201, relay
+        wait_for(lambda: sum(d["state"] == "playing" for d in api.get(
+            f"/api/v1/broadcasts/{relay['id']}")["deliveries"]) == 15, 20, "the relay on air")
+        asked = time.time()
+        status, live = province.post("/api/v1/live", {"targets": {"areas": [COMMUNE]},
+                                                      "priority": "emergency"})
+        assert status == 201, live
+        speak(live, pcm_with_marks(4.0, [0.5]))
+        province.post(f"/api/v1/live/{live['id']}/stop", {})
+        emergency = all_played(api, live["broadcast_id"])
+        final = all_played(api, relay["id"])
+    finally:
+        radio.shutdown()
+        radio.server_close()
+    em = heard(record, emergency["occurrences"][0]["id"])
+    first = min(bs[0]["aimed_us"] for bs in em.values()) / 1e6
+    print(f"emergency live on air {first - asked:.2f} s after the POST")
+    assert first - asked <= 2.0
+    for d in final["deliveries"]:  # preempted, then back on the relay, live, to its end
+        s = d["stream"]
+        assert 8_000 <= s["played_ms"] <= 13_500 and s["gaps"] == 0, d
+    rel = heard(record, final["occurrences"][0]["id"])
+    for cid, bs in rel.items():
+        gap = max(b2["aimed_us"] - b1["aimed_us"] for b1, b2 in itertools.pairwise(bs))
+        assert 3_000_000 <= gap <= 6_000_000, (cid, gap)  # the emergency's time off air
