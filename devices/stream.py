@@ -12,9 +12,11 @@ offset  bytes  field
 ======  =====  ==============================================================
 0       4      magic ``LOAS``
 4       1      version, 1
-5       1      flags: bit 0 = the last batch of the stream (it ended)
+5       1      flags: bit 0 = the last batch of the stream (it ended); bit 1 = its first
 6       16     stream id (the spec's ``stream_id``, 32 hex digits, as bytes)
-22      4      batch sequence number, from 0, one per batch
+22      4      the index of the batch's first frame since the stream's start (stamp −
+               (start_at − latency)) / frame_ms: the next batch's is this + n; a range
+               that never comes is a gap
 26      8      stamp of the batch's first frame: controller clock, µs since the epoch
 34      1      frames in the batch, n (0-50)
 35      ...    n × (2-byte length, that many bytes of one Opus packet); frame i of the
@@ -48,6 +50,7 @@ _HEAD = struct.Struct(">4sBB16sIQB")
 SIG = 64
 MAX_BATCH_BYTES = 16_384
 FLAG_LAST = 0x01
+FLAG_FIRST = 0x02
 
 
 class StreamError(ValueError):
@@ -86,14 +89,16 @@ class Batch:
     stamp_us: int
     frames: list[bytes]
     last: bool = False
+    first: bool = False
 
 
 def pack_batch(key: SigningKey, stream_id: str, seq: int, stamp_us: int,
-               frames: Iterable[bytes], last: bool = False) -> bytes:
+               frames: Iterable[bytes], last: bool = False, first: bool = False) -> bytes:
     frames = list(frames)
     if len(frames) > 50:
         raise ValueError("at most 50 frames per batch")
-    body = bytearray(_HEAD.pack(MAGIC, 1, FLAG_LAST if last else 0, bytes.fromhex(stream_id),
+    flags = (FLAG_LAST if last else 0) | (FLAG_FIRST if first else 0)
+    body = bytearray(_HEAD.pack(MAGIC, 1, flags, bytes.fromhex(stream_id),
                                 seq, stamp_us, len(frames)))
     for f in frames:
         body += struct.pack(">H", len(f)) + f
@@ -133,4 +138,5 @@ def unpack_batch(data: bytes, keys: Iterable[VerifyKey], verified: bool = False)
         pos += size
     if pos != end:
         raise StreamError("trailing bytes")
-    return Batch(sid.hex(), seq, stamp, frames, bool(flags & FLAG_LAST))
+    return Batch(sid.hex(), seq, stamp, frames, bool(flags & FLAG_LAST),
+                 bool(flags & FLAG_FIRST))

@@ -122,7 +122,7 @@ class StreamSession(threading.Thread):
             said = now - FRAME_MS * 1000  # (the packet's audio has just come in whole)
             if said < self.first_us:
                 return  # spoken before the broadcast began: not aired
-            if abs(stamp - said) > 3 * FRAME_MS * 1000:  # a pause, a burst: back in step
+            if said - stamp > 3 * FRAME_MS * 1000:  # after a pause: back in step with now
                 self._send()
                 self._stamp = said
             self._pending.append(pkt)
@@ -145,8 +145,12 @@ class StreamSession(threading.Thread):
     def _send(self, last: bool = False) -> None:
         if not self._pending and not last:
             return
-        batch = pack_batch(self.key, self.occurrence_id, self.seq, self._stamp, self._pending,
-                           last=last)
+        # numbered by the index of its first frame since the stream's start: a restarted
+        # session, a re-anchored one, goes on where the clock is, and what it skipped is a
+        # gap the boards can count
+        index = max(0, (self._stamp - self.first_us) // (FRAME_MS * 1000))
+        batch = pack_batch(self.key, self.occurrence_id, index, self._stamp, self._pending,
+                           last=last, first=self.seq == 0)
         for topic in self.topics:
             self.publish(topic, batch, 0, False)
         self.seq += 1

@@ -74,16 +74,16 @@ class StreamTap:
         first = min(self.buffer)
         self.next_seq = first
         stamp = self.buffer[first].stamp_us
-        # a board that comes in after the stream began (its first batch, seq 0, gone by)
-        # plays from where the stream is now
-        self.joined_late = first > 0
+        # a board that comes in after the stream began (its first batch gone by) plays
+        # from where the stream is now
+        self.joined_late = not self.buffer[first].first
         size = 5
         while True:
-            batch = self.buffer.pop(self.next_seq, None)
+            batch = self._take(size)
             due = (batch.stamp_us if batch else stamp) + latency_us
             await self._sleep_until(due)
             if batch is None:
-                batch = self.buffer.pop(self.next_seq, None)  # (came just in time)
+                batch = self._take(size)  # (came just in time)
             if batch is None:  # missing, or too late to play: a gap in what is heard
                 self.gaps += 1
                 self.gap_ms += size * self.spec.frame_ms
@@ -96,16 +96,31 @@ class StreamTap:
                     # simulator's own scheduling delay (hundreds of boards share one loop)
                     aimed = due - (self._clock_us() - heard // 1000)
                     self._write(batch, due, heard, aimed)
+            # batches are numbered by their first frame's index: the next one follows on
             if batch is not None:
                 size = len(batch.frames) or size
                 stamp = batch.stamp_us + len(batch.frames) * frame_us
+                self.next_seq = batch.seq + max(len(batch.frames), 1)
                 if batch.last:
                     self.ended = True
                     self._on_end()
                     return
             else:
                 stamp += size * frame_us
-            self.next_seq += 1
+                self.next_seq += size
+
+    def _take(self, size: int) -> Batch | None:
+        """The batch for the frames due next: the one numbered ``next_seq``, or one that
+        starts within the next ``size`` frames (a stream re-anchored by its controller, a
+        restarted one, lands off the old grid); what lies wholly behind is dropped."""
+        assert self.next_seq is not None
+        for q in [q for q in self.buffer if q < self.next_seq]:
+            del self.buffer[q]
+            self.dropped += 1
+        cand = min(self.buffer, default=None)
+        if cand is not None and cand < self.next_seq + size:
+            return self.buffer.pop(cand)
+        return None
 
     def _write(self, batch: Batch, due_us: int, heard_ns: int, aimed_us: int) -> None:
         """One line per batch heard, and its Opus packets (2-byte length before each)."""
