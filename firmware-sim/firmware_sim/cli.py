@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ca", type=Path, default=None, metavar="PEM",
                    help="with mqtts://: the CA that signed the broker's certificate "
                         "(default: the bundles' ca_pem)")
+    p.add_argument("--clock-sync", type=float, default=30.0, metavar="S",
+                   help="exchange clock stamps with the controller every S seconds (protocol "
+                        "§4.5; 0: off, the boards then play by their own oscillators)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--connect-spread", type=float, default=None,
                    help="spread connects over this many seconds (default: 1 s per 500 clusters, at least 1 s)")
@@ -180,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                     keys=keys, heartbeat_s=args.heartbeat, password=url.password,
                     passwords={cid: b.password for cid, b in bundles.items()},
                     record_dir=args.record_dir, state_dir=args.state_dir, seed=args.seed,
-                    protocol=args.mqtt_protocol)
+                    protocol=args.mqtt_protocol, clock_sync_s=args.clock_sync)
     # jittered connects: a province-wide power return must not be a thundering herd
     spread = (args.connect_spread if args.connect_spread is not None
               else max(1.0, len(network.clusters) / 500))

@@ -52,6 +52,8 @@ class Site:
     admin: HttpApi
     control: str
     shots: Path
+    #: what each simulated board played (``--record-dir``)
+    played: Path | None = None
 
     def fault(self, cluster: str, fault: str, **params: Any) -> None:
         body = json.dumps(params).encode()
@@ -85,7 +87,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         admin = HttpApi(ctl.base).login()
         wait_for(lambda: public_key_path(tmp).exists(), 20, "the controller's public key")
         sim = sim_process(broker, public_key_path(tmp), 2.0, "--fixture", "huong-dao",
-                          "--control", f"127.0.0.1:{control_port}", log=tmp / "sim.log")
+                          "--control", f"127.0.0.1:{control_port}",
+                          "--record-dir", str(tmp / "played"), "--clock-sync", "5",
+                          log=tmp / "sim.log")
         wait_for(lambda: sum(c["state"] == "online" for c in admin.get("/api/v1/clusters"))
                  == 15, 40, "every board online")
         for user, role in ACCOUNTS.items():
@@ -94,7 +98,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             assert status == 201, body
         shots = Path(os.environ.get("LOA_TEST_SCREENSHOTS", tmp / "screenshots"))
         shots.mkdir(parents=True, exist_ok=True)
-        yield Site(ctl.base, admin, f"http://127.0.0.1:{control_port}", shots)
+        yield Site(ctl.base, admin, f"http://127.0.0.1:{control_port}", shots, tmp / "played")
     finally:
         _stop(sim, ctl, broker)
 

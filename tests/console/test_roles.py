@@ -96,7 +96,7 @@ def nav(page: Any) -> list[str]:
 def test_an_officer_composes_a_weekly_bulletin_that_waits_for_approval(
         site: Site, page: Any, size: dict[str, int]) -> None:
     login(page, site, "canbo")
-    assert nav(page) == ["Soạn tin", "Lịch phát", "Bản tin", "Tin cấp trên"]  # no approving
+    assert nav(page) == ["Soạn tin", "Phát trực tiếp", "Lịch phát", "Bản tin", "Tin cấp trên"]  # no approving
     looks_right(page, "officer-compose-empty", site, size)
     page.fill("textarea", "Thông báo lịch tiêm phòng cho gia súc tại nhà văn hóa thôn.")
     page.click("text=Tạo âm thanh để nghe thử")

@@ -14,13 +14,14 @@ import {Fleet, ClusterPage} from "./screens/fleet.js";
 import {Alerts} from "./screens/alerts.js";
 import {Programme} from "./screens/programme.js";
 import {CapScreen} from "./screens/cap.js";
+import {Live} from "./screens/live.js";
 import {Audit, Network, PolicyScreen, ThresholdsScreen, Users} from "./screens/admin.js";
 
 const NAV = {
-  officer: ["compose", "programme", "bulletins", "inbox"],
-  leader: ["approvals", "programme", "bulletins", "compose", "inbox", "cap", "alerts", "policy", "audit"],
+  officer: ["compose", "live", "programme", "bulletins", "inbox"],
+  leader: ["approvals", "live", "programme", "bulletins", "compose", "inbox", "cap", "alerts", "policy", "audit"],
   technician: ["fleet", "alerts", "network", "thresholds", "bulletins"],
-  admin: ["bulletins", "programme", "compose", "approvals", "inbox", "cap", "fleet", "alerts", "users",
+  admin: ["bulletins", "programme", "compose", "live", "approvals", "inbox", "cap", "fleet", "alerts", "users",
           "policy", "thresholds", "network", "audit"],
 };
 
@@ -128,6 +129,7 @@ function Shell({me, areas}) {
   else if (name === "programme") screen = html`<${Programme} ...${ctx} />`;
   else if (name === "users") screen = html`<${Users} ...${ctx} />`;
   else if (name === "policy") screen = html`<${PolicyScreen} ...${ctx} />`;
+  else if (name === "live") screen = html`<${Live} ...${ctx} />`;
   else if (name === "cap") screen = html`<${CapScreen} ...${ctx} />`;
   else if (name === "thresholds") screen = html`<${ThresholdsScreen} ...${ctx} />`;
   else if (name === "network") screen = html`<${Network} ...${ctx} />`;
