@@ -15,6 +15,7 @@ SEVERITY = {
     "possible_tampering": "critical", "played_after_cancel": "critical",
     "weak_signal": "warning", "on_battery": "warning", "clock_drift": "warning",
     "storage_low": "warning", "unprovisioned": "warning", "reboot_loop": "warning",
+    "stream_source_lost": "warning",
 }
 
 

@@ -29,9 +29,9 @@ from urllib.parse import urlparse
 from nacl.signing import SigningKey
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.db.models import Content, ContentBlob, Occurrence
+from controller.db.models import Alert, Content, ContentBlob, Occurrence, utcnow
 from controller.errors import Invalid
-from controller.live.encoder import frames_of
+from controller.live.encoder import FRAME_MS, frames_of
 from controller.live.session import StreamSession
 from controller.settings import Settings
 from devices.stream import StreamSpec
@@ -200,11 +200,29 @@ class Streams:
         """The sender pressed stop: its audio ends, the stream's last batch follows."""
         self.pipe(live_id).end()
 
+    def _alert(self, s: StreamSession) -> None:
+        with self.sessions() as db:
+            occ = db.get(Occurrence, s.occurrence_id)
+            if occ is None:
+                return
+            bc = occ.broadcast
+            now = utcnow()
+            db.add(Alert(cluster_id=None, area_id=bc.commune_id or bc.origin_area_id,
+                         code="stream_source_lost", subject=bc.id[:128], severity="warning",
+                         message=f"the source of {bc.title or bc.id} stopped after "
+                                 f"{s.frames_sent * FRAME_MS / 1000:.0f} s: {s.detail}"[:500],
+                         opened_at=now, last_seen_at=now, hold_s=0))
+            db.commit()
+        log.warning("stream %s: source lost (%s)", s.occurrence_id, s.detail)
+
     def _done(self, s: StreamSession) -> None:
-        """Keep the recording as content, attached to the occurrence it is the record of."""
+        """Keep the recording as content, attached to the occurrence it is the record of;
+        a source that died opens a ``stream_source_lost`` alert for the item's area."""
         self.counters[f"ended_{s.reason}"] += 1
         with self._lock:
             self.running.pop(s.occurrence_id, None)
+        if s.reason == "source_lost":
+            self._alert(s)
         if not s.record.exists() or s.frames_sent == 0:
             return
         data = s.record.read_bytes()

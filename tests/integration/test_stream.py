@@ -59,8 +59,9 @@ def tone_mp3(path: Path, seconds: float, marks: list[float]) -> None:
 class Radio(http.server.ThreadingHTTPServer):
     """An internet radio as Icecast serves one: an endless mp3 body, sent in real time."""
 
-    def __init__(self, mp3: bytes, seconds: float):
-        self.mp3, self.seconds = mp3, seconds
+    def __init__(self, mp3: bytes, seconds: float, stall_after: float | None = None):
+        self.mp3, self.seconds, self.stall_after = mp3, seconds, stall_after
+        self.stalled = threading.Event()
         super().__init__(("127.0.0.1", 0), RadioHandler)
 
 
@@ -77,6 +78,10 @@ class RadioHandler(http.server.BaseHTTPRequestHandler):
         sent = 0
         try:
             while sent < len(data):
+                if self.server.stall_after is not None and \
+                        sent / rate >= self.server.stall_after:
+                    self.server.stalled.wait(60)  # the station's encoder hangs: silence
+                    return
                 chunk = data[sent:sent + 4096]
                 self.wfile.write(chunk)
                 sent += len(chunk)
@@ -415,3 +420,31 @@ def test_a_relay_resumes_after_the_controller_is_killed_mid_slot(
     assert len(tail) >= 8  # the last second, after the restart, heard by all 15 ...
     assert max(max(v[s] for v in at.values()) - min(v[s] for v in at.values())
                for s in tail) <= 5_000  # ... in step
+
+
+def test_a_relay_whose_source_dies_ends_and_raises_an_alert(
+        commune: tuple[HttpApi, SimThread, Path], tmp_path: Path) -> None:
+    api, _sim, _record = commune
+    mp3 = tmp_path / "radio.mp3"
+    tone_mp3(mp3, 30.0, [])
+    radio = Radio(mp3.read_bytes(), 30.0, stall_after=4.0)
+    threading.Thread(target=radio.serve_forever, daemon=True).start()
+    try:
+        start = datetime.now(UTC) + timedelta(seconds=3)
+        status, relay = api.post("/api/v1/broadcasts", {
+            "source": {"kind": "relay", "url": f"http://127.0.0.1:{radio.server_port}/fm"},
+            "duration_s": 25, "targets": {"areas": [COMMUNE]}, "start_at": start.isoformat(),
+            "title": "Tiếp sóng đài tỉnh"})
+        assert status == 201, relay
+        final = all_played(api, relay["id"])  # well before the slot's end: it ended
+        assert (datetime.now(UTC) - start).total_seconds() < 20
+        alerts = api.get("/api/v1/alerts?status=open")
+        lost = [a for a in alerts if a["code"] == "stream_source_lost"]
+        assert len(lost) == 1 and lost[0]["subject"] == relay["id"], alerts
+        assert lost[0]["area_id"] == COMMUNE
+    finally:
+        radio.stalled.set()
+        radio.shutdown()
+        radio.server_close()
+    for d in final["deliveries"]:  # what it had, it played; then it stopped
+        assert 1_500 <= d["stream"]["played_ms"] <= 6_000, d
