@@ -177,7 +177,10 @@ class Streams:
                 timeout = self.settings.stream_source_timeout_s
 
                 def open_source() -> Iterator[Any]:
-                    return frames_of(url, None, {"reconnect": "1"}, timeout)
+                    # a radio is probed on its first half second, not FFmpeg's default five
+                    # (an Icecast stream after its burst comes in real time: five seconds late)
+                    return frames_of(url, None, {"reconnect": "1", "probesize": "32768",
+                                                 "analyzeduration": "500000"}, timeout)
             else:
                 open_source = self._live_source(content.id)
             self.folder.mkdir(parents=True, exist_ok=True)

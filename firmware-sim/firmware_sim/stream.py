@@ -87,7 +87,8 @@ class StreamTap:
             if batch is None:  # missing, or too late to play: a gap in what is heard
                 self.gaps += 1
                 self.gap_ms += size * self.spec.frame_ms
-            elif self._playing():
+            elif self._playing() or (due <= self.start_us + frame_us * size
+                                     and await self._started()):
                 heard = time.time_ns()
                 self.played_ms += len(batch.frames) * self.spec.frame_ms
                 if self._record is not None:
@@ -108,6 +109,15 @@ class StreamTap:
             else:
                 stamp += size * frame_us
                 self.next_seq += size
+
+    async def _started(self) -> bool:
+        """At the very start the player takes the speakers a moment after the first batch
+        is due (both wait for the same instant): the first batch waits for it, briefly."""
+        for _ in range(20):
+            if self._playing():
+                return True
+            await asyncio.sleep(0.002)
+        return False
 
     def _take(self, size: int) -> Batch | None:
         """The batch for the frames due next: the one numbered ``next_seq``, or one that

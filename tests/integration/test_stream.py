@@ -24,6 +24,7 @@ from firmware_sim.runner import load_verify_key
 from devices.areas import load_fixture
 from tests.integration.harness import ControllerProcess, HttpApi, SimThread, make_settings, seed
 from tests.utils.broker import Broker, wait_for
+from tests.utils.icecast import Icecast, needs_icecast
 
 pytestmark = pytest.mark.integration
 COMMUNE = "vn-vp-tamduong-huongdao"
@@ -238,9 +239,9 @@ def test_a_relay_of_a_radio_stream_plays_in_step_on_every_board(
     info = api.get(f"/api/v1/contents/{rec}")
     assert info["container"] == "ogg" and 11.0 <= info["duration_s"] <= 12.3, info
 
-    # the audible start: within 0.2 s of start_at on every board
+    # the audible start: at start_at on every board
     for cid, bs in got.items():
-        assert abs(bs[0]["heard_us"] / 1e6 - start.timestamp()) < 0.2, cid
+        assert abs(bs[0]["aimed_us"] / 1e6 - start.timestamp()) < 0.03, (cid, bs[0])
 
 
 def pcm_with_marks(seconds: float, marks: list[float]) -> bytes:
@@ -410,9 +411,11 @@ def test_a_relay_resumes_after_the_controller_is_killed_mid_slot(
     finally:
         radio.shutdown()
         radio.server_close()
-    for d in final["deliveries"]:  # what was lost while it was down is a gap, then it went on
+    for d in final["deliveries"]:
+        # the boards played on through what they had (the session runs up to 2 s ahead);
+        # what the controller's absence cost beyond that is a gap; then it went on
         s = d["stream"]
-        assert 1_000 <= s["gap_ms"] <= 8_000 and s["played_ms"] >= 6_000, d
+        assert s["gap_ms"] <= 8_000 and s["played_ms"] >= 8_000, d
     got = heard(record, final["occurrences"][0]["id"])
     at = {cid: {b["seq"]: b["aimed_us"] for b in bs} for cid, bs in got.items()}
     last = max(max(v) for v in at.values())
@@ -448,3 +451,47 @@ def test_a_relay_whose_source_dies_ends_and_raises_an_alert(
         radio.server_close()
     for d in final["deliveries"]:  # what it had, it played; then it stopped
         assert 1_500 <= d["stream"]["played_ms"] <= 6_000, d
+
+
+@needs_icecast
+def test_a_weekly_relay_of_an_icecast_station_plays_at_its_slot(
+        commune: tuple[HttpApi, SimThread, Path], tmp_path: Path) -> None:
+    """The morning relay as a commune sets it up: weekly, at its slot, from the province's
+    Icecast station (here a private icecast2 fed by ffmpeg, as a station's encoder feeds it)."""
+    from zoneinfo import ZoneInfo
+
+    api, _sim, record = commune
+    mp3 = tmp_path / "station.mp3"
+    tone_mp3(mp3, 20.0, [1.0])
+    ice = Icecast(tmp_path).start()
+    try:
+        url = ice.feed(mp3, "vinhphuc.mp3")
+        slot = (datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")) + timedelta(seconds=12)).replace(
+            microsecond=0)
+        day = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"][slot.weekday()]
+        status, bc = api.post("/api/v1/broadcasts", {
+            "source": {"kind": "relay", "url": url}, "duration_s": 10,
+            "targets": {"areas": [COMMUNE]}, "title": "Tiếp sóng Đài PT-TH Vĩnh Phúc",
+            "recurrence": {"rrule": f"FREQ=WEEKLY;BYDAY={day};BYHOUR={slot.hour};"
+                                    f"BYMINUTE={slot.minute};BYSECOND={slot.second}"}})
+        assert status == 201, bc
+        final = all_played(api, bc["id"])
+    finally:
+        ice.stop()
+    occ = final["occurrences"][0]
+    assert datetime.fromisoformat(occ["start_at"]) == slot
+    got = heard(record, occ["id"])
+    assert len(got) == 15
+    for cid, bs in got.items():  # on the air at its slot, for its length
+        assert abs(bs[0]["aimed_us"] / 1e6 - slot.timestamp()) < 0.03, (cid, bs[0])
+        assert 9.5 <= sum(b["frames"] for b in bs) * 0.02 <= 10.2, cid
+    proof = api.get(f"/api/v1/broadcasts/{bc['id']}/report?by=village")["villages"]
+    assert all(9.5 * r["deliveries"] <= r["play_time_s"] <= 10.2 * r["deliveries"]
+               for r in proof), proof
+
+    def recording() -> str | None:
+        cid = api.get(f"/api/v1/broadcasts/{bc['id']}")["occurrences"][0]["content_id"]
+        return cid if cid != bc["content_id"] else None
+
+    rec = wait_for(recording, 10, "the recording kept")
+    assert 9.5 <= api.get(f"/api/v1/contents/{rec}")["duration_s"] <= 10.3
