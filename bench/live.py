@@ -17,12 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
-import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,8 +35,8 @@ from controller.db.seed import register_network
 from controller.db.session import make_engine, make_sessionmaker, upgrade
 from controller.settings import Settings
 from devices.areas import generate
-from tests.integration.test_stream import heard, mark_times
-from tests.utils.radio import RATE, Radio, tone_mp3
+from tests.integration.test_stream import heard, mark_times, pcm_with_marks
+from tests.utils.radio import RATE, on_air
 
 LIVE_MARKS = [1.0, 3.0, 5.0]
 RELAY_MARKS = [2.0, 5.0]
@@ -48,16 +45,6 @@ RELAY_MARKS = [2.0, 5.0]
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(len(xs) * p))] if xs else float("nan")
-
-
-def speech(seconds: float) -> bytes:
-    out = bytearray()
-    for i in range(int(seconds * RATE)):
-        t = i / RATE
-        loud = any(m <= t < m + 0.1 for m in LIVE_MARKS)
-        v = 0.8 * math.sin(2 * math.pi * 1000 * t) if loud else 0.03 * math.sin(2 * math.pi * 200 * t)
-        out += struct.pack("<h", int(v * 32767))
-    return bytes(out)
 
 
 def cpu() -> float:
@@ -148,7 +135,7 @@ def run(communes: int, per: int, processes: int) -> dict[str, Any]:
                                                   "priority": "emergency"}).json()
             begin = datetime.fromisoformat(live["start_at"]).timestamp() - live["latency_ms"] / 1e3
             path = live["ingest_url"].split("://", 1)[1].split("/", 1)[1]
-            pcm = speech(6.5)
+            pcm = pcm_with_marks(6.5, LIVE_MARKS)
             chunk = RATE * 2 // 50
             with api.websocket_connect("/" + path + "&format=pcm") as ws:
                 while time.time() < begin:
@@ -166,26 +153,8 @@ def run(communes: int, per: int, processes: int) -> dict[str, Any]:
             result["live"]["controller_cpu_per_s"] = (c1 - c0) / (len(pcm) / (RATE * 2))
 
             # relay: a radio with two marks, from a slot 5 s ahead, for 10 s
-            mp3 = work / "radio.mp3"
-            tone_mp3(mp3, 30.0, RELAY_MARKS)
-            radio = Radio(mp3.read_bytes(), 30.0)
-            threading.Thread(target=radio.serve_forever, daemon=True).start()
-            start = datetime.now(UTC) + timedelta(seconds=5)
-            relay = api.post("/api/v1/broadcasts", json={
-                "source": {"kind": "relay", "url": f"http://127.0.0.1:{radio.server_port}/r"},
-                "duration_s": 10, "priority": "emergency", "targets": {"areas": [province]},
-                "start_at": start.isoformat()}).json()
-            if "id" not in relay:
-                raise SystemExit(f"the relay was refused: {relay}")
-            time.sleep(max(0.0, start.timestamp() - time.time()))
-            c0 = cpu()
-            time.sleep(10)
-            c1 = cpu()
-            b = played_all(api, relay["id"], n, 60)
-            radio.shutdown()
-            radio.server_close()
-            result["relay"] = figures(record, b, [start.timestamp() + m for m in RELAY_MARKS])
-            result["relay"]["controller_cpu_per_s"] = (c1 - c0) / 10
+            with on_air(work, 30.0, RELAY_MARKS) as radio:
+                result["relay"] = _relay(api, radio, province, n, record)
             with rt.sessions() as db:  # (every delivery accounted for)
                 result["deliveries"] = db.scalar(select(func.count()).select_from(Delivery))
         _stop(sim)
@@ -196,6 +165,25 @@ def run(communes: int, per: int, processes: int) -> dict[str, Any]:
             _stop(sim)
         broker.stop()
     return result
+
+
+def _relay(api: TestClient, radio: Any, province: str, n: int, record: Path) -> dict[str, Any]:
+    """A relay of ``radio`` from a slot 5 s ahead, for 10 s."""
+    start = datetime.now(UTC) + timedelta(seconds=5)
+    relay = api.post("/api/v1/broadcasts", json={
+        "source": {"kind": "relay", "url": radio.url("r")}, "duration_s": 10,
+        "priority": "emergency", "targets": {"areas": [province]},
+        "start_at": start.isoformat()}).json()
+    if "id" not in relay:
+        raise SystemExit(f"the relay was refused: {relay}")
+    time.sleep(max(0.0, start.timestamp() - time.time()))
+    c0 = cpu()
+    time.sleep(10)
+    c1 = cpu()
+    out = figures(record, played_all(api, relay["id"], n, 60),
+                  [start.timestamp() + m for m in RELAY_MARKS])
+    out["controller_cpu_per_s"] = (c1 - c0) / 10
+    return out
 
 
 def _stop(sim: subprocess.Popen[bytes]) -> None:

@@ -63,7 +63,7 @@ def request_payload(seq: int, t1_us: int) -> bytes:
     return json.dumps({"v": 1, "seq": seq, "t1": t1_us}, separators=(",", ":")).encode()
 
 
-def parse_request(payload: bytes) -> TimeRequest:
+def _load(payload: bytes, what: str) -> dict[str, Any]:
     if len(payload) > MAX_PAYLOAD:
         raise ClockError("too large")
     try:
@@ -71,7 +71,12 @@ def parse_request(payload: bytes) -> TimeRequest:
     except (ValueError, UnicodeDecodeError):
         raise ClockError("not JSON") from None
     if not isinstance(obj, dict) or obj.get("v") != 1:
-        raise ClockError("not a v1 time request")
+        raise ClockError(f"not a v1 time {what}")
+    return obj
+
+
+def parse_request(payload: bytes) -> TimeRequest:
+    obj = _load(payload, "request")
     _ints(obj, ("seq", "t1"))
     return TimeRequest(obj["seq"], obj["t1"])
 
@@ -86,14 +91,7 @@ def sign_reply(key: SigningKey, req: TimeRequest, t2_us: int, t3_us: int) -> byt
 def parse_reply(payload: bytes, keys: Mapping[str, VerifyKey]) -> tuple[int, int, int, int]:
     """(seq, t1, t2, t3) of a reply whose signature verifies with one of ``keys`` (by
     ``key_id``); the caller still checks ``seq``/``t1`` against what it sent."""
-    if len(payload) > MAX_PAYLOAD:
-        raise ClockError("too large")
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        raise ClockError("not JSON") from None
-    if not isinstance(obj, dict) or obj.get("v") != 1:
-        raise ClockError("not a v1 time reply")
+    obj = _load(payload, "reply")
     sig = obj.pop("sig", None)
     vk = keys.get(obj.get("key_id"))  # type: ignore[arg-type]
     if not isinstance(sig, str) or vk is None:

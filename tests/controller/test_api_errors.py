@@ -48,10 +48,16 @@ def test_a_missing_thing_names_itself(api: TestClient) -> None:
 
 
 def test_a_malformed_request_lists_each_field(api: TestClient) -> None:
-    body = coded(api.post("/api/v1/broadcasts", json={"targets": {"areas": [3]}}), 422,
+    body = coded(api.post("/api/v1/broadcasts", json={"targets": {"areas": [3]},
+                                                     "priority": "loud"}), 422,
                  "invalid_request")
     fields = {p["params"]["field"]: p["code"] for p in body["problems"]}
-    assert fields.get("content_id") == "field_missing", body
+    assert fields.get("targets.areas.0") == "field_string_type", body
+    assert "priority" in fields, body
+    # what to play: a recording or a stream, one of them
+    body = coded(api.post("/api/v1/broadcasts", json={"targets": {"areas": ["hd-v01"]}}),
+                 422, "invalid_request")
+    assert "content_id or source" in body["message"], body
 
 
 def test_domain_refusals_carry_their_parameters(api: TestClient) -> None:

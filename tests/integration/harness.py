@@ -230,3 +230,29 @@ def issue_bundles(api: TestClient, cluster_ids: Iterable[str]) -> dict[str, Prov
         assert r.status_code == 201, r.text
         bundles[cid] = ProvisioningBundle.model_validate(r.json())
     return bundles
+
+
+@contextmanager
+def hd_with_sim(broker: Broker, tmp: Path, clock_sync_s: float
+                ) -> Iterator[tuple[HttpApi, SimThread, ControllerProcess]]:
+    """xã Hướng Đạo: a controller process and its 15 simulated boards (in a thread, their
+    plays recorded in ``tmp/played``), every board online."""
+    from firmware_sim.runner import load_verify_key
+
+    from devices.areas import load_fixture
+
+    settings = make_settings(tmp, broker)
+    seed(settings, load_fixture("huong-dao"))
+    ctl = ControllerProcess(settings).start()
+    sim = SimThread(load_fixture("huong-dao"), SimConfig(
+        port=broker.port, heartbeat_s=2, clock_sync_s=clock_sync_s,
+        keys=[load_verify_key(tmp / "controller_ed25519.pub")],
+        record_dir=tmp / "played")).start()
+    try:
+        api = HttpApi(ctl.base).login()
+        wait_for(lambda: all(c["state"] == "online" for c in api.get("/api/v1/clusters")), 30,
+                 "15 online")
+        yield api, sim, ctl
+    finally:
+        sim.stop()
+        ctl.stop()

@@ -12,14 +12,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from firmware_sim.cluster import SimConfig
-from firmware_sim.runner import load_verify_key
 from nacl.signing import SigningKey
 
 from devices import topics
-from devices.areas import load_fixture
 from devices.clock import TimeRequest, sign_reply
-from tests.integration.harness import ControllerProcess, HttpApi, SimThread, make_settings, seed
+from tests.integration.harness import HttpApi, SimThread, hd_with_sim
 from tests.utils.broker import Broker, wait_for
 
 pytestmark = pytest.mark.integration
@@ -28,21 +25,8 @@ COMMUNE = "vn-vp-tamduong-huongdao"
 
 @pytest.fixture
 def commune(broker: Broker, tmp_path: Path) -> Iterator[tuple[HttpApi, SimThread]]:
-    settings = make_settings(tmp_path, broker)
-    seed(settings, load_fixture("huong-dao"))
-    ctl = ControllerProcess(settings).start()
-    sim = SimThread(load_fixture("huong-dao"), SimConfig(
-        port=broker.port, heartbeat_s=2, clock_sync_s=2.0,
-        keys=[load_verify_key(tmp_path / "controller_ed25519.pub")],
-        record_dir=tmp_path / "played")).start()
-    try:
-        api = HttpApi(ctl.base).login()
-        wait_for(lambda: all(c["state"] == "online" for c in api.get("/api/v1/clusters")), 30,
-                 "15 online")
+    with hd_with_sim(broker, tmp_path, clock_sync_s=2.0) as (api, sim, _ctl):
         yield api, sim
-    finally:
-        sim.stop()
-        ctl.stop()
 
 
 def _heard(record: Path, occurrence: str) -> dict[str, datetime]:

@@ -8,7 +8,6 @@ import itertools
 import json
 import math
 import struct
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,14 +16,11 @@ from typing import Any
 
 import av
 import pytest
-from firmware_sim.cluster import SimConfig
-from firmware_sim.runner import load_verify_key
 
-from devices.areas import load_fixture
-from tests.integration.harness import ControllerProcess, HttpApi, SimThread, make_settings, seed
+from tests.integration.harness import ControllerProcess, HttpApi, SimThread, hd_with_sim
 from tests.utils.broker import Broker, wait_for
 from tests.utils.icecast import Icecast, needs_icecast
-from tests.utils.radio import RATE, Radio, tone_mp3
+from tests.utils.radio import RATE, on_air, tone_mp3
 
 pytestmark = pytest.mark.integration
 COMMUNE = "vn-vp-tamduong-huongdao"
@@ -33,22 +29,21 @@ COMMUNE = "vn-vp-tamduong-huongdao"
 @pytest.fixture
 def commune(broker: Broker, tmp_path: Path, request: pytest.FixtureRequest
             ) -> Iterator[tuple[HttpApi, SimThread, Path]]:
-    settings = make_settings(tmp_path, broker)
-    seed(settings, load_fixture("huong-dao"))
-    ctl = ControllerProcess(settings).start()  # (the default latency: 800 ms)
-    sim = SimThread(load_fixture("huong-dao"), SimConfig(
-        port=broker.port, heartbeat_s=2, clock_sync_s=5.0,
-        keys=[load_verify_key(tmp_path / "controller_ed25519.pub")],
-        record_dir=tmp_path / "played")).start()
-    try:
-        api = HttpApi(ctl.base).login()
-        wait_for(lambda: all(c["state"] == "online" for c in api.get("/api/v1/clusters")), 30,
-                 "15 online")
+    with hd_with_sim(broker, tmp_path, clock_sync_s=5.0) as (api, sim, ctl):
         request.node.controller = ctl  # (for a test that kills it)
         yield api, sim, tmp_path / "played"
-    finally:
-        sim.stop()
-        ctl.stop()
+
+
+def relay_on_air(api: HttpApi, url: str, duration_s: int) -> dict[str, Any]:
+    """A relay of ``url`` to the commune from 4 s ahead, once all 15 boards play it."""
+    start = datetime.now(UTC) + timedelta(seconds=4)
+    status, relay = api.post("/api/v1/broadcasts", {
+        "source": {"kind": "relay", "url": url}, "duration_s": duration_s,
+        "targets": {"areas": [COMMUNE]}, "start_at": start.isoformat()})
+    assert status == 201, relay
+    wait_for(lambda: sum(d["state"] == "playing" for d in api.get(
+        f"/api/v1/broadcasts/{relay['id']}")["deliveries"]) == 15, 20, "the relay on air")
+    return relay  # type: ignore[no-any-return]
 
 
 def decoded(packets: Path) -> bytes:
@@ -106,14 +101,10 @@ def heard(record: Path, occurrence: str) -> dict[str, list[dict[str, int]]]:
 def test_a_relay_of_a_radio_stream_plays_in_step_on_every_board(
         commune: tuple[HttpApi, SimThread, Path], tmp_path: Path) -> None:
     api, _sim, record = commune
-    mp3 = tmp_path / "radio.mp3"
-    tone_mp3(mp3, 20.0, [2.0, 5.0, 9.0])
-    radio = Radio(mp3.read_bytes(), 20.0)
-    threading.Thread(target=radio.serve_forever, daemon=True).start()
-    try:
+    with on_air(tmp_path, 20.0, [2.0, 5.0, 9.0]) as radio:
         start = datetime.now(UTC) + timedelta(seconds=5)
         status, bc = api.post("/api/v1/broadcasts", {
-            "source": {"kind": "relay", "url": f"http://127.0.0.1:{radio.server_port}/vov1"},
+            "source": {"kind": "relay", "url": radio.url("vov1")},
             "duration_s": 12, "targets": {"areas": [COMMUNE]}, "start_at": start.isoformat(),
             "title": "Tiếp sóng Đài tiếng nói Việt Nam"})
         assert status == 201, bc
@@ -124,9 +115,6 @@ def test_a_relay_of_a_radio_stream_plays_in_step_on_every_board(
             return b if len(ds) == 15 and all(d["state"] == "played" for d in ds) else None
 
         final = wait_for(done, 40, "15 played")
-    finally:
-        radio.shutdown()
-        radio.server_close()
     occ = final["occurrences"][0]["id"]
     got = heard(record, occ)
     assert len(got) == 15
@@ -283,18 +271,8 @@ def test_a_province_emergency_live_preempts_a_relay_which_then_resumes(
                                               "role": "leader", "area_id": "vn-vp"})
     assert status == 201, body
     province = HttpApi(api.base).login("tinh.vp", "Tinh-Vinh-Phuc-2026")
-    mp3 = tmp_path / "radio.mp3"
-    tone_mp3(mp3, 30.0, [])
-    radio = Radio(mp3.read_bytes(), 30.0)
-    threading.Thread(target=radio.serve_forever, daemon=True).start()
-    try:
-        start = datetime.now(UTC) + timedelta(seconds=4)
-        status, relay = api.post("/api/v1/broadcasts", {
-            "source": {"kind": "relay", "url": f"http://127.0.0.1:{radio.server_port}/fm"},
-            "duration_s": 16, "targets": {"areas": [COMMUNE]}, "start_at": start.isoformat()})
-        assert status == 201, relay
-        wait_for(lambda: sum(d["state"] == "playing" for d in api.get(
-            f"/api/v1/broadcasts/{relay['id']}")["deliveries"]) == 15, 20, "the relay on air")
+    with on_air(tmp_path, 30.0, []) as radio:
+        relay = relay_on_air(api, radio.url("fm"), 16)
         asked = time.time()
         status, live = province.post("/api/v1/live", {"targets": {"areas": [COMMUNE]},
                                                       "priority": "emergency"})
@@ -303,9 +281,6 @@ def test_a_province_emergency_live_preempts_a_relay_which_then_resumes(
         province.post(f"/api/v1/live/{live['id']}/stop", {})
         emergency = all_played(api, live["broadcast_id"])
         final = all_played(api, relay["id"])
-    finally:
-        radio.shutdown()
-        radio.server_close()
     em = heard(record, emergency["occurrences"][0]["id"])
     first = min(bs[0]["aimed_us"] for bs in em.values()) / 1e6
     print(f"emergency live on air {first - asked:.2f} s after the POST")
@@ -324,27 +299,14 @@ def test_a_relay_resumes_after_the_controller_is_killed_mid_slot(
         request: pytest.FixtureRequest) -> None:
     api, _sim, record = commune
     ctl: ControllerProcess = request.node.controller
-    mp3 = tmp_path / "radio.mp3"
-    tone_mp3(mp3, 40.0, [])
-    radio = Radio(mp3.read_bytes(), 40.0)
-    threading.Thread(target=radio.serve_forever, daemon=True).start()
-    try:
-        start = datetime.now(UTC) + timedelta(seconds=4)
-        status, relay = api.post("/api/v1/broadcasts", {
-            "source": {"kind": "relay", "url": f"http://127.0.0.1:{radio.server_port}/vov"},
-            "duration_s": 16, "targets": {"areas": [COMMUNE]}, "start_at": start.isoformat()})
-        assert status == 201, relay
-        wait_for(lambda: sum(d["state"] == "playing" for d in api.get(
-            f"/api/v1/broadcasts/{relay['id']}")["deliveries"]) == 15, 20, "the relay on air")
+    with on_air(tmp_path, 40.0, []) as radio:
+        relay = relay_on_air(api, radio.url("vov"), 16)
         time.sleep(2.0)  # (on the air for a while: the kill lands mid-slot)
         ctl.kill()
         time.sleep(1.5)
         ctl.start()
         api = HttpApi(ctl.base).login()
         final = all_played(api, relay["id"])
-    finally:
-        radio.shutdown()
-        radio.server_close()
     for d in final["deliveries"]:
         # the boards played on through what they had (the session runs up to 2 s ahead);
         # what the controller's absence cost beyond that is a gap; then it went on
@@ -362,14 +324,10 @@ def test_a_relay_resumes_after_the_controller_is_killed_mid_slot(
 def test_a_relay_whose_source_dies_ends_and_raises_an_alert(
         commune: tuple[HttpApi, SimThread, Path], tmp_path: Path) -> None:
     api, _sim, _record = commune
-    mp3 = tmp_path / "radio.mp3"
-    tone_mp3(mp3, 30.0, [])
-    radio = Radio(mp3.read_bytes(), 30.0, stall_after=4.0)
-    threading.Thread(target=radio.serve_forever, daemon=True).start()
-    try:
+    with on_air(tmp_path, 30.0, [], stall_after=4.0) as radio:
         start = datetime.now(UTC) + timedelta(seconds=3)
         status, relay = api.post("/api/v1/broadcasts", {
-            "source": {"kind": "relay", "url": f"http://127.0.0.1:{radio.server_port}/fm"},
+            "source": {"kind": "relay", "url": radio.url("fm")},
             "duration_s": 25, "targets": {"areas": [COMMUNE]}, "start_at": start.isoformat(),
             "title": "Tiếp sóng đài tỉnh"})
         assert status == 201, relay
@@ -379,10 +337,6 @@ def test_a_relay_whose_source_dies_ends_and_raises_an_alert(
         lost = [a for a in alerts if a["code"] == "stream_source_lost"]
         assert len(lost) == 1 and lost[0]["subject"] == relay["id"], alerts
         assert lost[0]["area_id"] == COMMUNE
-    finally:
-        radio.stalled.set()
-        radio.shutdown()
-        radio.server_close()
     for d in final["deliveries"]:  # what it had, it played; then it stopped
         assert 1_500 <= d["stream"]["played_ms"] <= 6_000, d
 

@@ -3,17 +3,19 @@ Icecast server serves a stream (an endless body, sent in real time after a short
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import math
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import av
 
-__all__ = ["RATE", "Radio", "tone_mp3"]
+__all__ = ["RATE", "Radio", "on_air", "tone_mp3"]
 
 RATE = 48_000
 
@@ -52,6 +54,9 @@ class Radio(http.server.ThreadingHTTPServer):
         self.stalled = threading.Event()
         super().__init__(("127.0.0.1", 0), RadioHandler)
 
+    def url(self, mount: str) -> str:
+        return f"http://127.0.0.1:{self.server_port}/{mount}"
+
 
 class RadioHandler(http.server.BaseHTTPRequestHandler):
     server: Radio
@@ -83,3 +88,19 @@ class RadioHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+
+
+@contextlib.contextmanager
+def on_air(folder: Path, seconds: float, marks: list[float],
+           stall_after: float | None = None) -> Iterator[Radio]:
+    """A station on the air for the ``with`` block: ``radio.url(mount)`` to listen."""
+    mp3 = folder / "radio.mp3"
+    tone_mp3(mp3, seconds, marks)
+    radio = Radio(mp3.read_bytes(), seconds, stall_after)
+    threading.Thread(target=radio.serve_forever, daemon=True).start()
+    try:
+        yield radio
+    finally:
+        radio.stalled.set()
+        radio.shutdown()
+        radio.server_close()
