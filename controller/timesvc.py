@@ -20,6 +20,8 @@ __all__ = ["RATE_PER_MIN", "TimeService"]
 #: what a board may ask per minute: a burst of 8 at start, then one exchange every 30-60 s
 RATE_PER_MIN = 30
 BURST = 12
+#: boards tracked for the rate limit at most (a province's fleet and then some)
+MAX_TRACKED = 50_000
 
 
 class TimeService:
@@ -29,6 +31,8 @@ class TimeService:
         self._bucket: dict[str, tuple[float, float]] = {}
 
     def _allow(self, cluster_id: str, now: float) -> bool:
+        if len(self._bucket) > MAX_TRACKED and cluster_id not in self._bucket:
+            self._bucket.clear()  # (ids sprayed by a client the broker let through)
         tokens, last = self._bucket.get(cluster_id, (float(BURST), now))
         tokens = min(float(BURST), tokens + (now - last) * RATE_PER_MIN / 60)
         if tokens < 1:
