@@ -48,6 +48,7 @@ __all__ = [
     "DeliveryState",
     "Event",
     "MessageError",
+    "LineSpec",
     "PlayBody",
     "Priority",
     "RebirthBody",
@@ -153,14 +154,25 @@ class ContentManifest(_Wire):
     duration_ms: int = Field(gt=0)
 
 
+class LineSpec(_Wire):
+    """The board's own input as the source (§6.2): its line-in, or its FM receiver tuned to
+    ``frequency_khz``, for ``duration_ms``."""
+
+    input: Literal["line", "fm"]
+    frequency_khz: int | None = Field(default=None, ge=64_000, le=108_000)
+    duration_ms: int = Field(gt=0, le=24 * 3600 * 1000)
+
+
 class PlayBody(_Wire):
     broadcast_id: str = Field(max_length=64)
     occurrence_id: str = Field(max_length=64)
     priority: Priority = Priority.NORMAL
     start_at: UtcDatetime
-    #: a file to fetch (§6) ... or a real-time stream to join (§6.1): exactly one of them
+    #: a file to fetch (§6), a real-time stream to join (§6.1), or the board's own input
+    #: (§6.2): exactly one of them
     content: ContentManifest | None = None
     stream: StreamSpec | None = None
+    line: LineSpec | None = None
     #: play at this volume instead of the cluster's own (an emergency raised to a set level)
     volume_pct: int | None = Field(default=None, ge=0, le=100)
     #: never play this item louder than this (the area's volume cap at that hour)
@@ -173,13 +185,17 @@ class PlayBody(_Wire):
 
     @model_validator(mode="after")
     def _one_source(self) -> PlayBody:
-        if (self.content is None) == (self.stream is None):
-            raise ValueError("a play carries either content or stream")
+        if sum(x is not None for x in (self.content, self.stream, self.line)) != 1:
+            raise ValueError("a play carries one of content, stream or line")
+        if self.line is not None and self.line.input == "fm" and self.line.frequency_khz is None:
+            raise ValueError("an fm input needs frequency_khz")
         return self
 
     @property
     def duration_ms(self) -> int:
-        return self.content.duration_ms if self.content else self.stream.duration_ms  # type: ignore[union-attr]
+        source = self.content or self.stream or self.line
+        assert source is not None
+        return source.duration_ms
 
 
 class CancelBody(_Wire):

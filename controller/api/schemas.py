@@ -108,11 +108,28 @@ class RelaySource(BaseModel):
     url: str = Field(min_length=8, max_length=255)
 
 
+class LineSource(BaseModel):
+    """The boards' own input (protocol §6.2): their line-in, or their FM receiver tuned to
+    ``frequency_mhz``."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["line"]
+    input: Literal["line", "fm"] = "fm"
+    frequency_mhz: float | None = Field(None, ge=64.0, le=108.0)
+
+    @model_validator(mode="after")
+    def _tuned(self) -> LineSource:
+        if self.input == "fm" and self.frequency_mhz is None:
+            raise ValueError("an fm input needs frequency_mhz")
+        return self
+
+
 class BroadcastCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     content_id: str | None = Field(None, description="a recording, or give source")
-    source: RelaySource | None = Field(None, description="in place of content_id: relay a "
-                                       "radio stream for duration_s")
+    source: RelaySource | LineSource | None = Field(
+        None, discriminator="kind", description="in place of content_id: relay a radio "
+        "stream, or play the boards' own line/FM input, for duration_s")
     duration_s: int | None = Field(None, ge=10, le=4 * 3600, description="with source: how "
                                    "long the relay airs")
     targets: Targets

@@ -9,6 +9,7 @@ cluster that reconnects, or after a controller restart) is always safe.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -49,7 +50,16 @@ from controller.broadcasting.states import (
     move,
 )
 from controller.broadcasting.targeting import Resolved, TargetError, resolve
-from controller.db.models import Broadcast, Cluster, Content, Delivery, Occurrence, table_of, utcnow
+from controller.db.models import (
+    Broadcast,
+    Cluster,
+    Content,
+    ContentBlob,
+    Delivery,
+    Occurrence,
+    table_of,
+    utcnow,
+)
 from controller.errors import Unavailable
 from controller.fleet.health import UP_STATES
 from controller.settings import Settings
@@ -60,6 +70,7 @@ from devices.messages import (
     ContentManifest,
     DeliveryEvent,
     DeliveryState,
+    LineSpec,
     PlayBody,
     Priority,
     RefusedEvent,
@@ -520,7 +531,13 @@ class Dispatcher:
         c: Content = bc.content if bc.content.container == "stream" else occ.content or bc.content
         emergency = bc.priority == "emergency"
         source: dict[str, Any]
-        if c.container == "stream":  # a live voice or a relay: joined, not fetched (§6.1)
+        if c.container == "line":  # the board's own input (§6.2): nothing to send it
+            blob = db.get(ContentBlob, c.sha256)
+            desc = json.loads(blob.data) if blob is not None else {}
+            source = {"line": LineSpec(input=desc.get("input", "line"),
+                                       frequency_khz=desc.get("frequency_khz"),
+                                       duration_ms=c.duration_ms)}
+        elif c.container == "stream":  # a live voice or a relay: joined, not fetched (§6.1)
             covering = resolve(db, bc.target.areas, bc.target.clusters).topics
             source = {"stream": StreamSpec(
                 stream_id=occ.id, kind=c.kind, duration_ms=c.duration_ms,
@@ -572,11 +589,11 @@ class Dispatcher:
         """One signed ``play`` per covering topic. An emergency's chunks go out retained
         just before it (no request round trip) and to its areas straight after it
         (protocol §6). False when a publish failed."""
-        if body.stream is not None:  # frames follow from the stream's session, not chunks
-            ok = True
+        if body.content is None:  # a stream's frames come from its session; a line, from
+            ok = True             # the board itself: no chunks to push either way
             for topic in resolved.topics:
                 ok &= self._publish_command("play", topic, body, expires, occ.id)
-            if self.streams is not None:
+            if body.stream is not None and self.streams is not None:
                 self.streams.ensure(occ.id, bc.content, body.stream, occ.start_at)
             return ok
         sha = (occ.content or bc.content).sha256

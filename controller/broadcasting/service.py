@@ -30,7 +30,7 @@ from controller.access.jurisdiction import (
     visible_content,
 )
 from controller.access.policy import violations
-from controller.api.schemas import BroadcastCreate, ContentUpdate, Decline, PositionSet
+from controller.api.schemas import BroadcastCreate, ContentUpdate, Decline, LineSource, PositionSet
 from controller.broadcasting.programme import area_policies, area_policy, commune_map, preview
 from controller.broadcasting.recurrence import Recurrence
 from controller.broadcasting.referral import from_above, make_children, split_by_commune
@@ -85,9 +85,16 @@ def validate(req: BroadcastCreate, db: Session, rt: Runtime, user: User,
     if req.priority == "emergency":
         require_emergency_right(db, user)
     if req.source is not None and req.duration_s is not None:
-        # a relay: its content is the stream's descriptor (controller.live.streams)
-        desc = relay_descriptor(rt.settings, req.source.url)
-        made = descriptor_content(db, desc, req.duration_s, user.username, req.source.url)
+        # a relay or the boards' own input: its content is a descriptor (controller.live)
+        if isinstance(req.source, LineSource):
+            khz = round(req.source.frequency_mhz * 1000) if req.source.frequency_mhz else None
+            name = f"FM {req.source.frequency_mhz} MHz" if khz else "line in"
+            made = descriptor_content(db, {"kind": "line", "input": req.source.input,
+                                           "frequency_khz": khz}, req.duration_s,
+                                      user.username, name, container="line")
+        else:
+            desc = relay_descriptor(rt.settings, req.source.url)
+            made = descriptor_content(db, desc, req.duration_s, user.username, req.source.url)
         req = req.model_copy(update={"content_id": made.id})
     content = db.get(Content, req.content_id) if req.content_id else None
     if content is not None:

@@ -61,17 +61,18 @@ def relay_descriptor(settings: Settings, url: str) -> dict[str, str]:
     return {"kind": "relay", "url": url}
 
 
-def descriptor_content(db: Session, descriptor: dict[str, str], duration_s: int,
-                       created_by: str, name: str) -> Content:
-    """The content row of a stream item: its blob is the descriptor (content-addressed like
-    any blob), its duration the slot's."""
+def descriptor_content(db: Session, descriptor: dict[str, Any], duration_s: int,
+                       created_by: str, name: str, container: str = "stream") -> Content:
+    """The content row of a stream item (``container`` ``stream``) or of a board's own input
+    (``line``): its blob is the descriptor (content-addressed like any blob), its duration
+    the slot's."""
     data = json.dumps(descriptor, sort_keys=True).encode()
     sha = hashlib.sha256(data).hexdigest()
     if db.get(ContentBlob, sha) is None:
         db.add(ContentBlob(sha256=sha, data=data))
         db.flush()  # (no relationship orders the two inserts: the blob first)
     c = Content(id=uuid.uuid4().hex, sha256=sha, kind=descriptor["kind"], codec="opus",
-                container="stream", mime="application/json", size=len(data),
+                container=container, mime="application/json", size=len(data),
                 duration_ms=duration_s * 1000, source_name=name[:255],
                 source_format=descriptor["kind"], created_by=created_by)
     db.add(c)

@@ -512,7 +512,7 @@ class SimCluster:
         """With ``record_dir``: what this board played, one line per airing in
         ``plays.jsonl`` (repeats too), the content itself, and for a stream the figures (its
         batches and packets are written as they are heard, by the tap)."""
-        if self.cfg.record_dir is None or (occ.content is None and occ.body.stream is None):
+        if self.cfg.record_dir is None or (occ.content is None and occ.body.content is not None):
             return
         folder = self.cfg.record_dir / self.id
         folder.mkdir(parents=True, exist_ok=True)
@@ -525,6 +525,8 @@ class SimCluster:
         if occ.body.content is not None and occ.content is not None:
             (folder / f"{occ.id}.{occ.body.content.container}").write_bytes(occ.content)
             entry["sha256"] = occ.body.content.sha256
+        elif occ.body.line is not None:  # it played its own input (the simulator: a tone)
+            entry["line"] = occ.body.line.model_dump()
         elif occ.body.stream is not None:
             tap = self.taps.get(occ.body.stream.stream_id)
             entry["stream_id"] = occ.body.stream.stream_id
@@ -719,6 +721,9 @@ class SimCluster:
         self.player.schedule(occ)
         if body.stream is not None:
             self._join_stream(occ)
+            return
+        if body.line is not None:  # its own input: nothing to fetch (a test signal here)
+            occ.content_ready.set()
             return
         assert body.content is not None
         sha = body.content.sha256

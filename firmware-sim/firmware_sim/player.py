@@ -163,7 +163,7 @@ class Player:
         except TimeoutError:
             await self._set(occ, DeliveryState.FAILED, occ.failure or "content not received")
             return
-        if occ.content is None and body.stream is None:
+        if occ.content is None and body.content is not None:
             await self._set(occ, DeliveryState.FAILED, occ.failure or "content invalid")
             return
         await self._set(occ, DeliveryState.READY, None)
@@ -188,7 +188,7 @@ class Player:
                 note = (f"resumed at {occ.position_ms / 1000:.1f} s" if occ.position_ms
                         else "restarted from the beginning")
             await self._set(occ, DeliveryState.PLAYING, note, at=started)
-            if body.stream is not None:  # live: it resumes where the stream is now
+            if body.stream is not None or body.line is not None:  # live: back where it is now
                 end = body.start_at + timedelta(milliseconds=duration)
                 remaining = (end - self._clock()).total_seconds()
             else:

@@ -383,3 +383,30 @@ def test_a_weekly_relay_of_an_icecast_station_plays_at_its_slot(
 
     rec = wait_for(recording, 10, "the recording kept")
     assert 9.5 <= api.get(f"/api/v1/contents/{rec}")["duration_s"] <= 10.3
+
+
+def test_the_boards_own_fm_input_plays_at_its_slot(
+        commune: tuple[HttpApi, SimThread, Path]) -> None:
+    """A station without internet radio relays the provincial FM station from each board's own
+    receiver: the controller commands it, the boards play it (the simulator a test tone)."""
+    api, _sim, record = commune
+    start = datetime.now(UTC) + timedelta(seconds=4)
+    status, bc = api.post("/api/v1/broadcasts", {
+        "source": {"kind": "line", "input": "fm", "frequency_mhz": 98.5}, "duration_s": 10,
+        "targets": {"areas": [COMMUNE]}, "start_at": start.isoformat(),
+        "title": "Tiếp sóng FM 98,5 MHz"})
+    assert status == 201, bc
+    final = all_played(api, bc["id"])
+    occ = final["occurrences"][0]["id"]
+    for folder in sorted(record.iterdir()):
+        entry = json.loads((folder / f"{occ}.json").read_text())
+        assert entry["line"] == {"input": "fm", "frequency_khz": 98_500, "duration_ms": 10_000}
+        heard_at = datetime.fromisoformat(entry["heard_at"])
+        assert abs((heard_at - start).total_seconds()) < 0.05, (folder.name, entry)
+    proof = api.get(f"/api/v1/broadcasts/{bc['id']}/report?by=village")["villages"]
+    assert all(9.5 * r["deliveries"] <= r["play_time_s"] <= 10.5 * r["deliveries"]
+               for r in proof), proof
+    status, bad = api.post("/api/v1/broadcasts", {
+        "source": {"kind": "line", "input": "fm"}, "duration_s": 10,
+        "targets": {"areas": [COMMUNE]}, "start_at": start.isoformat()})
+    assert status == 422 and bad["code"] == "invalid_request", bad  # fm, but tuned to nothing
