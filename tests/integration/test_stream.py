@@ -4,10 +4,14 @@ packets it played and when, in true time), not from what it reports."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import itertools
 import json
 import math
 import struct
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -410,3 +414,86 @@ def test_the_boards_own_fm_input_plays_at_its_slot(
         "source": {"kind": "line", "input": "fm"}, "duration_s": 10,
         "targets": {"areas": [COMMUNE]}, "start_at": start.isoformat()})
     assert status == 422 and bad["code"] == "invalid_request", bad  # fm, but tuned to nothing
+
+
+def test_a_relay_cancelled_on_the_air_stops_everywhere(
+        commune: tuple[HttpApi, SimThread, Path], tmp_path: Path) -> None:
+    api, _sim, record = commune
+    with on_air(tmp_path, 30.0, []) as radio:
+        relay = relay_on_air(api, radio.url("vov"), 20)
+        status, _ = api.post(f"/api/v1/broadcasts/{relay['id']}/cancel", {})
+        assert status == 200
+
+        def cancelled() -> dict[str, Any] | None:
+            b = api.get(f"/api/v1/broadcasts/{relay['id']}")
+            ds = b["deliveries"]
+            return b if len(ds) == 15 and all(d["state"] == "cancelled" for d in ds) else None
+
+        final = wait_for(cancelled, 15, "15 cancelled")
+    assert final["status"] == "cancelled"
+    got = heard(record, final["occurrences"][0]["id"])
+    for cid, bs in got.items():  # what each heard ends within a batch or two of the cancel
+        played_s = sum(b["frames"] for b in bs) * 0.02
+        assert played_s < 8, (cid, played_s)
+    for d in final["deliveries"]:
+        assert d["stream"] is not None and d["stream"]["played_ms"] < 8_000, d
+
+
+def test_an_hls_station_is_relayed(commune: tuple[HttpApi, SimThread, Path],
+                                   tmp_path: Path) -> None:
+    """HLS, as many stations publish: a playlist of segments over HTTP."""
+    from audio.ffmpeg import ffmpeg_path
+
+    api, _sim, record = commune
+    hls = tmp_path / "hls"
+    hls.mkdir()
+    tone_mp3(tmp_path / "src.mp3", 20.0, [2.0, 5.0])
+    subprocess.run([ffmpeg_path(), "-hide_banner", "-loglevel", "error", "-i",
+                    str(tmp_path / "src.mp3"), "-c:a", "aac", "-b:a", "64k", "-f", "hls",
+                    "-hls_time", "2", "-hls_playlist_type", "vod",
+                    str(hls / "radio.m3u8")], check=True)
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(hls)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        start = datetime.now(UTC) + timedelta(seconds=5)
+        status, bc = api.post("/api/v1/broadcasts", {
+            "source": {"kind": "relay",
+                       "url": f"http://127.0.0.1:{server.server_port}/radio.m3u8"},
+            "duration_s": 10, "targets": {"areas": [COMMUNE]}, "start_at": start.isoformat()})
+        assert status == 201, bc
+        final = all_played(api, bc["id"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    occ = final["occurrences"][0]["id"]
+    for cid, batches in heard(record, occ).items():
+        found = [t - start.timestamp() for t in mark_times(record, cid, occ, batches)]
+        assert len(found) == 2 and all(abs(f - m) < 0.05 for f, m in
+                                       zip(found, (2.0, 5.0), strict=True)), (cid, found)
+
+
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def test_a_board_that_joins_a_live_voice_late_plays_from_now_and_says_so(
+        commune: tuple[HttpApi, SimThread, Path]) -> None:
+    api, sim, record = commune
+    board = sim.by_id("hd-c09")
+    sim.call(lambda: board.inject("link_cut", {"down_s": 6.0}))  # away when it starts
+    status, live = api.post("/api/v1/live", {"targets": {"areas": [COMMUNE]}})
+    assert status == 201, live
+    speak(live, pcm_with_marks(10.0, [1.0, 8.0]))
+    api.post(f"/api/v1/live/{live['id']}/stop", {})
+    final = all_played(api, live["broadcast_id"])
+    stats = {d["cluster_id"]: d["stream"] for d in final["deliveries"]}
+    assert stats["hd-c09"]["joined_late"] is True, stats["hd-c09"]
+    assert not any(s["joined_late"] for c, s in stats.items() if c != "hd-c09")
+    occ = final["occurrences"][0]["id"]
+    got = heard(record, occ)
+    late = mark_times(record, "hd-c09", occ, got["hd-c09"])
+    other = mark_times(record, "hd-c01", occ, got["hd-c01"])
+    assert len(late) == 1 and len(other) == 2  # it missed the first mark, heard the second
+    assert abs(late[0] - other[1]) <= 0.005  # in step with the others
