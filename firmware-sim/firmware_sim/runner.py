@@ -39,6 +39,10 @@ def build_clusters(network: Network, cfg: SimConfig) -> list[SimCluster]:
             for c in network.clusters.values()]
 
 
+#: how long a stop waits for the boards' tasks once they are cancelled
+STOP_WAIT_S = 5.0
+
+
 async def run_clusters(clusters: list[SimCluster], stop: asyncio.Event,
                        connect_spread_s: float = 0.0, seed: int = 0) -> None:
     """Connect every cluster (spread over ``connect_spread_s``), run until ``stop`` is set,
@@ -60,7 +64,10 @@ async def run_clusters(clusters: list[SimCluster], stop: asyncio.Event,
     await asyncio.gather(*(c.stop() for c in clusters), return_exceptions=True)
     for t in tasks:
         t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    # bounded: a board blocked in a connect (a 3.1.1 client's, in a thread) ends when that
+    # connect times out, and the process must not wait for it
+    if tasks:
+        await asyncio.wait(tasks, timeout=STOP_WAIT_S)
 
 
 async def tick_physics(clusters: list[SimCluster]) -> None:

@@ -50,7 +50,13 @@ class SimThread:
             self._ready.set()
             await run_clusters(self.clusters, self._stop)
 
-        asyncio.run(main())
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(main())
+        finally:
+            # (close does not wait for the default executor: a board's blocked connect in
+            # a thread must not hold the test up; the thread is a daemon)
+            loop.close()
 
     def start(self) -> SimThread:
         self._thread.start()
