@@ -56,8 +56,8 @@ c.loop_start()
 for topic, payload in msgs:
     c.publish(topic.decode(), payload, qos=0)
 time.sleep(0.5)
-c.loop_stop()
 c.disconnect()
+c.loop_stop()
 """
 
 

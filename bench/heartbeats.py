@@ -66,8 +66,8 @@ def bare_rate(port: int, msgs: list[tuple[str, bytes]]) -> float:
     done.wait(120)
     elapsed = time.perf_counter() - t0
     pub.wait()
-    c.loop_stop()
     c.disconnect()
+    c.loop_stop()
     if got != len(msgs):
         raise SystemExit(f"bare subscriber got {got} of {len(msgs)}")
     return len(msgs) / elapsed

@@ -123,9 +123,17 @@ class ClockFilter:
     sample alone: 2.2 ms and 7.0 ms). A sample that disagrees with the estimate by more than
     ``STEP_US`` and its own round trip is a step of the board's clock (set by hand, a
     reboot's RTC): the history is dropped and learned again.
+
+    When even the quickest exchange took long (δ/2 over ``TRUST_US``: a loaded link, a
+    controller or broker queueing replies), the middle of [θ − δ/2, θ + δ/2] is only a guess:
+    one leg may have waited and the other not. The correction then moves only as far as that
+    interval requires, from where it was (0 at first): a board whose clock is right stays
+    right, a board 10 s off is brought to within δ/2, and the quick exchanges that follow
+    finish the work.
     """
 
     STEP_US = 50_000
+    TRUST_US = 25_000
 
     def __init__(self, keep: int = 64, window_s: float = 600.0):
         self.samples: deque[Sample] = deque(maxlen=keep)
@@ -145,19 +153,24 @@ class ClockFilter:
         self.samples.append(s)
         window = [x for x in self.samples if t4 - x.at_us <= self.window_us]
         span = max(x.at_us for x in window) - min(x.at_us for x in window)
+        dmin = min(x.delay_us for x in window)
+        before = self.correction_us(t4) if self.offset_us is not None else 0.0
         if len(window) < 4 or span < 20e6:
             best = min(window, key=lambda x: x.delay_us)
-            self.offset_us, self.ref_us = best.offset_us, best.at_us
-            return s
-        dmin = min(x.delay_us for x in window)
-        w = [1.0 / ((x.delay_us - dmin) + 1000) ** 2 for x in window]
-        sw = sum(w)
-        mx = sum(wi * x.at_us for wi, x in zip(w, window, strict=True)) / sw
-        my = sum(wi * x.offset_us for wi, x in zip(w, window, strict=True)) / sw
-        var = sum(wi * (x.at_us - mx) ** 2 for wi, x in zip(w, window, strict=True))
-        slope = sum(wi * (x.at_us - mx) * (x.offset_us - my)
-                    for wi, x in zip(w, window, strict=True)) / var if var else 0.0
-        self.offset_us, self.ref_us, self.drift_ppm = my, int(mx), slope * 1e6
+            estimate, slope = best.offset_us, 0.0
+        else:
+            w = [1.0 / ((x.delay_us - dmin) + 1000) ** 2 for x in window]
+            sw = sum(w)
+            mx = sum(wi * x.at_us for wi, x in zip(w, window, strict=True)) / sw
+            my = sum(wi * x.offset_us for wi, x in zip(w, window, strict=True)) / sw
+            var = sum(wi * (x.at_us - mx) ** 2 for wi, x in zip(w, window, strict=True))
+            slope = sum(wi * (x.at_us - mx) * (x.offset_us - my)
+                        for wi, x in zip(w, window, strict=True)) / var if var else 0.0
+            estimate = my + slope * (t4 - mx)
+        bound = dmin / 2
+        if bound > self.TRUST_US:  # only what every leg split agrees on
+            estimate = min(max(before, estimate - bound), estimate + bound)
+        self.offset_us, self.ref_us, self.drift_ppm = estimate, t4, slope * 1e6
         return s
 
     def correction_us(self, board_us: int) -> float:

@@ -201,11 +201,13 @@ class SimCluster:
         return (raw + self.clock.correction_us(raw) - time.time_ns() / 1000) / 1000
 
     async def _clock_sync(self) -> None:
-        """A burst of exchanges after each connect (continued, once a second, until one
-        exchange is quick enough to bound the error by 2 ms: a connect storm delays the
-        first ones), then one every ``clock_sync_s``."""
+        """A burst of exchanges after each connect (its start jittered: a fleet connecting
+        together does not ask together); while no exchange has been quick enough to bound
+        the error by 2 ms (a connect storm delays the first ones), again after 2, 4, 8 s…;
+        then one every ``clock_sync_s``."""
         await self.controller_online.wait()
-        n = 0
+        await asyncio.sleep(self.rng.random())
+        n, retry = 0, 2.0
         while True:
             self._time_seq += 1
             self._time_pending[self._time_seq] = t1 = self.raw_us()
@@ -218,9 +220,9 @@ class SimCluster:
             n += 1
             acc = self.clock.accuracy_us
             if n < self.cfg.clock_burst:
-                pause = 0.2
-            elif (acc is None or acc > 2000) and n < 60:
-                pause = 1.0
+                pause = 0.2 * (0.5 + self.rng.random())
+            elif (acc is None or acc > 2000) and retry < self.cfg.clock_sync_s:
+                pause, retry = retry * (0.8 + 0.4 * self.rng.random()), retry * 2
             else:
                 pause = self.cfg.clock_sync_s * (0.8 + 0.4 * self.rng.random())
             await asyncio.sleep(pause)

@@ -91,3 +91,22 @@ def test_a_step_of_the_boards_clock_is_learned_again_at_once() -> None:
     f.add(now, now + 200 + int(truth) + 3_000_000, now + 400 + int(truth) + 3_000_000, now + 600)
     assert f.steps == 1
     assert abs(f.correction_us(now + 600) - truth - 3_000_000) < 1_000
+
+
+def test_replies_held_up_on_the_way_back_do_not_move_a_right_clock() -> None:
+    """A controller or broker under load: each request arrives in 5 ms, each reply waits
+    0.5-1.6 s in a queue. A board whose clock is right keeps it right; a board 10 s off is
+    brought to within the round trip, and the first quick exchange finishes the work."""
+    for offset in (0, 10_000_000):
+        f, rng = ClockFilter(), random.Random(offset)
+        board = 1_800_000_000_000_000
+        for _ in range(8):
+            t2 = board + 5_000 + offset
+            t3 = t2 + 100
+            f.add(board, t2, t3, t3 - offset + int(rng.uniform(500_000, 1_600_000)))
+            board += 1_000_000
+            assert abs(f.correction_us(board) - offset) <= 1_600_000
+        if offset == 0:
+            assert f.correction_us(board) == 0  # (the middle of the interval is ~-0.5 s)
+        f.add(board, board + 1_000 + offset, board + 1_100 + offset, board + 2_100)
+        assert abs(f.correction_us(board + 2_100) - offset) < 1_000

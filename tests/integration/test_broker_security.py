@@ -59,7 +59,8 @@ class Client:
         self.connected = threading.Event()
         self.refused: Any = None
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2,
-                             client_id=client_id or f"probe-{uuid.uuid4().hex[:12]}")
+                             client_id=client_id or f"probe-{uuid.uuid4().hex[:12]}",
+                             reconnect_on_failure=False)  # a refusal is its answer
         if username is not None:
             self.c.username_pw_set(username, password)
         self.c.on_connect = self._on_connect
@@ -89,8 +90,8 @@ class Client:
         self.c.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
 
     def close(self) -> None:
-        self.c.loop_stop()
         self.c.disconnect()
+        self.c.loop_stop()
 
 
 @pytest.fixture(scope="module", params=["mosquitto", "amqtt"])

@@ -79,8 +79,8 @@ def _publish(broker: Broker, topic: str, payload: bytes) -> None:
     c.connect("127.0.0.1", broker.port)
     c.loop_start()
     c.publish(topic, payload, qos=1).wait_for_publish(5)
-    c.loop_stop()
     c.disconnect()
+    c.loop_stop()
 
 
 def test_a_forged_or_replayed_time_reply_moves_no_clock(

@@ -188,8 +188,8 @@ def _publish_by_hand(port: int, topic: str, payload: bytes) -> None:
     c.connect("127.0.0.1", port)
     c.loop_start()
     c.publish(topic, payload, qos=1).wait_for_publish(5)
-    c.loop_stop()
     c.disconnect()
+    c.loop_stop()
 
 
 def _refusals(commune: Commune, reason: RefusalReason, after: int) -> set[str]:
@@ -203,8 +203,8 @@ def test_forged_and_replayed_commands_are_refused_and_nothing_plays(commune: Com
     content = tts(commune.api, "Thông báo thử nghiệm hệ thống loa.")
     b = schedule(commune.api, content["id"], {"areas": [COMMUNE]}, in_s=2)
     wait_final(commune.api, b["id"])
-    spy.loop_stop()
     spy.disconnect()
+    spy.loop_stop()
     # (amqtt also hands out retained messages of non-matching topics: filter by topic)
     captured = [(t, p) for t, p in seen if t.endswith("/cmd") and json.loads(p)["kind"] == "play"]
     assert captured, "the legitimate command was not seen on the wire"
@@ -372,8 +372,8 @@ def test_an_emergency_pushes_its_content_to_the_area_right_after_the_command(
         final = wait_final(commune.api, r.json()["id"], timeout=60)
         assert {d["state"] for d in final["deliveries"]} == {"played"}
     finally:
-        c.loop_stop()
         c.disconnect()
+        c.loop_stop()
 
 
 def test_an_emergency_to_one_cluster_fetches_its_retained_content(commune: Commune) -> None:

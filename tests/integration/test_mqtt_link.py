@@ -76,8 +76,8 @@ def test_small_and_large_packets_arrive_whole_and_in_order(tmp_path: Path, qos: 
         assert [hashlib.sha256(m.payload).hexdigest() for m in got] == sent
         assert {m.topic for m in got} == {topic}
     finally:
-        pub.loop_stop()
         pub.disconnect()
+        pub.loop_stop()
         link.stop()
         broker.kill()
 
@@ -94,8 +94,8 @@ def test_a_burst_already_read_is_handed_on_at_once(tmp_path: Path) -> None:
         got = drain(link, 20, timeout=5)  # a stalled buffer would take ~19 s
         assert [m.payload for m in got] == [f"burst-{i}".encode() for i in range(20)]
     finally:
-        pub.loop_stop()
         pub.disconnect()
+        pub.loop_stop()
         link.stop()
         broker.kill()
 
@@ -122,8 +122,8 @@ def test_a_new_connection_starts_clean_after_the_broker_restarts(tmp_path: Path,
             pub.publish(topics.cluster_telemetry("hd-c02"), f"after-{i}".encode(), qos=1)
         got = drain(link, 200)
         assert [m.payload for m in got] == [f"after-{i}".encode() for i in range(200)]
-        pub.loop_stop()
         pub.disconnect()
+        pub.loop_stop()
     finally:
         link.stop()
         broker.kill()
@@ -145,8 +145,8 @@ def test_the_controller_status_is_announced_on_connect_and_its_will_says_offline
         link.stop()  # a clean stop says offline itself
         wait_for(lambda: seen == [b"online", b"offline"], 5, "offline on a clean stop")
     finally:
-        watcher.loop_stop()
         watcher.disconnect()
+        watcher.loop_stop()
         link.stop()
         broker.kill()
 
@@ -192,8 +192,8 @@ def test_the_protocol_is_chosen_by_asking_the_broker(tmp_path: Path) -> None:
         pub = publisher(embedded.port)
         pub.publish(topics.cluster_event("hd-c01"), b"hello", qos=1)
         assert drain(link, 1, timeout=10)[0].payload == b"hello"
-        pub.loop_stop()
         pub.disconnect()
+        pub.loop_stop()
         link.stop()
     finally:
         mosquitto.kill()
@@ -215,8 +215,8 @@ def test_messages_past_a_full_inbox_are_dropped_and_counted(tmp_path: Path,
         assert [m.payload for m in link.inbox.take(1000, 0)] == \
             [f"hb-{i}".encode() for i in range(100)]  # the first ones, in order
     finally:
-        pub.loop_stop()
         pub.disconnect()
+        pub.loop_stop()
         link.stop()
         broker.kill()
 
@@ -271,6 +271,6 @@ def test_the_session_keeps_what_came_while_down_and_what_was_never_acknowledged(
         assert [m.payload for m in drain(third, 1)] == [b"marker"]
         third.stop()
     finally:
-        pub.loop_stop()
         pub.disconnect()
+        pub.loop_stop()
         broker.kill()

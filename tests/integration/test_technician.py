@@ -278,8 +278,8 @@ def _publish_raw(port: int, msgs: list[tuple[str, bytes]]) -> None:
     c.loop_start()
     for topic, payload in msgs:
         c.publish(topic, payload, qos=1).wait_for_publish(5)
-    c.loop_stop()
     c.disconnect()
+    c.loop_stop()
 
 
 def test_malformed_telemetry_is_dropped_and_counted_and_unknown_devices_alert(site: Site) -> None:
