@@ -110,3 +110,16 @@ def test_replies_held_up_on_the_way_back_do_not_move_a_right_clock() -> None:
             assert f.correction_us(board) == 0  # (the middle of the interval is ~-0.5 s)
         f.add(board, board + 1_000 + offset, board + 1_100 + offset, board + 2_100)
         assert abs(f.correction_us(board + 2_100) - offset) < 1_000
+
+
+def test_noise_is_not_taken_for_drift() -> None:
+    """Twelve slow exchanges over 22 s whose queueing swings from one leg to the other: a
+    right clock read 30 s later is still right (a slope fitted to them would say 4 %)."""
+    f, rng = ClockFilter(), random.Random(3)
+    board = 1_800_000_000_000_000
+    for i in range(12):
+        up, down = (5_000, 1_600_000) if i < 6 else (1_600_000, 5_000)
+        t2 = board + up
+        f.add(board, t2, t2 + 100, t2 + 100 + down + int(rng.uniform(0, 50_000)))
+        board += 2_000_000
+    assert abs(f.correction_us(board + 30_000_000)) < 1_000 and abs(f.drift_ppm) <= 500
