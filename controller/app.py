@@ -42,6 +42,7 @@ from controller.api.routes import (
 from controller.api.routes import (
     audit as audit_routes,
 )
+from controller.db.lock import DatabaseLock
 from controller.db.models import utcnow
 from controller.metrics import render
 from controller.runtime import Runtime
@@ -73,12 +74,15 @@ def startup_storage_problem(exc: BaseException) -> StorageProblem | None:
     return startup_storage_problem(cause) if cause is not None else None
 
 
-def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
+               lock: DatabaseLock | None = None) -> FastAPI:
+    """``lock``: the database's lock, already held (``loa serve --standby`` waited for it)."""
     settings = settings or Settings()
 
     async def start(app: FastAPI) -> Runtime:
         # blocking start/stop run in a thread: an embedded broker may share this event loop
-        rt = runtime if runtime is not None else await asyncio.to_thread(Runtime.build, settings)
+        rt = runtime if runtime is not None else await asyncio.to_thread(
+            Runtime.build, settings, lock=lock)
         try:
             await asyncio.to_thread(rt.start)
         except BaseException:

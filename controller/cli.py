@@ -2,7 +2,9 @@
 
     loa demo [--port P]     broker (embedded when LOA_MQTT_URL is unset), controller and the
                             simulated xã Hướng Đạo, all on this machine
-    loa serve [--port P]    the controller alone
+    loa serve [--port P] [--standby]
+                            the controller alone; --standby waits while another holds the
+                            database and takes over when it stops
     loa sim ...             the firmware simulator alone (see ``loa sim --help``)
     loa db upgrade          apply database migrations
     loa seed --fixture huong-dao | --communes N [--clusters-per-commune M]
@@ -195,13 +197,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from controller.db.lock import AnotherController, DatabaseLock
 
     settings = Settings()
+    if args.standby:
+        # waits, not listening, until the active controller is gone; then holds the lock
+        # for its whole life and starts as any controller does (recovering what was in
+        # flight: the spool, the broker session, the database)
+        lock = DatabaseLock(settings.db_url)
+        waited = lock.wait_acquire(waiting=lambda: print(
+            "loa serve: standby: another controller holds the database; this one takes "
+            "over as soon as it stops", file=sys.stderr, flush=True))
+        print(f"loa serve: the active controller now (waited {waited:.1f} s)", file=sys.stderr,
+              flush=True)
+        uvicorn.run(create_app(settings, lock=lock), host=args.host, port=args.port,
+                    log_level="info")
+        return 0
     # a second controller on this database says so and stops, before it starts anything
     # (the runtime takes the lock itself, for its whole life; this is the plain answer)
     probe = DatabaseLock(settings.db_url)
     try:
         probe.acquire()
     except AnotherController as exc:
-        print(f"loa serve: {exc}", file=sys.stderr)
+        print(f"loa serve: {exc} (or start it with --standby)", file=sys.stderr)
         return 3
     except (OSError, SQLAlchemyError) as exc:  # the controller starts degraded, says why
         logging.getLogger(__name__).debug("lock probe: %s", exc)
@@ -412,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the controller")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--standby", action="store_true",
+                       help="wait while another controller holds the database and take over "
+                            "when it stops (it listens only once it is the active one)")
     sub.add_parser("sim", help="run the firmware simulator (loa sim --help)")
     db = sub.add_parser("db", help="database commands")
     db.add_argument("action", choices=["upgrade"])

@@ -102,16 +102,21 @@ class Runtime:
     streams: Streams | None = None
 
     @classmethod
-    def build(cls, settings: Settings, migrate: bool = True, link: Link | None = None) -> Runtime:
+    def build(cls, settings: Settings, migrate: bool = True, link: Link | None = None,
+              lock: DatabaseLock | None = None) -> Runtime:
         """Every part, wired; ``link`` replaces the broker connection (tests: a
-        :class:`~controller.transport.memory.MemoryLink`)."""
+        :class:`~controller.transport.memory.MemoryLink`); ``lock``: the database's lock,
+        already held (a standby that waited for it), kept if the build fails."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        lock = DatabaseLock(settings.db_url)
-        lock.acquire()  # before anything runs: a second controller stops here
+        held = lock
+        if lock is None:
+            lock = DatabaseLock(settings.db_url)
+            lock.acquire()  # before anything runs: a second controller stops here
         try:
             return cls._build(settings, lock, migrate, link)
         except BaseException:
-            lock.release()
+            if held is None:
+                lock.release()
             raise
 
     @classmethod

@@ -268,5 +268,7 @@ class BroadcastOut(BaseModel):
     next_slots: list[datetime] = Field(default_factory=list)
     occurrence: OccurrenceOut | None = Field(None, description="the latest occurrence")
     deliveries: list[DeliveryOut] = Field(
-        default_factory=list, description="per-cluster state of the latest occurrence")
+        default_factory=list, description="per-cluster state of the latest occurrence, by "
+        "cluster id: one page (``deliveries_limit``, ``deliveries_offset``)")
+    deliveries_total: int = Field(0, description="how many clusters the latest occurrence has")
     occurrences: list[OccurrenceOut] = Field(default_factory=list)

@@ -49,10 +49,16 @@ def _occurrence_out(o: Occurrence, stats: dict[str, _Stats]) -> OccurrenceOut:
                          start_spread_ms=spread)
 
 
+#: deliveries listed with a broadcast unless the caller asks for another page
+DELIVERIES_PAGE = 1000
+
+
 def broadcast_out(bc: Broadcast, rt: Runtime, full: bool = True,
-         stats: dict[str, _Stats] | None = None) -> BroadcastOut:
+         stats: dict[str, _Stats] | None = None, deliveries_limit: int = DELIVERIES_PAGE,
+         deliveries_offset: int = 0) -> BroadcastOut:
     """``stats``: the occurrences' counts when the caller has them already (a list counts
-    every broadcast's latest occurrence in one query)."""
+    every broadcast's latest occurrence in one query). The deliveries come one page at a
+    time: a province-wide bulletin has one per cluster."""
     db = object_session(bc)
     assert db is not None
     latest = bc.occurrences[-1] if bc.occurrences else None
@@ -81,11 +87,17 @@ def broadcast_out(bc: Broadcast, rt: Runtime, full: bool = True,
                              Delivery.revision, Delivery.assumed, Delivery.corrected_from,
                              Delivery.corrected_at, Delivery.stream)
                       .where(Delivery.occurrence_id.in_([o.id for o in latests]))
-                      .order_by(Delivery.cluster_id))] \
-        if full and latests else []
+                      .order_by(Delivery.cluster_id)
+                      .limit(deliveries_limit).offset(deliveries_offset))] \
+        if full and latests and deliveries_limit else []
     shown = bc.occurrences[-50:] if full else [latest] if latest else []
     if stats is None:
         stats = occurrence_stats(db, [o.id for o in shown])
+    total = 0
+    if full:
+        missing = [o.id for o in latests if o.id not in stats]
+        counted = {**stats, **occurrence_stats(db, missing)} if missing else stats
+        total = sum(sum(counted[o.id][0].values()) for o in latests if o.id in counted)
     return BroadcastOut(
         id=bc.id, title=bc.title, status=bc.status, priority=bc.priority,
         content_id=bc.content_id, targets=bc.targets, start_at=bc.start_at,
@@ -97,6 +109,6 @@ def broadcast_out(bc: Broadcast, rt: Runtime, full: bool = True,
         decided_by=bc.decided_by, decided_at=bc.decided_at,
         decision_note=bc.decision_note, children=children, next_slots=slots,
         occurrence=_occurrence_out(latest, stats) if latest else None,
-        deliveries=deliveries,
+        deliveries=deliveries, deliveries_total=total,
         occurrences=[_occurrence_out(o, stats) for o in shown] if full else [],
     )

@@ -126,10 +126,13 @@ def commune_map(db: Session, area_ids: Iterable[str | None]) -> dict[str, str | 
     One query per tree level, not one per area."""
     out: dict[str, str | None] = {}
     todo = {a: a for a in area_ids if a is not None}  # original -> current ancestor
+    # (a province's thousands of areas: every area in one read, not thousands of parameters)
+    every = {r.id: r for r in db.execute(select(Area.id, Area.kind, Area.parent_id))} \
+        if len(todo) > 200 else None
     for _ in range(8):
         if not todo:
             break
-        rows = {r.id: r for r in db.execute(
+        rows = every if every is not None else {r.id: r for r in db.execute(
             select(Area.id, Area.kind, Area.parent_id).where(Area.id.in_(set(todo.values()))))}
         nxt: dict[str, str] = {}
         for orig, cur in todo.items():

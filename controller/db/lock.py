@@ -1,5 +1,7 @@
 """One controller per database, enforced by a lock the database side holds for the life of
-the process: a second ``loa serve`` on the same database refuses to start.
+the process: a second ``loa serve`` on the same database refuses to start, or, started as a
+standby (``loa serve --standby``), waits for the lock and becomes the controller as soon as
+the active one is gone.
 
 - PostgreSQL: a session-level advisory lock (``pg_try_advisory_lock``) on a connection of
   its own, kept open; the server releases it when that connection ends (the process exits
@@ -18,6 +20,8 @@ import logging
 import os
 import socket
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -59,7 +63,8 @@ class DatabaseLock:
         if make_url(self.db_url).get_backend_name() == "sqlite":
             self._acquire_sqlite()
         else:
-            self._engine = create_engine(self.db_url, poolclass=NullPool)
+            if self._engine is None:
+                self._engine = create_engine(self.db_url, poolclass=NullPool)
             if not self._acquire_pg():
                 raise AnotherController(
                     "another controller holds this database (PostgreSQL advisory lock "
@@ -67,6 +72,22 @@ class DatabaseLock:
             self._watch = threading.Thread(target=self._watch_pg, name="loa-db-lock",
                                            daemon=True)
             self._watch.start()
+
+    def wait_acquire(self, every_s: float = 0.5, waiting: Callable[[], None] | None = None
+                     ) -> float:
+        """A standby: wait until the lock is free (the active controller stopped, was
+        killed, or lost its database), take it and return how long it waited. ``waiting``
+        is called once, when the first try finds the lock held."""
+        began = time.monotonic()
+        while True:
+            try:
+                self.acquire()
+                return time.monotonic() - began
+            except AnotherController:
+                if waiting is not None:
+                    waiting()
+                    waiting = None
+            time.sleep(every_s)
 
     def release(self) -> None:
         self._stop.set()

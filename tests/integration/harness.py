@@ -123,8 +123,10 @@ class ControllerProcess:
     """``loa serve`` as a real process, to kill and restart."""
 
     def __init__(self, settings: Settings, env_extra: dict[str, str] | None = None,
-                 log: Path | None = None):
+                 log: Path | None = None, standby: bool = False):
         self.settings = settings
+        #: ``loa serve --standby``: it listens only once it is the active controller
+        self.standby = standby
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.env = {**os.environ, "LOA_DATA_DIR": str(settings.data_dir),
@@ -142,9 +144,11 @@ class ControllerProcess:
     def start(self) -> ControllerProcess:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "controller.cli", "serve", "--port", str(self.port)],
+                [sys.executable, "-m", "controller.cli", "serve", "--port", str(self.port),
+                 *(["--standby"] if self.standby else [])],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        wait_for(lambda: port_open(self.port), 30, "controller HTTP port")
+        if not self.standby:
+            wait_for(lambda: port_open(self.port), 30, "controller HTTP port")
         return self
 
     def kill(self) -> None:

@@ -46,6 +46,7 @@ from tests.integration.harness import (
 )
 from tests.utils.broker import Broker, Watcher, port_open, wait_for
 from tests.utils.postgres import PgServer, pg_binaries
+from tests.utils.proxy import FirstUp
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -449,3 +450,81 @@ def test_a_second_controller_on_the_same_database_refuses_to_start(
     finally:
         first.stop()
         broker.kill()
+
+
+@contextmanager
+def active_and_standby(tmp: Path, db_url: str) -> Iterator[tuple[Station, ControllerProcess,
+                                                                 FirstUp]]:
+    """Two controllers on one database behind one address: the first active, the second
+    ``loa serve --standby``; the simulated commune recording what it plays."""
+    broker = Broker(tmp).start()
+    settings = make_settings(tmp / "data", broker, db_url)
+    seed(settings, load_fixture("huong-dao"))
+    first = ControllerProcess(settings, ENV, log=tmp / "first.log").start()
+    second = ControllerProcess(settings, ENV, log=tmp / "second.log", standby=True).start()
+    proxy = FirstUp([first.port, second.port])
+    st = Station(tmp, broker, first, HttpApi(proxy.base).login(), tmp / "played")
+    try:
+        wait_for(lambda: "standby" in second.log.read_text(), 30, "the second one waiting")
+        st.start_sim()
+        wait_for(lambda: st.online() == CLUSTERS, 30, "15 clusters online")
+        status, content = st.api.post("/api/v1/contents/tts", {"text": TEXT})
+        assert status == 201, content
+        st.content_id = content["id"]
+        yield st, second, proxy
+    finally:
+        if st.sim is not None:
+            st.sim.terminate()
+            st.sim.wait(15)
+        proxy.close()
+        second.stop()
+        first.stop()
+        broker.kill()
+
+
+def _fail_over(st: Station, second: ControllerProcess) -> float:
+    """Kill the active controller; how long until the standby answers in its place."""
+    killed = time.monotonic()
+    st.ctl.kill()
+    wait_for(lambda: port_open(second.port), 30, "the standby listening")
+    wait_for(lambda: _try(lambda: st.api.call("GET", "/api/v1/clusters")[0]) == 200, 30,
+             "the API answering through the balancer")
+    took = time.monotonic() - killed
+    print(f"failover: the standby answered {took:.1f} s after the active one was killed")
+    return took
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_the_standby_takes_over_a_scheduled_dispatch(tmp_path: Path, db_url: str) -> None:
+    """The active controller is killed 1 s before it would send a scheduled bulletin: the
+    standby becomes the controller, sends it, and every cluster plays it once, on time."""
+    with active_and_standby(tmp_path, db_url) as (st, second, _proxy):
+        bc, start = st.schedule(LEAD_S + 8)
+        _kill_after(st, start - timedelta(seconds=LEAD_S + 1))
+        took = _fail_over(st, second)
+        assert took < 10
+        b = st.check(bc)
+        assert len(b["occurrences"]) == 1  # sent once, by the standby
+        late = [d for d in b["deliveries"]
+                if datetime.fromisoformat(d["started_at"]) - start > timedelta(seconds=1)]
+        assert not late, late  # sent by the standby ahead of its start, not after it
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_the_standby_finishes_an_emergency_whose_controller_died_in_its_fan_out(
+        tmp_path: Path, db_url: str) -> None:
+    """An emergency's play is on the broker and the clusters are fetching its audio when
+    the active controller is killed: the standby takes over, serves the audio, and records
+    every play (the broker kept the clusters' reports for the controller's session)."""
+    with active_and_standby(tmp_path, db_url) as (st, second, _proxy):
+        commands = Watcher(st.broker.port, topics.area_cmd(COMMUNE))
+        try:
+            status, bc = st.api.post("/api/v1/broadcasts", {
+                "content_id": st.content_id, "priority": "emergency",
+                "targets": {"areas": [COMMUNE]}})
+            assert status == 201, bc
+            wait_for(lambda: commands.got, 15, "the emergency's play on the broker")
+        finally:
+            commands.close()
+        assert _fail_over(st, second) < 10
+        st.check(bc["id"])

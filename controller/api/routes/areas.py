@@ -43,12 +43,12 @@ def list_clusters(db: SessionDep, user: CurrentUser, response: Response,
                   q: Annotated[str | None, Query(max_length=100)] = None,
                   problem: str | None = None,
                   order: Literal["id", "state"] = "id",
-                  limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
                   offset: Annotated[int, Query(ge=0)] = 0) -> list[ClusterOut]:
     """Clusters of one's area: ``area_id`` (that area and everything beneath it), ``state``,
     ``problem`` (a cause code), ``q`` (in the id or name, accents ignored); ``order=state``
-    puts the broken first. With ``limit``/``offset`` one page; ``X-Total-Count`` says how
-    many match."""
+    puts the broken first. One page (``limit``, at most 1,000; ``offset``);
+    ``X-Total-Count`` says how many match."""
     total, rows = listing.page(db, user, listing.ClusterFilter(state, area_id, q, problem),
                                order=order, limit=limit, offset=offset)
     response.headers["X-Total-Count"] = str(total)

@@ -4,9 +4,9 @@ and returns a response model."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.encoders import jsonable_encoder
 
 from controller.api.deps import CurrentUser, RuntimeDep, SessionDep
@@ -18,7 +18,7 @@ from controller.api.schemas import (
     Decline,
     PositionSet,
 )
-from controller.api.views import broadcast_out, occurrence_stats
+from controller.api.views import DELIVERIES_PAGE, broadcast_out, occurrence_stats
 from controller.broadcasting import service
 
 router = APIRouter(prefix="/broadcasts", tags=["broadcasts"])
@@ -52,9 +52,14 @@ def list_broadcasts(db: SessionDep, rt: RuntimeDep, user: CurrentUser,
 
 
 @router.get("/{broadcast_id}", response_model=BroadcastOut)
-def get_broadcast(broadcast_id: str, db: SessionDep, rt: RuntimeDep,
-                  user: CurrentUser) -> BroadcastOut:
-    return broadcast_out(service.find_visible(db, user, broadcast_id), rt)
+def get_broadcast(broadcast_id: str, db: SessionDep, rt: RuntimeDep, user: CurrentUser,
+                  deliveries_limit: Annotated[int, Query(ge=0, le=5000)] = DELIVERIES_PAGE,
+                  deliveries_offset: Annotated[int, Query(ge=0)] = 0) -> BroadcastOut:
+    """One broadcast, its latest occurrences and one page of its deliveries (by cluster id;
+    ``deliveries_total`` says how many; ``deliveries_limit=0`` for none: the roll-up per
+    area is ``/report``)."""
+    return broadcast_out(service.find_visible(db, user, broadcast_id), rt,
+                         deliveries_limit=deliveries_limit, deliveries_offset=deliveries_offset)
 
 
 @router.post("/{broadcast_id}/cancel", response_model=BroadcastOut)

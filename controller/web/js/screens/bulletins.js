@@ -67,7 +67,7 @@ export function Bulletins({me, areas}) {
 }
 
 export function Bulletin({id, me, areas}) {
-  const {data: b, err, reload} = useData(`/broadcasts/${encodeURIComponent(id)}`, TOPICS);
+  const {data: b, err, reload} = useData(`/broadcasts/${encodeURIComponent(id)}?deliveries_limit=0`, TOPICS);
   const byProvince = me.area_id && areas.byId[me.area_id] && !["commune", "village"].includes(areas.byId[me.area_id].kind);
   const by = byProvince ? "commune" : "village";
   const {data: report} = useData(`/broadcasts/${encodeURIComponent(id)}/report?by=${by}`, TOPICS);
