@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -12,6 +13,17 @@ import time
 from pathlib import Path
 
 from controller.transport.broker import free_port
+
+
+def _more_files(pid: int) -> None:
+    """A province's clusters and as many bare subscribers are 20,000 connections and more:
+    the broker may hold 65,536 files where this user may raise its limit that far."""
+    for limit in (65536, resource.getrlimit(resource.RLIMIT_NOFILE)[1]):
+        try:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))
+            return
+        except (ValueError, OSError):
+            continue
 
 
 class Mosquitto:
@@ -26,6 +38,7 @@ class Mosquitto:
                         "persistence false\nmax_queued_messages 0\nmax_inflight_messages 0\n")
         self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
+        _more_files(self.proc.pid)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with socket.socket() as s:

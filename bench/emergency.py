@@ -32,6 +32,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from bench.common import Mosquitto
+from bench.pg import fresh_database
 from controller.app import create_app
 from controller.db.models import Cluster, Delivery, Occurrence
 from controller.db.seed import register_network
@@ -110,7 +111,8 @@ TEXTS = ["Cảnh báo bão khẩn cấp. Người dân ở trong nhà.",
          "Cảnh báo rét đậu. Giữ ấm cho người già và trẻ nhỏ."]
 
 
-def run(communes: int, per: int, sim_processes: int, rounds: int) -> tuple[list[Round],
+def run(communes: int, per: int, sim_processes: int, rounds: int,
+        db_url: str | None = None) -> tuple[list[Round],
                                                                           list[float]]:
     broker = Mosquitto()
     work = Path(tempfile.mkdtemp(prefix="loa-bench-em-"))
@@ -119,7 +121,8 @@ def run(communes: int, per: int, sim_processes: int, rounds: int) -> tuple[list[
         net = generate(communes, per)
         province = next(a.id for a in net.areas.values() if a.parent_id is None)
         settings = Settings(data_dir=work, mqtt_url=f"mqtt://127.0.0.1:{broker.port}",
-                            admin_password="bench-pass", emergency_lead_s=0.0, chime=False)
+                            admin_password="bench-pass", emergency_lead_s=0.0, chime=False,
+                            database_url=db_url)
         upgrade(settings.db_url)
         engine = make_engine(settings.db_url)
         with make_sessionmaker(engine)() as db:
@@ -280,6 +283,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=5,
                    help="emergencies (and bare fan-outs) per size; medians are compared (a "
                         "2-core machine shared with other work varies by 30%% run to run)")
+    p.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite",
+                   help="the controller's database (postgresql: a fresh one at LOA_BENCH_PG)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     for total in args.clusters:
@@ -287,7 +292,11 @@ def main(argv: list[str] | None = None) -> None:
         n = communes * 15
         print(f"emergency to {n} clusters ({communes} communes x 15, simulator in "
               f"{args.sim_processes} process(es)), {args.rounds} round(s):")
-        rounds, bares = run(communes, 15, args.sim_processes, args.rounds)
+        if args.db == "postgresql":
+            with fresh_database() as url:
+                rounds, bares = run(communes, 15, args.sim_processes, args.rounds, url)
+        else:
+            rounds, bares = run(communes, 15, args.sim_processes, args.rounds)
         for i, (r, bare) in enumerate(zip(rounds, bares, strict=True)):
             lag = r.lag or [float("nan")]
             print(f"  round {i + 1}: command on the wire {r.wire:5.2f} s, API returned "

@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--communes", type=int, default=None, help="generated communes")
     p.add_argument("--clusters-per-commune", type=int, default=15)
     p.add_argument("--mqtt", default=os.environ.get("LOA_MQTT_URL", "mqtt://127.0.0.1:1883"),
-                   help="broker URL (default: $LOA_MQTT_URL)")
+                   help="broker URL (default: $LOA_MQTT_URL); several, comma-separated, for "
+                        "the nodes of a clustered broker: a board that cannot reach one "
+                        "tries the next")
     p.add_argument("--mqtt-protocol", choices=("auto", "5", "3.1.1"), default="auto",
                    help="MQTT version; auto tries 5 (a clean simulated power cut needs it) and "
                         "falls back to 3.1.1 on a broker that refuses it")
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         network = generate(args.communes, args.clusters_per_commune)
     else:
         network = load_fixture(args.fixture or "huong-dao")
-    url = urlparse(args.mqtt)
+    url = urlparse(args.mqtt.split(",")[0].strip())
     bundles = load_bundles(args.bundles, network) if args.bundles else {}
     if bundles and args.pubkey is None:  # the key each board was provisioned with
         keys = list({b.controller_public_key: VerifyKey(bytes.fromhex(b.controller_public_key))
@@ -178,8 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         ca = args.ca.read_text() if args.ca else next(
             (b.ca_pem for b in bundles.values() if b.ca_pem), None)
         tls = ssl.create_default_context(cadata=ca) if ca else ssl.create_default_context()
-    cfg = SimConfig(host=url.hostname or "127.0.0.1",
-                    port=url.port or (8883 if url.scheme == "mqtts" else 1883), tls=tls,
+    default_port = 8883 if url.scheme == "mqtts" else 1883
+    more = [urlparse(u.strip()) for u in args.mqtt.split(",")[1:]]
+    cfg = SimConfig(host=url.hostname or "127.0.0.1", port=url.port or default_port,
+                    more_brokers=[(m.hostname or "127.0.0.1", m.port or default_port)
+                                  for m in more], tls=tls,
                     keys=keys, heartbeat_s=args.heartbeat, password=url.password,
                     passwords={cid: b.password for cid, b in bundles.items()},
                     record_dir=args.record_dir, state_dir=args.state_dir, seed=args.seed,

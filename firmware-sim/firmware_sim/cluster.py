@@ -83,6 +83,8 @@ STOP_S = 3.0
 class SimConfig:
     host: str = "127.0.0.1"
     port: int = 1883
+    #: more nodes of a clustered broker: a board that cannot reach one tries the next
+    more_brokers: list[tuple[str, int]] = field(default_factory=list)
     keys: list[VerifyKey] = field(default_factory=list)
     heartbeat_s: float = 30.0
     record_dir: Path | None = None
@@ -169,6 +171,7 @@ class SimCluster:
         self._wake_heartbeat = asyncio.Event()
         self._v5 = cfg.protocol in ("5", "auto")
         self._v5_silences = 0  # MQTT 5 CONNECTs in a row that got no answer
+        self._client_entered = False  # the last connection was established
         self._chunk_lane: asyncio.Lock = asyncio.Lock()
         self._handlers: dict[str, Callable[[Command], object]] = {
             "play": self._on_play,
@@ -297,14 +300,20 @@ class SimCluster:
         The board's physics is ticked by the runner (``runner.tick_physics``), one task for
         every board in the process."""
         backoff = self.cfg.reconnect_min_s
+        brokers = [(self.cfg.host, self.cfg.port), *self.cfg.more_brokers]
+        at = 0
         while True:
             while not self.physics.link_up:
                 await asyncio.sleep(0.1)
             try:
-                await self._session()
+                await self._session(*brokers[at])
                 backoff = self.cfg.reconnect_min_s
             except MqttError as exc:
                 log.debug("%s: link down: %s", self.id, exc)
+                # a node that would not take us: the next one (a node that dropped us once
+                # we were in is tried again first; if it is gone, that try moves on)
+                if not self._client_entered:
+                    at = (at + 1) % len(brokers)
             finally:
                 self.connected.clear()
                 self._client = None
@@ -313,19 +322,21 @@ class SimCluster:
             await asyncio.sleep(backoff * (0.5 + self.rng.random()))
             backoff = min(backoff * 2, self.cfg.reconnect_max_s)
 
-    async def _session(self) -> None:
+    async def _session(self, host: str, port: int) -> None:
+        """One connection to the broker node at host:port, until it ends
+        (``_client_entered``: whether it was established)."""
         self.bd_seq += 1  # seq keeps counting: events queued offline keep their numbers
         will = mqtt.Message(
             topics.cluster_status(self.id),
             dumps(Death(v=1, cluster_id=self.id, state="offline", bd_seq=self.bd_seq)))
-        entered = False
+        entered = self._client_entered = False
         try:
             async with mqtt.connect(
-                    self.cfg.host, self.cfg.port, client_id=f"cluster-{self.id}", will=will,
+                    host, port, client_id=f"cluster-{self.id}", will=will,
                     keepalive=max(5, int(self.heartbeat_s)), username=self.id,
                     password=self.cfg.passwords.get(self.id, self.cfg.password),
                     v5=self._v5, tls=self.cfg.tls) as client:
-                entered = True
+                entered = self._client_entered = True
                 self._v5_silences = 0
                 await self._run_session(client)
         except ProtocolUnsupported as exc:

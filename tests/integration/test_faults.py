@@ -45,6 +45,7 @@ from tests.integration.harness import (
     sim_process,
 )
 from tests.utils.broker import Broker, Watcher, port_open, wait_for
+from tests.utils.nats import NatsCluster, needs_nats
 from tests.utils.postgres import PgServer, pg_binaries
 from tests.utils.proxy import FirstUp
 
@@ -528,3 +529,58 @@ def test_the_standby_finishes_an_emergency_whose_controller_died_in_its_fan_out(
             commands.close()
         assert _fail_over(st, second) < 10
         st.check(bc["id"])
+
+
+# --- a clustered broker -------------------------------------------------------------------
+
+
+@dataclass
+class _Nodes:
+    url: str  # (what sim_process reads: every node, comma-separated)
+
+
+@needs_nats
+@pytest.mark.parametrize("moment", [
+    "none",
+    pytest.param("playing", marks=pytest.mark.skipif(
+        not os.environ.get("LOA_TEST_NATS_NODE_LOSS"),
+        reason="NATS 2.9.10 does not recover its MQTT subscriptions after losing a node "
+               "(docs/scaling.md, 'A clustered broker'); LOA_TEST_NATS_NODE_LOSS=1 runs it")),
+])
+@pytest.mark.timeout(400)
+def test_a_bulletin_on_a_clustered_broker(tmp_path: Path, moment: str) -> None:
+    """Three NATS nodes; the boards know all three and sit on the first, the controller on
+    the second, so every command, chunk, report, retained status and Will crosses between
+    nodes: every cluster plays once and the API records every play. With a node lost
+    (``playing``: the boards' node killed 1 s into the bulletin) the boards should move to
+    another node and report; on NATS 2.9.10 they cannot subscribe again there."""
+    nodes = NatsCluster(tmp_path / "nats").start()
+    ctl = None
+    st = None
+    try:
+        settings = make_settings(tmp_path / "data", nodes,  # type: ignore[arg-type]
+                                 mqtt_url=nodes.url_of(1), mqtt_protocol="3.1.1")
+        seed(settings, load_fixture("huong-dao"))
+        ctl = ControllerProcess(settings, {**ENV, "LOA_MQTT_PROTOCOL": "3.1.1"},
+                                log=tmp_path / "controller.log").start()
+        st = Station(tmp_path, None, ctl, HttpApi(ctl.base).login(),  # type: ignore[arg-type]
+                     tmp_path / "played")
+        st.sim = sim_process(_Nodes(nodes.url), settings.data_dir / "controller_ed25519.pub",  # type: ignore[arg-type]
+                             2, "--fixture", "huong-dao", "--record-dir", str(st.played),
+                             "--mqtt-protocol", "3.1.1", log=tmp_path / "sim.log")
+        wait_for(lambda: st is not None and st.online() == CLUSTERS, 60, "15 clusters online")
+        status, content = st.api.post("/api/v1/contents/tts", {"text": TEXT})
+        assert status == 201, content
+        st.content_id = content["id"]
+        bc, start = st.schedule(LEAD_S + 4)
+        if moment == "playing":
+            _kill_after(st, start + timedelta(seconds=1))
+            nodes.kill(0)
+        st.check(bc, timeout=240)
+    finally:
+        if st is not None and st.sim is not None:
+            st.sim.terminate()
+            st.sim.wait(15)
+        if ctl is not None:
+            ctl.stop()
+        nodes.stop()
