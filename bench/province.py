@@ -105,7 +105,9 @@ def run(communes: int, sim_processes: int, db_url: str) -> None:
     port = free_port()
     env = {**os.environ, "LOA_DATA_DIR": str(work), "LOA_DATABASE_URL": db_url,
            "LOA_MQTT_URL": f"mqtt://127.0.0.1:{broker.port}", "LOA_ADMIN_PASSWORD": PASSWORD,
-           "LOA_CHIME": "false", "LOA_DISPATCH_LEAD_S": "15", "LOA_EMERGENCY_LEAD_S": "0"}
+           "LOA_CHIME": "false", "LOA_DISPATCH_LEAD_S": "15", "LOA_EMERGENCY_LEAD_S": "0",
+           # (50 authorities' recordings made in a minute by one account: not the subject)
+           "LOA_AUDIO_BURST": "100", "LOA_AUDIO_PER_HOUR": "10000"}
     ctl = subprocess.Popen([sys.executable, "-m", "controller.cli", "serve", "--port",
                             str(port)], env=env, stdout=(work / "controller.log").open("w"),
                            stderr=subprocess.STDOUT)
@@ -148,7 +150,11 @@ def run(communes: int, sim_processes: int, db_url: str) -> None:
         # --- steady state ---------------------------------------------------------------
         time.sleep(30)  # the clock exchanges after connecting are over
         t1, c1 = time.monotonic(), _cpu_s(ctl.pid)
-        time.sleep(60)
+        spy = os.environ.get("LOA_BENCH_SPY")  # where the controller spends it (py-spy)
+        if spy:
+            subprocess.run(["py-spy", "record", "-p", str(ctl.pid), "-d", "55", "-r", "20",
+                            "-f", "raw", "-o", spy], capture_output=True, check=False)
+        time.sleep(max(0.0, 60 - (time.monotonic() - t1)))
         share = (_cpu_s(ctl.pid) - c1) / (time.monotonic() - t1) * 100
         print(f"  steady state: controller {share:.1f} % of a core, {_rss_mb(ctl.pid):.0f} MB "
               f"resident; {api.get('/api/v1/fleet?limit=1')['summary']['online']} online")
@@ -179,8 +185,18 @@ def run(communes: int, sim_processes: int, db_url: str) -> None:
             if occ.get("summary", {}).get("played", 0) + occ.get("summary", {}).get(
                     "failed", 0) >= n:
                 break
+        late = []
+        for offset in range(0, n, 5000):
+            page = api.get(f"/api/v1/broadcasts/{bc['id']}?deliveries_limit=5000"
+                           f"&deliveries_offset={offset}")["deliveries"]
+            late += [(datetime.fromisoformat(d["started_at"]) - start).total_seconds() * 1000
+                     for d in page if d["started_at"]]
+        late.sort()
+        pct = {q: late[min(len(late) - 1, int(len(late) * q))] for q in (0.5, 0.99)} \
+            if late else {}
         print(f"  normal bulletin to all: {occ.get('summary')}; start spread "
-              f"{occ.get('start_spread_ms')} ms")
+              f"{occ.get('start_spread_ms')} ms; start vs schedule p50 {pct.get(0.5, 0):.1f} "
+              f"ms, p99 {pct.get(0.99, 0):.1f} ms, {sum(x > 50 for x in late)} over 50 ms")
         # --- 50 emergencies from 50 communes at once ----------------------------------
         communes_ids = sorted(a.id for a in net.areas.values() if a.kind == "commune")[:50]
         contents = [api.call("POST", "/api/v1/contents/tts", {

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controller.db.models import utcnow
@@ -64,8 +65,16 @@ def _storage(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(problem.body(), status_code=503, headers={"Retry-After": "5"})
 
 
+def _pool_busy(_request: Request, exc: Exception) -> JSONResponse:
+    """Every database connection stayed in use for the pool's whole wait: the controller is
+    saturated, the database is fine. 503 ``storage_unavailable`` (busy), no storage alert."""
+    problem = StorageProblem("busy", utcnow(), str(exc).splitlines()[0][:300])
+    return JSONResponse(problem.body(), status_code=503, headers={"Retry-After": "5"})
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(DBAPIError, _storage)
+    app.add_exception_handler(PoolTimeout, _pool_busy)
     app.add_exception_handler(LoaError, _loa_error)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)

@@ -28,7 +28,9 @@ def make_engine(url: str, **kw: Any) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, **kw)
+    # as many connections as requests run at once (the API's 40 worker threads) and the
+    # controller's own threads: 50 emergencies posted together must not wait 30 s for one
+    return create_engine(url, pool_size=10, max_overflow=45, pool_pre_ping=True, **kw)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -95,15 +95,20 @@ class AlertManager:
         self.webhooks = webhooks
         self._open: dict[Key, int] = {}  # key -> alert id
         self._cleared: dict[Key, datetime | None] = {}
+        #: owner -> its open keys: a sync looks at one owner's alerts, not at every open
+        #: alert (10,000 clusters offline at once made each sync scan 10,000 keys)
+        self._owned: dict[str, set[Key]] = {}
         self.opened = 0
 
     def load(self, db: Session) -> None:
         self._open.clear()
         self._cleared.clear()
+        self._owned.clear()
         for a in db.scalars(select(Alert).where(Alert.resolved_at.is_(None))):
             key = self._key(a.cluster_id, a.area_id, a.code, a.subject)
             self._open[key] = a.id
             self._cleared[key] = a.cleared_at
+            self._owned.setdefault(key[0], set()).add(key)
 
     @staticmethod
     def _key(cluster_id: str | None, area_id: str | None, code: str, subject: str) -> Key:
@@ -130,6 +135,7 @@ class AlertManager:
                 db.flush()
                 self._open[key] = a.id
                 self._cleared[key] = None
+                self._owned.setdefault(owner, set()).add(key)
                 self.opened += 1
                 log.warning("alert opened: %s %s %s: %s", owner, code, subject, message)
                 self.webhooks.emit("opened", a)
@@ -142,8 +148,9 @@ class AlertManager:
                     held.last_seen_at = now
                     held.message = f"{message} (flapping: came back {held.flaps} times)"[:500]
                 self._cleared[key] = None
-        for key, alert_id in list(self._open.items()):
-            if key[0] != owner or (key[1], key[2]) in conditions:
+        for key in list(self._owned.get(owner, ())):
+            alert_id = self._open[key]
+            if (key[1], key[2]) in conditions:
                 continue
             if scope is not None and key[1] not in scope:
                 continue
@@ -166,6 +173,11 @@ class AlertManager:
             a.resolved_at = now
             del self._open[key]
             del self._cleared[key]
+            owned = self._owned.get(key[0])
+            if owned is not None:
+                owned.discard(key)
+                if not owned:
+                    del self._owned[key[0]]
             resolved += 1
             log.info("alert resolved: %s %s %s", *key)
             self.webhooks.emit("resolved", a)

@@ -87,19 +87,44 @@ class _Acc:
         self.faulty_max = max(self.faulty_max, o.faulty_max)
         self.last = o.last or self.last
 
-    def row(self, cluster_id: str, res: str, bucket: datetime) -> TelemetrySample:
+    def values(self, cluster_id: str, res: str, bucket: datetime) -> dict[str, Any]:
         last = self.last
-        return TelemetrySample(
-            cluster_id=cluster_id, resolution=res, bucket=bucket, n=self.n,
-            rssi_avg=round(self.rssi_sum / self.rssi_n, 1) if self.rssi_n else None,
-            rssi_min=self.rssi_min, amp_temp_avg=round(self.temp_sum / self.n, 1),
-            amp_temp_max=self.temp_max, battery_min=self.battery_min,
-            on_battery_ratio=round(self.on_battery / self.n, 3),
-            volume_pct=last.volume_pct if last else None,
-            clock_offset_ms=last.clock_offset_ms if last else None,
-            storage_free_kb=last.storage_free_kb if last else None,
-            speakers_faulty_max=self.faulty_max,
-        )
+        return {
+            "cluster_id": cluster_id, "resolution": res, "bucket": bucket, "n": self.n,
+            "rssi_avg": round(self.rssi_sum / self.rssi_n, 1) if self.rssi_n else None,
+            "rssi_min": self.rssi_min, "amp_temp_avg": round(self.temp_sum / self.n, 1),
+            "amp_temp_max": self.temp_max, "battery_min": self.battery_min,
+            "on_battery_ratio": round(self.on_battery / self.n, 3),
+            "volume_pct": last.volume_pct if last else None,
+            "clock_offset_ms": last.clock_offset_ms if last else None,
+            "storage_free_kb": last.storage_free_kb if last else None,
+            "speakers_faulty_max": self.faulty_max,
+        }
+
+
+def _upsert(db: Session, rows: list[dict[str, Any]]) -> None:
+    """The closed buckets in a few statements: INSERT … ON CONFLICT DO UPDATE, 1,000 rows
+    each (one ORM merge per bucket was a SELECT and an INSERT each: 10,000 clusters' minutes
+    took a third of a core on PostgreSQL)."""
+    if not rows:
+        return
+    table = TelemetrySample.__table__
+    name = db.get_bind().dialect.name
+    insert: Any
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # (another database: one merge per row)
+        for r in rows:
+            db.merge(TelemetrySample(**r))
+        return
+    stmt = insert(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["cluster_id", "resolution", "bucket"],
+        set_={c.name: stmt.excluded[c.name] for c in table.columns if not c.primary_key})
+    for i in range(0, len(rows), 1000):
+        db.execute(stmt, rows[i:i + 1000])
 
 
 class TelemetryHistory:
@@ -122,7 +147,7 @@ class TelemetryHistory:
     def flush(self, db: Session, now: datetime, force: bool = False) -> int:
         """Write closed buckets (all with ``force``); returns rows written. Minutes go
         first, each folded into its hour, so an hour closing now has all its minutes."""
-        written = 0
+        rows: list[dict[str, Any]] = []
         for res in ("1m", "1h"):
             done = [k for k in self._acc
                     if k[1] == res and (force or k[2] + RESOLUTIONS[res] <= now)]
@@ -132,9 +157,9 @@ class TelemetryHistory:
                 if res == "1m":
                     hour = (cluster_id, "1h", bucket.replace(minute=0))
                     self._acc.setdefault(hour, _Acc()).merge(acc)
-                db.merge(acc.row(cluster_id, res, bucket))  # re-opened after force: overwritten
-                written += 1
-        return written
+                rows.append(acc.values(cluster_id, res, bucket))
+        _upsert(db, rows)  # a bucket re-opened after a forced flush is overwritten
+        return len(rows)
 
     @staticmethod
     def prune(db: Session, now: datetime) -> None:

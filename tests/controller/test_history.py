@@ -5,6 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+
+from controller.db.models import TelemetrySample
 from controller.fleet.history import TelemetryHistory
 from devices.messages import Telemetry
 
@@ -12,13 +16,19 @@ T0 = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)
 
 
 class Rows:
-    """Stands in for the session: keeps what flush() merges."""
+    """A real database (SQLite in memory) and the rows flush() wrote, by resolution and
+    bucket."""
 
     def __init__(self) -> None:
-        self.rows: dict[tuple[str, datetime], Any] = {}
+        engine = create_engine("sqlite://")
+        TelemetrySample.__table__.create(engine)  # type: ignore[attr-defined]
+        self.session = Session(engine)
 
-    def merge(self, row: Any) -> None:
-        self.rows[(row.resolution, row.bucket)] = row
+    @property
+    def rows(self) -> dict[tuple[str, datetime], Any]:
+        self.session.commit()
+        return {(r.resolution, r.bucket): r
+                for r in self.session.scalars(select(TelemetrySample))}
 
 
 def sample(i: int) -> dict[str, Any]:
@@ -39,8 +49,8 @@ def test_hour_buckets_equal_the_samples_of_their_hour() -> None:
     for i, at in enumerate(times):
         h.add("c1", at, heartbeat(i, at))
         if i % 9 == 0:  # flushed now and then, as the sweep does
-            h.flush(db, at)  # type: ignore[arg-type]
-    h.flush(db, times[-1] + timedelta(hours=2))  # type: ignore[arg-type]
+            h.flush(db.session, at)
+    h.flush(db.session, times[-1] + timedelta(hours=2))
     for hour in (T0, T0 + timedelta(hours=1)):
         idx = [i for i, at in enumerate(times) if hour <= at < hour + timedelta(hours=1)]
         row = db.rows[("1h", hour)]
@@ -54,5 +64,6 @@ def test_hour_buckets_equal_the_samples_of_their_hour() -> None:
         assert row.on_battery_ratio == round(sum(x["power"]["source"] == "battery" for x in s) / len(s), 3)
         assert row.speakers_faulty_max == 1
         assert row.volume_pct == s[-1]["volume_pct"]  # the hour's last sample
-    minutes = [k for k in db.rows if k[0] == "1m"]
-    assert len(minutes) == 130 and all(db.rows[k].n == 3 for k in minutes)
+    rows = db.rows
+    minutes = [k for k in rows if k[0] == "1m"]
+    assert len(minutes) == 130 and all(rows[k].n == 3 for k in minutes)
