@@ -177,6 +177,9 @@ def run(communes: int, sim_processes: int, db_url: str) -> None:
             "start_at": start.isoformat()})
         assert status == 201, bc
         path = f"/api/v1/broadcasts/{bc['id']}?deliveries_limit=0"
+        # a moment before the start: who holds the command and the audio (ready)
+        time.sleep(max(0.0, (start - datetime.now(UTC)).total_seconds() - 1.5))
+        before = (api.get(path).get("occurrence") or {}).get("summary")
         deadline = time.monotonic() + 120
         occ: dict[str, Any] = {}
         while time.monotonic() < deadline:
@@ -194,7 +197,8 @@ def run(communes: int, sim_processes: int, db_url: str) -> None:
         late.sort()
         pct = {q: late[min(len(late) - 1, int(len(late) * q))] for q in (0.5, 0.99)} \
             if late else {}
-        print(f"  normal bulletin to all: {occ.get('summary')}; start spread "
+        print(f"  normal bulletin to all: 1.5 s before its start {before}; then "
+              f"{occ.get('summary')}; start spread "
               f"{occ.get('start_spread_ms')} ms; start vs schedule p50 {pct.get(0.5, 0):.1f} "
               f"ms, p99 {pct.get(0.99, 0):.1f} ms, {sum(x > 50 for x in late)} over 50 ms")
         # --- 50 emergencies from 50 communes at once ----------------------------------

@@ -98,16 +98,20 @@ class AlertManager:
         #: owner -> its open keys: a sync looks at one owner's alerts, not at every open
         #: alert (10,000 clusters offline at once made each sync scan 10,000 keys)
         self._owned: dict[str, set[Key]] = {}
+        #: the hold of each cleared alert, so a sweep reads only the alerts due
+        self._hold: dict[Key, int] = {}
         self.opened = 0
 
     def load(self, db: Session) -> None:
         self._open.clear()
         self._cleared.clear()
         self._owned.clear()
+        self._hold.clear()
         for a in db.scalars(select(Alert).where(Alert.resolved_at.is_(None))):
             key = self._key(a.cluster_id, a.area_id, a.code, a.subject)
             self._open[key] = a.id
             self._cleared[key] = a.cleared_at
+            self._hold[key] = a.hold_s
             self._owned.setdefault(key[0], set()).add(key)
 
     @staticmethod
@@ -160,6 +164,7 @@ class AlertManager:
                     clearing.cleared_at = now
                     clearing.hold_s = hold_s
                 self._cleared[key] = now
+                self._hold[key] = hold_s
 
     def sweep(self, db: Session, now: datetime) -> int:
         """Resolve alerts whose condition stayed clear for their hold; returns how many."""
@@ -167,12 +172,16 @@ class AlertManager:
         for key, cleared in list(self._cleared.items()):
             if cleared is None:
                 continue
+            hold = self._hold.get(key)
+            if hold is not None and now - cleared < timedelta(seconds=hold):
+                continue  # (no read while the hold runs: 10,000 held alerts, every second)
             a = db.get(Alert, self._open[key])
             if a is None or now - cleared < timedelta(seconds=a.hold_s):
                 continue
             a.resolved_at = now
             del self._open[key]
             del self._cleared[key]
+            self._hold.pop(key, None)
             owned = self._owned.get(key[0])
             if owned is not None:
                 owned.discard(key)
