@@ -93,11 +93,9 @@ def broadcast_out(bc: Broadcast, rt: Runtime, full: bool = True,
     shown = bc.occurrences[-50:] if full else [latest] if latest else []
     if stats is None:
         stats = occurrence_stats(db, [o.id for o in shown])
-    total = 0
-    if full:
-        missing = [o.id for o in latests if o.id not in stats]
-        counted = {**stats, **occurrence_stats(db, missing)} if missing else stats
-        total = sum(sum(counted[o.id][0].values()) for o in latests if o.id in counted)
+    missing = [o.id for o in latests if o.id not in stats] if full else []
+    counted = {**stats, **occurrence_stats(db, missing)} if missing else stats
+    total = sum(sum(counted[o.id][0].values()) for o in latests if o.id in counted)
     return BroadcastOut(
         id=bc.id, title=bc.title, status=bc.status, priority=bc.priority,
         content_id=bc.content_id, targets=bc.targets, start_at=bc.start_at,

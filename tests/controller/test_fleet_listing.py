@@ -1,6 +1,7 @@
 """The fleet paged by the server (a province has thousands of boards): filters for state, an
 area and everything beneath it, a cause, a search that ignores accents; the broken first; the
-summary counts an offline board's speakers as not working."""
+summary counts an offline board's speakers as not working. A broadcast's deliveries come
+one page at a time too."""
 
 from __future__ import annotations
 
@@ -59,5 +60,26 @@ def test_the_fleet_is_paged_filtered_and_summarised_by_the_server(tmp_path: Path
         r = api.get("/api/v1/clusters?limit=5&offset=5")  # the plain list pages the same way
         assert r.headers["X-Total-Count"] == "15"
         assert [c["id"] for c in r.json()] == [f"hd-c{i:02d}" for i in range(6, 11)]
-        assert len(api.get("/api/v1/clusters").json()) == 15  # without limit: all of them
+        assert len(api.get("/api/v1/clusters").json()) == 15  # without limit: a page of 1,000
+        assert api.get("/api/v1/clusters?limit=1001").status_code == 422
         assert api.get("/api/v1/fleet?limit=0").status_code == 422
+
+
+def test_a_broadcast_lists_its_deliveries_one_page_at_a_time(tmp_path: Path) -> None:
+    """A province-wide bulletin has one delivery per cluster: the broadcast says how many and
+    lists one page, by cluster id; the console asks for none (its roll-up is /report)."""
+    with memory_commune(tmp_path) as (api, _link):
+        c = api.post("/api/v1/contents/tts", json={"text": "Thử loa."}).json()["id"]
+        b = api.post("/api/v1/broadcasts", json={"content_id": c, "priority": "emergency",
+                                                 "targets": {"areas": [COMMUNE]}}).json()
+        whole = api.get(f"/api/v1/broadcasts/{b['id']}").json()
+        assert whole["deliveries_total"] == len(whole["deliveries"]) == 15
+        page = api.get(f"/api/v1/broadcasts/{b['id']}?deliveries_limit=5"
+                       "&deliveries_offset=10").json()
+        assert page["deliveries_total"] == 15
+        assert [d["cluster_id"] for d in page["deliveries"]] == [
+            f"hd-c{i:02d}" for i in range(11, 16)]
+        none = api.get(f"/api/v1/broadcasts/{b['id']}?deliveries_limit=0").json()
+        assert none["deliveries"] == [] and none["deliveries_total"] == 15
+        assert none["occurrence"]["summary"] == whole["occurrence"]["summary"]
+        assert api.get(f"/api/v1/broadcasts/{b['id']}?deliveries_limit=5001").status_code == 422
