@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from controller.db.models import Cluster, Speaker
@@ -83,3 +84,27 @@ def test_a_broadcast_lists_its_deliveries_one_page_at_a_time(tmp_path: Path) -> 
         assert none["deliveries"] == [] and none["deliveries_total"] == 15
         assert none["occurrence"]["summary"] == whole["occurrence"]["summary"]
         assert api.get(f"/api/v1/broadcasts/{b['id']}?deliveries_limit=5001").status_code == 422
+
+
+def test_a_province_summary_counts_per_commune(tmp_path: Path) -> None:
+    """300 villages with boards: the technician's summary counts the 20 communes (each with
+    its 15 boards), not every village; a commune's own summary still lists its villages."""
+    from devices.areas import generate
+
+    net = generate(20, 15)
+    with memory_commune(tmp_path, net) as (api, _link):
+        areas = api.get("/api/v1/fleet?limit=1").json()["summary"]["areas"]
+        communes = sorted(a.id for a in net.areas.values() if a.kind == "commune")
+        assert [a["area_id"] for a in areas] == communes
+        assert {a["clusters"] for a in areas} == {15}
+        one = communes[0]
+        r = api.post("/api/v1/users", json={"username": "kythuat", "password": "Ky-thuat-2026",
+                                            "role": "technician", "area_id": one})
+        assert r.status_code == 201, r.text
+        tech = TestClient(api.app)
+        token = tech.post("/api/v1/auth/token", data={"username": "kythuat",
+                                                      "password": "Ky-thuat-2026"})
+        tech.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+        villages = tech.get("/api/v1/fleet?limit=1").json()["summary"]["areas"]
+        assert len(villages) == 15 and all(a["clusters"] == 1 for a in villages)
+        assert {net.areas[a["area_id"]].parent_id for a in villages} == {one}
