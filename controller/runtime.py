@@ -160,6 +160,7 @@ class Runtime:
         actions = ActionService(key, link.publish)
         ingest = Ingest(link, sessions, health, dispatcher, content, actions, TelemetryHistory(),
                         storage=storage)
+        link.early = ingest.serve_early
         with sessions() as db:
             generated = ensure_admin(db, settings.admin_password)
         rt = cls(settings, engine, sessions, key, link, health, content, dispatcher, scheduler,
@@ -184,6 +185,7 @@ class Runtime:
         if self.broker.enabled:  # the broker lets in exactly the boards the registry holds
             self.broker.sync()
         self.link.start()
+        self.content.start()
         self.ingest.start()
         self.scheduler.start()
         with self.sessions() as db:
@@ -205,6 +207,7 @@ class Runtime:
             self.lock.release()
             return
         self.ingest.stop()  # first: no more database work from MQTT
+        self.content.stop()
         self.background.shutdown(wait=True, cancel_futures=True)
         self.scheduler.shutdown()
         self.link.stop()

@@ -43,6 +43,26 @@ class ContentServer:
         self.chunks_sent = 0
         #: sha -> (chunk count, monotonic time the retained chunks are cleared)
         self._retained: dict[str, tuple[int, float]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Flush on a clock of its own (twice per merge window): requests served as they
+        arrive are answered within the window, whatever the ingest thread is doing."""
+        def run() -> None:
+            while not self._stop.wait(self.window_s / 2):
+                try:
+                    self.flush()
+                except Exception:  # (a publish that failed: asked again by the boards)
+                    log.exception("content flush failed")
+
+        self._thread = threading.Thread(target=run, name="loa-content", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
 
     def chunk_count(self, size: int) -> int:
         return max(1, -(-size // self.chunk_size))

@@ -54,6 +54,7 @@ class Link(Protocol):
     counters: Counter[str]
     connected: threading.Event
     fast: Callable[[str, bytes, int], bool] | None
+    early: Callable[[str, bytes], None] | None
 
     def subscribe(self, filters: list[tuple[str, int]]) -> None: ...
 
@@ -85,6 +86,10 @@ class LinkBase:
         #: arrival in µs since the epoch) -> True when it took the message. Clock requests
         #: (protocol §4.5) are answered here: their stamps must not wait behind a batch.
         self.fast: Callable[[str, bytes, int], bool] | None = None
+        #: sees every other message in the network thread as it arrives, and leaves it
+        #: for the inbox: content requests are served from here (they need no database,
+        #: and a board must not wait behind batches of reports for the audio it plays)
+        self.early: Callable[[str, bytes], None] | None = None
 
     def on_connect(self, hook: Callable[[], None]) -> None:
         self._hooks.append(hook)

@@ -25,6 +25,7 @@ class MemoryLink:
         self._hooks: list[Callable[[], None]] = []
         self._online = online
         self.fast: Callable[[str, bytes, int], bool] | None = None
+        self.early: Callable[[str, bytes], None] | None = None
 
     # --- Link ---------------------------------------------------------------------------
 
@@ -78,6 +79,8 @@ class MemoryLink:
         self.counters["in"] += 1
         if self.fast is not None and self.fast(topic, payload, time.time_ns() // 1000):
             return True
+        if self.early is not None:
+            self.early(topic, payload)
         if not self.inbox.put(Inbound(topic, payload)):
             self.counters["dropped_overload"] += 1
         return True

@@ -402,7 +402,7 @@ class Mqtt5Link(LinkBase):
     def _feed(self, data: bytes) -> bytes:
         """Decode every whole packet in ``data``; returns the bytes of an unfinished one."""
         arrived_us = time.time_ns() // 1000
-        fast = self.fast
+        fast, early = self.fast, self.early
         view, pos, end = memoryview(data), 0, len(data)
         batch: list[Inbound] = []
         acked: list[int] = []
@@ -421,6 +421,8 @@ class Mqtt5Link(LinkBase):
                                                              arrived_us):
                     self.counters["in_fast"] += 1
                     continue
+                if early is not None:
+                    early(packet.topic, packet.payload)
                 # QoS 1: acknowledged by the ingest thread once committed (ack())
                 batch.append(Inbound(packet.topic, packet.payload,
                                      None if pid is None else (gen, pid)))

@@ -161,5 +161,7 @@ class Mqtt311Link(LinkBase):
                                                        time.time_ns() // 1000):
             self.counters["in_fast"] += 1
             return
+        if self.early is not None:
+            self.early(topic, bytes(msg.payload))
         if not self.inbox.put(Inbound(topic, bytes(msg.payload), token)):
             self.counters["dropped_overload"] += 1
