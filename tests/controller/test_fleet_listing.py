@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from controller.db.models import Cluster, Speaker
 from controller.db.session import make_engine, make_sessionmaker
 from controller.settings import Settings
-from tests.utils.commune import memory_commune
+from tests.utils.commune import memory_commune, new_account
 
 COMMUNE = "vn-vp-tamduong-huongdao"
 
@@ -98,13 +97,7 @@ def test_a_province_summary_counts_per_commune(tmp_path: Path) -> None:
         assert [a["area_id"] for a in areas] == communes
         assert {a["clusters"] for a in areas} == {15}
         one = communes[0]
-        r = api.post("/api/v1/users", json={"username": "kythuat", "password": "Ky-thuat-2026",
-                                            "role": "technician", "area_id": one})
-        assert r.status_code == 201, r.text
-        tech = TestClient(api.app)
-        token = tech.post("/api/v1/auth/token", data={"username": "kythuat",
-                                                      "password": "Ky-thuat-2026"})
-        tech.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+        tech = new_account(api, "kythuat", "Ky-thuat-2026", "technician", one)
         villages = tech.get("/api/v1/fleet?limit=1").json()["summary"]["areas"]
         assert len(villages) == 15 and all(a["clusters"] == 1 for a in villages)
         assert {net.areas[a["area_id"]].parent_id for a in villages} == {one}

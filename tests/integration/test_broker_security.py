@@ -33,6 +33,7 @@ from tests.integration.harness import (
     seed,
 )
 from tests.utils.broker import Broker, free_port, needs_mosquitto, wait_for
+from tests.utils.commune import new_account
 
 pytestmark = [pytest.mark.integration, needs_mosquitto]
 
@@ -261,14 +262,7 @@ def test_a_revoked_or_replaced_credential_is_refused(secured: Secured) -> None:
     assert secured.admin.delete("/api/v1/clusters/hd-c15/credentials").status_code == 204
     assert wait_for(lambda: not answer(new), 10, "the revoked credential refused")
     # an officer schedules bulletins; boards' credentials are not its to issue
-    r = secured.admin.post("/api/v1/users", json={
-        "username": "canbo.hd", "password": "secret-pass-123", "role": "officer",
-        "area_id": COMMUNE})
-    assert r.status_code == 201, r.text
-    officer = TestClient(secured.admin.app)
-    token = officer.post("/api/v1/auth/token", data={"username": "canbo.hd",
-                                                     "password": "secret-pass-123"})
-    officer.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+    officer = new_account(secured.admin, "canbo.hd", "secret-pass-123", "officer", COMMUNE)
     r = officer.post("/api/v1/clusters/hd-c01/credentials")
     assert r.status_code == 403 and r.json()["code"] == "role_not_allowed"
 
@@ -278,13 +272,7 @@ def test_a_technician_registers_a_new_board_replaces_it_and_retires_it(
     from devices.areas import Cluster, Network, Speaker
 
     admin, port = secured.admin, secured.broker.port
-    r = admin.post("/api/v1/users", json={"username": "kythuat.hd", "password": "Ky-thuat-2026",
-                                          "role": "technician", "area_id": COMMUNE})
-    assert r.status_code == 201, r.text
-    tech = TestClient(admin.app)
-    token = tech.post("/api/v1/auth/token", data={"username": "kythuat.hd",
-                                                  "password": "Ky-thuat-2026"})
-    tech.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+    tech = new_account(admin, "kythuat.hd", "Ky-thuat-2026", "technician", COMMUNE)
     # a new board in Thôn Đồng Bông, registered and given its bundle by the technician
     r = tech.post("/api/v1/clusters", json={
         "id": "hd-c16", "area_id": "hd-v01", "name": "Cụm Đồng Bông 3", "lat": 21.3398,

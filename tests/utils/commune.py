@@ -41,3 +41,16 @@ def memory_commune(tmp: Path, network: Network | None = None,
         assert r.status_code == 200, r.text
         client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
         yield client, link
+
+
+def new_account(admin: TestClient, username: str, password: str, role: str,
+                area_id: str) -> TestClient:
+    """An account created by ``admin`` and an API client logged in as it."""
+    r = admin.post("/api/v1/users", json={"username": username, "password": password,
+                                          "role": role, "area_id": area_id})
+    assert r.status_code == 201, r.text
+    client = TestClient(admin.app)
+    token = client.post("/api/v1/auth/token", data={"username": username, "password": password})
+    assert token.status_code == 200, token.text
+    client.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+    return client
