@@ -72,7 +72,6 @@ def resolve(db: Session, area_ids: list[str], cluster_ids: list[str]) -> Resolve
     if unknown:
         raise TargetError("target_cluster_unknown", f"unknown cluster(s): {', '.join(unknown)}",
                           clusters=list(unknown))
-    covered_areas = descendant_area_ids(db, area_ids)
     # drop areas beneath another targeted area: the ancestor's one publish reaches them
     top_areas = [a for a in area_ids
                  if not any(p in known_areas for p in ancestor_ids(db, a)[1:])]
@@ -80,8 +79,11 @@ def resolve(db: Session, area_ids: list[str], cluster_ids: list[str]) -> Resolve
     # ~10,000 areas cost 0.5 s to bind)
     covered = db.execute(select(Cluster.id, Cluster.area_id, Cluster.state).where(
         Cluster.area_id.in_(select(_subtree(area_ids).c.id)),
-        Cluster.provisioned.is_(True))).all() if covered_areas else []
-    extra = [by_id[c] for c in cluster_ids if by_id[c].area_id not in covered_areas]
+        Cluster.provisioned.is_(True))).all() if area_ids else []
+    # a cluster named on its own is sent its own command unless an area covers it already
+    # (named clusters are provisioned: an area's subtree holds it exactly when it is here)
+    covered_ids = {r.id for r in covered}
+    extra = [by_id[c] for c in cluster_ids if c not in covered_ids]
     area_of = {r.id: r.area_id for r in covered} | {r.id: r.area_id for r in extra}
     if not area_of:
         raise TargetError("target_empty", "the targets contain no clusters")
