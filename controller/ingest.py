@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
@@ -311,13 +311,19 @@ class Ingest:
             self._request_rebirth(cid)
 
     def _parse_events(self, db: Session, msgs: list[Inbound]) -> dict[int, AnyEvent]:
-        """The batch's events parsed up front (index in the batch -> event), and the
-        deliveries they report on loaded in one query per occurrence. What does not parse
-        is left to ``_one``, which rejects it."""
+        """The batch's events parsed up front (index in the batch -> event), the
+        deliveries they report on loaded in one query per occurrence, and the rows of the
+        clusters whose status or heartbeat will read one. What does not parse is left to
+        ``_one``, which rejects it."""
         events: dict[int, AnyEvent] = {}
         wanted: dict[str, set[str]] = {}
+        rows: set[str] = set()
         for i, m in enumerate(msgs):
             if not m.topic.endswith("/event"):
+                t = topics.parse_cluster_topic(m.topic)
+                if t is not None and t.kind in ("status", "telemetry") and \
+                        self.health.needs_row(t.cluster_id, t.kind):
+                    rows.add(t.cluster_id)
                 continue
             try:
                 ev = events[i] = parse_event(m.payload)
@@ -327,6 +333,8 @@ class Ingest:
                 wanted.setdefault(ev.occurrence_id, set()).add(ev.cluster_id)
         if wanted:
             self.dispatcher.load_deliveries(db, wanted)
+        if rows:
+            self.health.preload(db, rows)
         return events
 
     def _one(self, db: Session, m: Inbound, now: datetime, online: list[str],
@@ -414,8 +422,10 @@ class Ingest:
             with self.dispatcher.gate, self.sessions() as db:
                 self.dispatcher.record_unrecorded(db)
         slow = time.monotonic() - self._last_slow_sweep >= 10.0
+        waiting = self.link.inbox.oldest_arrival()
+        heard_until = datetime.fromtimestamp(waiting, UTC) if waiting is not None else None
         with self.sessions() as db:  # (heartbeats are written behind by _loop, not here)
-            self.health.sweep(db, now)
+            self.health.sweep(db, now, heard_until)
             self.dispatcher.sweep(db, now)
             self.actions.sweep(db, now)
             self.refusals.sweep(db, now)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
@@ -120,12 +121,35 @@ class Inbox:
         self.maxsize = maxsize
         self._q: deque[Inbound] = deque()
         self._ready = threading.Event()
+        #: when what is waiting arrived: (messages ever put once this one was, its arrival
+        #: on the wall clock), one per put; and how many were ever put and taken
+        self._stamps: deque[tuple[int, float]] = deque()
+        self._put = 0
+        self._taken = 0
+
+    def _stamp(self, n: int) -> None:
+        """Before ``n`` messages are appended (so that a stamp is never younger than what
+        it covers: the oldest arrival may be read a little early, never late)."""
+        self._put += n
+        self._stamps.append((self._put, time.time()))
+
+    def oldest_arrival(self) -> float | None:
+        """When the oldest message still waiting arrived (seconds since the epoch), None
+        when none waits. Everything that arrived before it has been taken: a cluster
+        whose last message is older than that has been silent for real, whereas one whose
+        heartbeat waits behind a backlog has not (HealthTracker.sweep)."""
+        stamps = self._stamps
+        try:
+            return stamps[0][1] if self._q else None
+        except IndexError:
+            return None
 
     def put(self, item: Inbound) -> bool:
         """False when full (the caller counts the drop); never for a message that waits for
         its acknowledgement (see :meth:`put_many`)."""
         if len(self._q) >= self.maxsize and item.token is None:
             return False
+        self._stamp(1)
         self._q.append(item)
         if not self._ready.is_set():
             self._ready.set()
@@ -139,9 +163,11 @@ class Inbox:
         room = max(self.maxsize - len(self._q), 0)
         if room < len(items):
             kept = [m for i, m in enumerate(items) if i < room or m.token is not None]
+            self._stamp(len(kept))
             self._q.extend(kept)
             dropped = len(items) - len(kept)
         else:
+            self._stamp(len(items))
             self._q.extend(items)
             dropped = 0
         if not self._ready.is_set():
@@ -157,6 +183,10 @@ class Inbox:
         q, out = self._q, []
         for _ in range(min(max_items, len(q))):
             out.append(q.popleft())
+        self._taken += len(out)
+        stamps = self._stamps
+        while stamps and stamps[0][0] <= self._taken:
+            stamps.popleft()
         return out
 
     def qsize(self) -> int:
