@@ -265,6 +265,19 @@ def _bulletin(api: Api, port: int, province: str, n: int) -> None:
         print(f"    each board's start by its own clock, after start_at (the simulator's "
               f"event-loop lag): min {bl[0] * 1000:.0f} ms, median {bl[1] * 1000:.0f} ms, "
               f"p99 {bl[2] * 1000:.0f} ms, max {bl[3] * 1000:.0f} ms")
+    # the boards' clocks (their error against true time, as their last heartbeat said; a
+    # simulated board knows it exactly): the share of a start spread that clocks make
+    errs = []
+    for offset in range(0, n, 1000):
+        errs += [c["telemetry"]["clock_offset_ms"] for c in
+                 api.get(f"/api/v1/clusters?limit=1000&offset={offset}")
+                 if (c.get("telemetry") or {}).get("clock_offset_ms") is not None]
+    errs.sort()
+    if errs:
+        p1, p99 = errs[int(len(errs) * 0.01)], errs[int(len(errs) * 0.99)]
+        print(f"    the boards' clocks against true time: p1 {p1} ms, median "
+              f"{errs[len(errs) // 2]} ms, p99 {p99} ms (p1-p99 spread {p99 - p1} ms); "
+              f"min {errs[0]} ms, max {errs[-1]} ms")
     print(f"    the API 1.5 s before the start: {before}; at +{recorded:.0f} s: "
           f"{occ.get('summary')}; start spread {occ.get('start_spread_ms')} ms; recorded "
           f"start vs schedule p50 {pct.get(0.5, 0):.0f} ms, p99 {pct.get(0.99, 0):.0f} ms")
