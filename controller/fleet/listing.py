@@ -2,8 +2,9 @@
 a cause, a search that ignores accents), the broken first, one page at a time, and a summary
 of the whole area a person can trust (an offline cluster's speakers are not working).
 
-A page costs one light query over the area's clusters (id, name, state, causes) and one full
-load of the page's own rows, so a province of thousands answers in a few kilobytes.
+A page is counted, ordered and cut in SQL and only its own rows are loaded in full; the
+summary is a few grouped counts. A search (accents ignored) or a cause filter reads one light
+row per cluster of the area (id, name, state, causes) and filters those in Python.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from controller.access.jurisdiction import scope
@@ -71,16 +72,27 @@ def _light(db: Session, user: User, f: ClusterFilter) -> list[Any]:
 
 def page(db: Session, user: User, f: ClusterFilter, *, order: Literal["id", "state"] = "id",
          limit: int | None = None, offset: int = 0) -> tuple[int, list[Cluster]]:
-    """(how many match, the clusters of this page, in order)."""
-    rows = _light(db, user, f)
-    if order == "state":
-        rows.sort(key=lambda r: (STATE_ORDER.get(r.state, 9), r.id))
+    """(how many match, the clusters of this page, in order). Counted, ordered and cut in
+    SQL; a search (``q``, accents ignored) or a cause filter reads the light rows and does
+    the same in Python."""
+    if f.q or f.problem:
+        rows = _light(db, user, f)
+        if order == "state":
+            rows.sort(key=lambda r: (STATE_ORDER.get(r.state, 9), r.id))
+        else:
+            rows.sort(key=lambda r: r.id)
+        end = offset + limit if limit is not None else None
+        total, chosen = len(rows), [r.id for r in rows[offset:end]]
     else:
-        rows.sort(key=lambda r: r.id)
-    chosen = [r.id for r in (rows[offset:offset + limit] if limit is not None else rows[offset:])]
+        conds = _where(db, user, f)
+        total = db.scalar(select(func.count()).select_from(Cluster).where(*conds)) or 0
+        keys = ((case(STATE_ORDER, value=Cluster.state, else_=9), Cluster.id)
+                if order == "state" else (Cluster.id,))
+        chosen = list(db.scalars(select(Cluster.id).where(*conds).order_by(*keys)
+                                 .offset(offset).limit(limit)))
     full = {c.id: c for c in db.scalars(select(Cluster).options(selectinload(Cluster.speakers))
                                          .where(Cluster.id.in_(chosen)))} if chosen else {}
-    return len(rows), [full[i] for i in chosen if i in full]
+    return total, [full[i] for i in chosen if i in full]
 
 
 #: beyond this many areas with clusters, the summary counts per commune instead
@@ -94,9 +106,13 @@ def summary(db: Session, user: User, area_id: str | None = None) -> dict[str, An
     refresh) and the causes present, each with how many clusters, for the filters'
     choices."""
     f = ClusterFilter(area_id=area_id)
-    every = _light(db, user, f)
-    rows = [r for r in every if r.provisioned]
-    states = Counter(r.state for r in every)
+    conds = _where(db, user, f)
+    registered = Cluster.provisioned.is_(True)
+    states = Counter({st: n for st, n in db.execute(
+        select(Cluster.state, func.count()).where(*conds).group_by(Cluster.state))})
+    total = db.scalar(select(func.count()).select_from(Cluster).where(registered, *conds)) or 0
+    online = db.scalar(select(func.count()).select_from(Cluster).where(
+        registered, Cluster.state == "online", *conds)) or 0
     speakers = ok = 0
     for cstate, sstate, n in db.execute(
             select(Cluster.state, Speaker.state, func.count()).join(Speaker.cluster)
@@ -104,15 +120,19 @@ def summary(db: Session, user: User, area_id: str | None = None) -> dict[str, An
             .group_by(Cluster.state, Speaker.state)):
         speakers += n
         ok += n if cstate != "offline" and sstate == "ok" else 0
-    problems = Counter(code for r in rows for code in {c.get("code") for c in r.causes or []})
-    places = Counter(r.area_id for r in every if r.area_id)
+    problems = Counter(code for causes in db.scalars(
+        select(Cluster.causes).where(registered, Cluster.causes.is_not(None), *conds))
+        for code in {c.get("code") for c in causes or []})
+    places = Counter({a: n for a, n in db.execute(
+        select(Cluster.area_id, func.count()).where(Cluster.area_id.is_not(None), *conds)
+        .group_by(Cluster.area_id))})
     if len(places) > AREAS_SHOWN:  # a province: its communes, not its thousands of villages
         commune = commune_map(db, places)
         rolled: Counter[str] = Counter()
         for a, n in places.items():
             rolled[commune.get(a) or a] += n
         places = rolled
-    return {"total": len(rows), "online": sum(r.state == "online" for r in rows),
+    return {"total": total, "online": online,
             "states": dict(states), "speakers": speakers, "speakers_ok": ok,
             "areas": [{"area_id": a, "clusters": n} for a, n in sorted(places.items())],
             "problems": [{"code": c, "clusters": n} for c, n in sorted(problems.items()) if c]}
