@@ -116,16 +116,16 @@ def summary(db: Session, user: User, area_id: str | None = None) -> dict[str, An
     speakers = ok = 0
     for cstate, sstate, n in db.execute(
             select(Cluster.state, Speaker.state, func.count()).join(Speaker.cluster)
-            .where(Cluster.provisioned.is_(True), *_where(db, user, f))
+            .where(registered, *conds)
             .group_by(Cluster.state, Speaker.state)):
         speakers += n
         ok += n if cstate != "offline" and sstate == "ok" else 0
     problems = Counter(code for causes in db.scalars(
         select(Cluster.causes).where(registered, Cluster.causes.is_not(None), *conds))
         for code in {c.get("code") for c in causes or []})
-    places = Counter({a: n for a, n in db.execute(
+    places: Counter[str] = Counter({a: n for a, n in db.execute(
         select(Cluster.area_id, func.count()).where(Cluster.area_id.is_not(None), *conds)
-        .group_by(Cluster.area_id))})
+        .group_by(Cluster.area_id)) if a is not None})
     if len(places) > AREAS_SHOWN:  # a province: its communes, not its thousands of villages
         commune = commune_map(db, places)
         rolled: Counter[str] = Counter()
