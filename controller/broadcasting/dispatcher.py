@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -389,7 +389,7 @@ class Dispatcher:
             with self.gate:
                 self.unrecorded[occ.id] = intent
             return None
-        body = self._play_body(db, occ, bc, self._volume_cap(db, bc, occ, resolved.cluster_ids))
+        body = self._play_body(db, occ, bc, self._volume_cap(db, bc, occ, areas=resolved.cluster_areas))
         ok = self._publish_play(occ, bc, resolved, body, self._expiry(occ, bc))
         intent = self._intent(bc, occ, resolved, "sent" if ok else "pending")
         with self.gate:
@@ -559,7 +559,7 @@ class Dispatcher:
               resolved: Resolved | None = None) -> None:
         if resolved is None:
             resolved = resolve(db, bc.target.areas, bc.target.clusters)
-        body = self._play_body(db, occ, bc, self._volume_cap(db, bc, occ, resolved.cluster_ids))
+        body = self._play_body(db, occ, bc, self._volume_cap(db, bc, occ, areas=resolved.cluster_areas))
         expires = self._expiry(occ, bc)
         db.refresh(bc)  # last moment: a cancel may have been committed meanwhile
         if bc.status not in BROADCAST_LIVE:
@@ -608,13 +608,17 @@ class Dispatcher:
         return ok
 
     def _volume_cap(self, db: Session, bc: Broadcast, occ: Occurrence,
-                    cluster_ids: list[str]) -> int | None:
-        """The strictest volume cap of the areas it plays in, at its start time."""
+                    cluster_ids: list[str] | None = None, *,
+                    areas: Iterable[str | None] | None = None) -> int | None:
+        """The strictest volume cap of the areas it plays in (``areas``, as the targets
+        resolved them; else those of ``cluster_ids``), at its start time."""
         if bc.priority == "emergency":
             return None
         zone = ZoneInfo(self.settings.timezone)
         local = occ.start_at.astimezone(zone).time()
-        areas = set(db.scalars(select(Cluster.area_id).where(Cluster.id.in_(cluster_ids))))
+        if areas is None:
+            areas = set(db.scalars(select(Cluster.area_id).where(
+                Cluster.id.in_(cluster_ids or []))))
         caps = [p.volume_cap(local) for p in area_policies(db, areas).values()]
         return min((c for c in caps if c is not None), default=None)
 
@@ -801,7 +805,7 @@ class Dispatcher:
     def _resend(self, db: Session, occ: Occurrence, bc: Broadcast) -> None:
         """Publish ``occ`` again (a new revision) to every topic of its targets."""
         resolved = resolve(db, bc.target.areas, bc.target.clusters)
-        body = self._play_body(db, occ, bc, self._volume_cap(db, bc, occ, resolved.cluster_ids))
+        body = self._play_body(db, occ, bc, self._volume_cap(db, bc, occ, areas=resolved.cluster_areas))
         expires = self._expiry(occ, bc)
         for topic in resolved.topics:
             self._publish_command("play", topic, body, expires, occ.id)

@@ -166,15 +166,29 @@ def area_policies(db: Session, area_ids: Iterable[str | None]) -> dict[str, Poli
         for r in db.execute(select(Area.id, Area.parent_id, Area.policy).where(Area.id.in_(todo))):
             rows[r.id] = (r.parent_id, r.policy)
         todo = {p for p, _ in rows.values() if p and p not in rows}
-    out: dict[str, Policy] = {}
-    for a in {a for a in area_ids if a}:
+    merged: dict[str, Policy] = {}
+
+    def of(a: str) -> Policy:
+        # an area with no overrides of its own has its parent's policy: a province's
+        # 9,000 villages share their 667 communes' (merged once each, not once a village)
+        if a in merged:
+            return merged[a]
+        parent, policy = rows[a]
+        if not policy and parent is not None and parent in rows and parent != a:
+            merged[a] = of(parent)
+            return merged[a]
         chain: list[dict[str, Any] | None] = []
         cur: str | None = a
         while cur is not None and cur in rows and len(chain) < 16:
-            parent, policy = rows[cur]
-            chain.append(policy)
-            cur = parent
-        out[a] = effective_policy(list(reversed(chain)))
+            up, own = rows[cur]
+            chain.append(own)
+            cur = up
+        merged[a] = effective_policy(list(reversed(chain)))
+        return merged[a]
+
+    out: dict[str, Policy] = {}
+    for a in {a for a in area_ids if a}:
+        out[a] = of(a) if a in rows else effective_policy([])
     return out
 
 
