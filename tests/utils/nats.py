@@ -1,5 +1,7 @@
 """A 3-node NATS cluster on loopback with JetStream and its MQTT listener (MQTT 3.1.1), to
-kill a node and start it again: the clustered broker Loa is tested on."""
+kill a node and start it again: the clustered broker Loa is tested on. Its MQTT streams
+and consumers are replicated on every node (as an operator would set it up for a node
+loss; docs/scaling.md says what a node loss still does)."""
 
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ class NatsCluster:
                 f"jetstream {{ store_dir: {store}, max_mem: 128M, max_file: 1G }}\n"
                 f"cluster {{ name: loa, listen: 127.0.0.1:{self._route_ports[i]}, "
                 f"routes: [{routes}] }}\n"
-                f"mqtt {{ listen: 127.0.0.1:{self.mqtt_ports[i]} }}\n")
+                f"mqtt {{ listen: 127.0.0.1:{self.mqtt_ports[i]}, stream_replicas: {min(3, self.size)}, consumer_replicas: {min(3, self.size)} }}\n")
 
     def url_of(self, i: int) -> str:
         return f"mqtt://127.0.0.1:{self.mqtt_ports[i]}"
