@@ -136,7 +136,7 @@ class Runtime:
                                            True),
                              announce=_announce, client_id=settings.client_id,
                              session_expiry_s=settings.mqtt_session_expiry_s,
-                             tls=settings.mqtt_tls())
+                             tls=settings.mqtt_tls(), more=settings.mqtt_nodes[1:])
         link.subscribe(SUBSCRIPTIONS)
         clock = TimeService(link, key)
         link.fast = clock.handle

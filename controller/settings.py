@@ -28,7 +28,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".loa"), description="signing key, SQLite database, logs")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in data_dir")
     mqtt_url: str | None = Field(None, description="mqtt://[user:pass@]host:port, or "
-                                 "mqtts://… for TLS (port 8883 by default)")
+                                 "mqtts://… for TLS (port 8883 by default); the nodes of "
+                                 "one broker cluster comma-separated (the credentials and "
+                                 "scheme of the first), tried in turn (MQTT 5; a 3.1.1 "
+                                 "link uses the first)")
     mqtt_ca_file: Path | None = Field(
         None, description="PEM of the CA that signed the broker's TLS certificate (loa broker "
                           "tls makes one); given to boards in their bundles too. Unset with "
@@ -170,9 +173,26 @@ class Settings(BaseSettings):
 
     @cached_property
     def mqtt(self) -> tuple[str, int, str | None, str | None]:
-        u = urlparse(self.mqtt_url or "mqtt://127.0.0.1:1883")
-        default = 8883 if u.scheme == "mqtts" else 1883
-        return u.hostname or "127.0.0.1", u.port or default, u.username, u.password
+        """The first broker node, and the credentials for every node."""
+        u = urlparse(self._mqtt_urls[0])
+        host, port = self.mqtt_nodes[0]
+        return host, port, u.username, u.password
+
+    @cached_property
+    def _mqtt_urls(self) -> list[str]:
+        first, *more = (self.mqtt_url or "mqtt://127.0.0.1:1883").split(",")
+        scheme = first.split("://", 1)[0] if "://" in first else "mqtt"
+        return [first, *(m if "://" in m else f"{scheme}://{m}" for m in more if m.strip())]
+
+    @cached_property
+    def mqtt_nodes(self) -> list[tuple[str, int]]:
+        """Every broker node ``mqtt_url`` names, in order (host, port)."""
+        out = []
+        for url in self._mqtt_urls:
+            u = urlparse(url.strip())
+            out.append((u.hostname or "127.0.0.1", u.port or (8883 if u.scheme == "mqtts"
+                                                               else 1883)))
+        return out
 
     def mqtt_tls(self) -> ssl.SSLContext | None:
         """The TLS context for an ``mqtts://`` broker (verifying its certificate and name

@@ -76,8 +76,13 @@ class LinkBase:
     """What every broker link keeps alike: its inbox and counters, the subscriptions that
     hold for every connection, the hooks run once a connection is up."""
 
-    def __init__(self, host: str, port: int, inbox_max: int):
+    def __init__(self, host: str, port: int, inbox_max: int,
+                 more: list[tuple[str, int]] | None = None):
         self.host, self.port = host, port
+        #: every node of the broker cluster, this one first: a link that cannot reach or
+        #: loses its node tries the next (they must be nodes of one cluster: two separate
+        #: brokers would split the controller from the boards on the other)
+        self.nodes = [(host, port), *(more or [])]
         self.inbox = Inbox(inbox_max)
         self.counters: Counter[str] = Counter()
         self.connected = threading.Event()
@@ -94,6 +99,15 @@ class LinkBase:
 
     def on_connect(self, hook: Callable[[], None]) -> None:
         self._hooks.append(hook)
+
+    def _next_node(self) -> None:
+        """The connection to this node failed or dropped: the next one is tried."""
+        if len(self.nodes) < 2:
+            return
+        i = (self.nodes.index((self.host, self.port)) + 1) % len(self.nodes) \
+            if (self.host, self.port) in self.nodes else 0
+        self.host, self.port = self.nodes[i]
+        log.warning("MQTT: trying broker node %s:%s next", self.host, self.port)
 
     def _wait_connected(self, wait_s: float) -> None:
         if not self.connected.wait(wait_s):

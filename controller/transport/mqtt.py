@@ -132,8 +132,9 @@ class Mqtt5Link(LinkBase):
                  will: Outbound | None = None,
                  announce: Callable[[], Outbound] | None = None,
                  session_expiry_s: int = 0,
-                 tls: ssl.SSLContext | None = None):
-        super().__init__(host, port, inbox_max)
+                 tls: ssl.SSLContext | None = None,
+                 more: list[tuple[str, int]] | None = None):
+        super().__init__(host, port, inbox_max, more)
         self.username, self.password = username, password
         self.tls = tls
         self.client_id = client_id or f"loa-controller-{uuid.uuid4().hex[:8]}"
@@ -308,6 +309,8 @@ class Mqtt5Link(LinkBase):
                         self._drop_locked()
                 if sock is not None:
                     sock.close()
+            if not self._stopping.is_set():
+                self._next_node()
             if self._stopping.wait(backoff * (0.5 + random.random())):
                 return
             backoff = min(backoff * 2, 10.0)
@@ -465,14 +468,19 @@ def make_link(host: str, port: int, username: str | None = None,
               password: str | None = None, *, protocol: str = "auto",
               will: Outbound | None = None, announce: Callable[[], Outbound] | None = None,
               inbox_max: int = 200_000, client_id: str | None = None,
-              session_expiry_s: int = 0, tls: ssl.SSLContext | None = None) -> Link:
+              session_expiry_s: int = 0, tls: ssl.SSLContext | None = None,
+              more: list[tuple[str, int]] | None = None) -> Link:
     """The link for this broker: MQTT 5 (:class:`Mqtt5Link`) unless ``protocol`` says
     ``3.1.1`` or, with ``auto``, the broker answers an MQTT 5 CONNECT as a 3.1.1 broker.
     An unreachable broker under ``auto`` gets MQTT 5. With a ``client_id`` and a
     ``session_expiry_s``, the broker keeps the session (and queues QoS 1 messages for it)
     across disconnects and restarts of the controller."""
     if protocol == "auto":
-        v5 = probe_mqtt5(host, port, username, password, tls=tls)
+        v5 = None
+        for h, p in [(host, port), *(more or [])]:  # (the first node that answers)
+            v5 = probe_mqtt5(h, p, username, password, tls=tls)
+            if v5 is not None:
+                break
         protocol = "3.1.1" if v5 is False else "5"
         if v5 is False:
             log.info("MQTT broker %s:%s speaks only MQTT 3.1.1", host, port)
@@ -481,8 +489,9 @@ def make_link(host: str, port: int, username: str | None = None,
 
         return Mqtt311Link(host, port, username, password, client_id, will=will,
                            announce=announce, inbox_max=inbox_max,
-                           persistent=session_expiry_s > 0, tls=tls)
+                           persistent=session_expiry_s > 0, tls=tls, more=more)
     if protocol != "5":
         raise ValueError(f"unknown MQTT protocol {protocol!r} (5, 3.1.1 or auto)")
     return Mqtt5Link(host, port, username, password, client_id, will=will, announce=announce,
-                     inbox_max=inbox_max, session_expiry_s=session_expiry_s, tls=tls)
+                     inbox_max=inbox_max, session_expiry_s=session_expiry_s, tls=tls,
+                     more=more)

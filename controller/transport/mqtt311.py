@@ -32,8 +32,12 @@ class Mqtt311Link(LinkBase):
                  inbox_max: int = 200_000, keepalive: int = 15,
                  will: Outbound | None = None,
                  announce: Callable[[], Outbound] | None = None,
-                 persistent: bool = False, tls: ssl.SSLContext | None = None):
+                 persistent: bool = False, tls: ssl.SSLContext | None = None,
+                 more: list[tuple[str, int]] | None = None):
         super().__init__(host, port, inbox_max)
+        if more:  # (paho reconnects to one address, and will not change it mid-attempt)
+            log.warning("the MQTT 3.1.1 link uses only the first broker node, %s:%s; "
+                        "several nodes need MQTT 5", host, port)
         self.keepalive = keepalive
         self.will, self.announce = will, announce
         self._last: mqtt.MQTTMessageInfo | None = None
