@@ -80,9 +80,6 @@ class Ingest:
         self.retries = 0  # batch attempts the database refused
         self._stalled = False
         self._backlog_left = 0
-        #: content requests served ahead of their batch (id -> the message, kept alive so
-        #: that its id is not reused before the batch is applied)
-        self._served: dict[int, Inbound] = {}
         self._last_slow_sweep = 0.0
         self._last_prune = 0.0
         self.rejected: Counter[str] = Counter()
@@ -96,9 +93,7 @@ class Ingest:
         self._rebirth_sent: dict[str, float] = {}
         self.refusals = RefusalWatch(health.alerts)
         self.requests = RateLimit()
-        #: content requests served as they arrived (Link.early), until their batch
-        self._early: dict[tuple[str, bytes], None] = {}
-        self._early_lock = threading.Lock()
+        self._requests_lock = threading.Lock()  # (Link.early may run in several threads)
 
     def start(self) -> None:
         with self.sessions() as db:
@@ -164,9 +159,6 @@ class Ingest:
         the broker's session holds the rest. A batch that fails otherwise (a message that
         trips a bug) is applied again message by message: only the message that fails is
         dropped, and counted ("error"); the rest of its batch is not lost with it."""
-        # content requests need no database: served first, so a board fetching what it
-        # must play is not held behind a database that refuses writes
-        self._serve_content_requests(msgs)
         try:
             self._apply_until_committed(msgs)
         except _Stopping:
@@ -188,9 +180,6 @@ class Ingest:
                         self._reject("error", m.topic, repr(exc))
                         self._resync()
         self.link.ack(msgs)
-        if self._served:
-            for m in msgs:
-                self._served.pop(id(m), None)
 
     def _apply_until_committed(self, msgs: list[Inbound]) -> None:
         delay = 0.05
@@ -218,43 +207,22 @@ class Ingest:
                 if self._stop.wait(delay):
                     raise _Stopping() from exc
                 delay = min(delay * 2, 2.0)
-                if self.link.inbox.qsize():
-                    # what came in meanwhile: its content requests are served now
-                    self._serve_content_requests(self.link.inbox.peek_content_requests())
 
     def serve_early(self, topic: str, payload: bytes) -> None:
         """``Link.early``, in the network thread: a content request is served as it
-        arrives (it stays in the inbox for its batch, which does not serve it again). With
-        10,000 boards asking together, requests that waited for their batches behind the
-        boards' reports reached the content server 12 s late."""
+        arrives, and only there (it needs no database: a board fetching what it must play
+        waits neither behind batches of reports nor behind a database that refuses
+        writes; with 10,000 boards asking together, requests that waited for their
+        batches reached the content server 12 s late). Its batch only acknowledges it."""
         if not topic.endswith("/event") or b"content_request" not in payload:
             return
-        with self._early_lock:
-            if len(self._early) > 100_000:
-                self._early.clear()
-            self._early[(topic, payload)] = None
-        self._serve_one(topic, payload)
-
-    def _serve_content_requests(self, msgs: list[Inbound]) -> None:
-        for m in msgs:
-            if not m.topic.endswith("/event") or b"content_request" not in m.payload:
-                continue
-            if id(m) in self._served:
-                continue  # (served while its batch waited for the database)
-            self._served[id(m)] = m
-            with self._early_lock:
-                if self._early.pop((m.topic, m.payload), False) is None:
-                    continue  # (served as it arrived)
-            self._serve_one(m.topic, m.payload)
-
-    def _serve_one(self, topic: str, payload: bytes) -> None:
         try:
             ev = parse_event(payload)
         except MessageError:
             return  # rejected (and counted) when its batch is applied
         t = topics.parse_cluster_topic(topic)
         if isinstance(ev, ContentRequest) and t is not None and t.cluster_id == ev.cluster_id:
-            with self._early_lock:
+            with self._requests_lock:
                 allowed = self.requests.allow(ev.cluster_id)
             if allowed:
                 self.content.request(ev.sha256, ev.missing)
@@ -391,7 +359,7 @@ class Ingest:
                     self.dispatcher.counters[f"refused_{ev.reason.value}"] += 1
             elif isinstance(ev, AckEvent) and not self.actions.on_ack(db, ev):
                 self._reject("unknown_command", m.topic)
-            # (a ContentRequest was served before its batch: _serve_content_requests)
+            # (a ContentRequest was served as it arrived: serve_early)
 
     def _request_rebirth(self, cluster_id: str) -> None:
         last = self._rebirth_sent.get(cluster_id, 0.0)

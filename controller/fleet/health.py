@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -145,14 +146,14 @@ class HealthTracker:
         v = self.views.get(cluster_id)
         return v is None or not v.provisioned or v.state not in UP_STATES
 
-    def preload(self, db: Session, cluster_ids: set[str]) -> None:
-        """Load the rows (and speakers) of a batch's clusters together, into ``db``'s
-        identity map, where the messages find them: 10,000 clusters connecting at once
+    def preload(self, db: Session, cluster_ids: Iterable[str]) -> list[Cluster]:
+        """Load the rows (and speakers) of these clusters together, into ``db``'s identity
+        map, where each message about one finds it: 10,000 clusters connecting at once
         cost a few queries each, one after another, and the inbox fell a minute behind."""
         ids = sorted(cluster_ids)
-        for i in range(0, len(ids), 500):
-            db.scalars(select(Cluster).where(Cluster.id.in_(ids[i:i + 500]))
-                       .options(selectinload(Cluster.speakers))).all()
+        return [c for i in range(0, len(ids), 500)
+                for c in db.scalars(select(Cluster).where(Cluster.id.in_(ids[i:i + 500]))
+                                    .options(selectinload(Cluster.speakers)))]
 
     def _cluster(self, db: Session, cluster_id: str, now: datetime) -> Cluster | None:
         """The cluster a message is from; None for a retired board (it is not heard) and
@@ -335,10 +336,8 @@ class HealthTracker:
         stale = [cid for cid, v in self.views.items()
                  if v.state in UP_STATES and v.last_seen is not None
                  and as_of - v.last_seen > timedelta(seconds=v.heartbeat_s * self.timeout_factor)]
-        for i in range(0, len(stale), 500):  # (loaded together, not a query each)
-            part = stale[i:i + 500]
-            for c in db.scalars(select(Cluster).where(Cluster.id.in_(part))):
-                if c.state in UP_STATES:
-                    self._set_state(db, c, "offline", now, "heartbeat_timeout")
+        for c in self.preload(db, stale):
+            if c.state in UP_STATES:
+                self._set_state(db, c, "offline", now, "heartbeat_timeout")
         self.alerts.sweep(db, now)
         return stale

@@ -83,6 +83,7 @@ class LinkBase:
         #: loses its node tries the next (they must be nodes of one cluster: two separate
         #: brokers would split the controller from the boards on the other)
         self.nodes = [(host, port), *(more or [])]
+        self._node = 0  # (the index of host, port in nodes)
         self.inbox = Inbox(inbox_max)
         self.counters: Counter[str] = Counter()
         self.connected = threading.Event()
@@ -104,9 +105,8 @@ class LinkBase:
         """The connection to this node failed or dropped: the next one is tried."""
         if len(self.nodes) < 2:
             return
-        i = (self.nodes.index((self.host, self.port)) + 1) % len(self.nodes) \
-            if (self.host, self.port) in self.nodes else 0
-        self.host, self.port = self.nodes[i]
+        self._node = (self._node + 1) % len(self.nodes)
+        self.host, self.port = self.nodes[self._node]
         log.warning("MQTT: trying broker node %s:%s next", self.host, self.port)
 
     def _wait_connected(self, wait_s: float) -> None:
@@ -205,15 +205,6 @@ class Inbox:
 
     def qsize(self) -> int:
         return len(self._q)
-
-    def peek_content_requests(self, limit: int = 10_000) -> list[Inbound]:
-        """Content requests waiting in the inbox, left in it (served early, see
-        ``Ingest``: they need no database; serving one twice only re-sends chunks)."""
-        out = []
-        for m in list(self._q)[:limit]:
-            if m.topic.endswith("/event") and b"content_request" in m.payload:
-                out.append(m)
-        return out
 
 
 def topic_matches(pattern: str, topic: str) -> bool:
