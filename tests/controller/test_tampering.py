@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from controller.transport.link import Inbound
 from devices import topics
 from devices.messages import (
     ContentRequest,
@@ -38,7 +37,9 @@ def _emergency(api: Any, link: Any) -> tuple[str, str, str, dict[str, Any]]:
 
 
 def _send(link: Any, cluster: str, ev: Any) -> None:
-    link.inbox.put(Inbound(topics.cluster_event(cluster), dumps(ev)))
+    """As a message arrives from the broker (what the link sees on arrival, then the
+    inbox)."""
+    assert link.deliver(topics.cluster_event(cluster), dumps(ev))
 
 
 def _states(api: Any, bid: str) -> dict[str, str]:
