@@ -3,9 +3,12 @@ stamped on the controller's clock, five to a signed batch (100 ms), published on
 covering topic (protocol §6.1), and recorded.
 
 A relay's stamps run on from ``start_at − latency`` one frame at a time, so a board hears
-frame *k* at ``start_at + k × 20 ms``. A live voice is stamped when it reaches the controller
-(so it is heard ``latency`` later: mouth to speaker is the sender's network plus that), and
-what is said before ``start_at − latency`` is not aired. A source faster than real time (a file, Icecast's burst on
+frame *k* at ``start_at + k × 20 ms``. A live voice is stamped on from when its first audio reaches
+the controller (so it is heard ``latency`` later: mouth to speaker is the sender's network plus
+that); audio that comes later than that (a phone's network, its recorder's 100 ms pieces) keeps its place
+in the voice as long as the latency can still carry it to the boards in time, and only a longer
+pause puts the stamps back in step with now, which the boards count as a gap. What is said
+before ``start_at − latency`` is not aired. A source faster than real time (a file, Icecast's burst on
 connect) is held to at most ``AHEAD_S`` ahead of the clock; one that falls behind (a stall, a
 slow network) is re-anchored to now, and what it owed is a gap the boards count, never a
 delay that would grow.
@@ -68,6 +71,12 @@ class StreamSession(threading.Thread):
         self.reanchored_ms = 0
         self._pending: list[bytes] = []
         self._stamp = self.first_us
+        #: how much later than its first audio a live voice's audio may come (the sender's
+        #: network, a phone's bursts, the decoder's blocks) and still be stamped on from where
+        #: it left off: what the latency leaves once a batch has filled and reached the boards
+        #: ``MARGIN_US`` before it is due
+        self._jitter_us = max(3 * FRAME_MS * 1000,
+                              self.latency_us - MARGIN_US - BATCH_FRAMES * FRAME_MS * 1000)
 
     def stop(self, reason: str = "stopped") -> None:
         if self.reason is None:
@@ -122,7 +131,8 @@ class StreamSession(threading.Thread):
             said = now - FRAME_MS * 1000  # (the packet's audio has just come in whole)
             if said < self.first_us:
                 return  # spoken before the broadcast began: not aired
-            if said - stamp > 3 * FRAME_MS * 1000:  # after a pause: back in step with now
+            if said - stamp > self._jitter_us or self.seq == 0 and not self._pending:
+                # the voice's first audio, or audio after a pause: in step with now
                 self._send()
                 self._stamp = said
             self._pending.append(pkt)

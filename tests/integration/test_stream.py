@@ -13,7 +13,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -180,10 +180,13 @@ def pcm_with_marks(seconds: float, marks: list[float]) -> bytes:
     return bytes(out)
 
 
-def speak(live: dict[str, Any], pcm: bytes, during: Any = None) -> float:
+def speak(live: dict[str, Any], pcm: bytes, during: Any = None,
+          network: Callable[[float], float | None] | None = None) -> float:
     """Send ``pcm`` to a live session as a microphone would, from the moment the console
     counts down to (start_at − latency), in real time; returns when it began (s, epoch).
-    ``during(t)`` is called every 20 ms with the seconds spoken so far."""
+    ``during(t)`` is called every 20 ms with the seconds spoken so far. ``network(t)`` says
+    when (s after the beginning) the sender's network delivers the 20 ms spoken at ``t``,
+    or None if it is lost; by default, as it is spoken."""
     from websockets.sync.client import connect
 
     begin = datetime.fromisoformat(live["start_at"]).timestamp() - live["latency_ms"] / 1000
@@ -193,12 +196,16 @@ def speak(live: dict[str, Any], pcm: bytes, during: Any = None) -> float:
             time.sleep(0.005)
         t0 = time.time()
         for i in range(0, len(pcm), chunk):
-            ws.send(pcm[i:i + chunk])
+            spoken = i / (RATE * 2)
+            at = spoken if network is None else network(spoken)
+            if at is not None:
+                if (delay := t0 + at - time.time()) > 0:
+                    time.sleep(delay)
+                ws.send(pcm[i:i + chunk])
             if during is not None:
                 during((i + chunk) / (RATE * 2))
-            delay = t0 + (i + chunk) / (RATE * 2) - time.time()
-            if delay > 0:
-                time.sleep(delay)
+        if (delay := t0 + len(pcm) / (RATE * 2) - time.time()) > 0:
+            time.sleep(delay)
     return t0
 
 
@@ -237,6 +244,46 @@ def test_a_live_voice_is_heard_everywhere_within_a_second_in_step(
     assert 0.75 <= p50 and p95 <= 1.0, latencies
     for d in final["deliveries"]:
         assert d["stream"]["gaps"] == 0 and not d["stream"]["joined_late"], d
+
+
+def test_a_live_voice_over_a_jittery_phone_network_keeps_its_place_and_a_lost_stretch_is_one_gap(
+        commune: tuple[HttpApi, SimThread, Path]) -> None:
+    """A phone on 4G: every second its network holds 250 ms of the voice back and then
+    delivers it at once, and once it loses 1.5 s outright. The held audio keeps its place
+    (heard as late as the rest, no gap); the lost stretch is the only gap on every board, and the
+    voice after it is heard in step again."""
+    api, _sim, record = commune
+    status, live = api.post("/api/v1/live", {"targets": {"areas": [COMMUNE]}})
+    assert status == 201, live
+
+    def phone(t: float) -> float | None:
+        if 4.0 <= t < 5.5:
+            return None
+        if 0.5 <= t % 1.0 < 0.75:
+            return t // 1.0 + 0.75
+        return t
+
+    marks = [1.0, 2.6, 6.2]  # before, inside a held-back stretch, after the lost one
+    t0 = speak(live, pcm_with_marks(7.5, marks), network=phone)
+    api.post(f"/api/v1/live/{live['id']}/stop", {})
+    final = all_played(api, live["broadcast_id"])
+    for d in final["deliveries"]:  # (``gaps`` counts the missing batches, 100 ms each)
+        assert 1_500 <= d["stream"]["gap_ms"] <= 2_200, d
+    occ = final["occurrences"][0]["id"]
+    got = heard(record, occ)
+    assert len(got) == 15
+    found = {cid: mark_times(record, cid, occ, bs) for cid, bs in got.items()}
+    for cid, at in found.items():
+        assert len(at) == 3, (cid, at)
+        late = [a - (t0 + m) for a, m in zip(at, marks, strict=True)]
+        assert 0.75 <= late[0] <= 1.1, (cid, late)
+        assert abs(late[1] - late[0]) <= 0.005, (cid, late)  # held back, heard in its place
+        # after the lost stretch, back in step with now: the decoder's block that straddles
+        # the pause (the last 20-80 ms before it) comes out with the first audio after it
+        assert 0.75 <= late[2] <= 1.5, (cid, late)
+    for i in range(3):
+        at = [m[i] for m in found.values()]
+        assert max(at) - min(at) <= 0.005, at
 
 
 def test_a_board_cut_off_for_3_s_comes_back_in_step_and_reports_its_gap(
