@@ -78,8 +78,6 @@ class Ingest:
         self.batch = batch
         self.storage = storage or dispatcher.storage
         self.retries = 0  # batch attempts the database refused
-        self._stalled = False
-        self._backlog_left = 0
         self._last_slow_sweep = 0.0
         self._last_prune = 0.0
         self.rejected: Counter[str] = Counter()
@@ -125,13 +123,7 @@ class Ingest:
                         since >= FLUSH_S or (not msgs and since >= IDLE_FLUSH_S)):
                     self._flush_heartbeats()
                 self.content.flush()
-                if self._stalled:
-                    # the backlog of the stall is in: the views are current again (counted,
-                    # since under a steady load the inbox is never empty)
-                    self._backlog_left -= len(msgs)
-                    if self._backlog_left <= 0 or not (msgs or self.link.inbox.qsize()):
-                        self._stalled = False
-                if time.monotonic() - self._last_sweep >= 1.0 and not self._stalled:
+                if time.monotonic() - self._last_sweep >= 1.0:
                     self._sweep()
             except Exception as exc:
                 if is_storage_error(exc):
@@ -183,22 +175,18 @@ class Ingest:
 
     def _apply_until_committed(self, msgs: list[Inbound]) -> None:
         delay = 0.05
-        refused = False
         while True:
             try:
                 self._apply_once(msgs)
-                if refused:  # what arrived while this batch waited: applied before timeouts
-                    self._backlog_left = self.link.inbox.qsize()
                 return
             except Exception as exc:
                 if not is_storage_error(exc):
                     raise
                 problem = self.storage.failed(exc)
                 self.retries += 1
-                refused = True
-                # no timeouts are judged (heartbeats, reports) until what arrived during
-                # the stall is applied: the delay was the controller's, not the clusters'
-                self._stalled = True
+                # (no sweep runs meanwhile; what arrives waits in the inbox with its
+                # arrival, and the sweeps after the stall judge silence only up to that:
+                # the delay was the controller's, not the clusters')
                 if self.retries % 20 == 1:
                     log.warning("ingest batch of %d not committed (%s: %s); retrying",
                                 len(msgs), problem.reason, str(exc).splitlines()[0][:120])
@@ -379,6 +367,14 @@ class Ingest:
             db.commit()
         self.storage.ok()
 
+    def heard(self, now: datetime) -> datetime:
+        """Up to when what the clusters said has been applied: the arrival of the oldest
+        message still waiting in the inbox (a backlog, what came during a database stall),
+        or ``now`` when none waits. Silence (a heartbeat's, a report's, an action's
+        outcome) is judged up to this moment, never up to ``now``."""
+        waiting = self.link.inbox.oldest_arrival()
+        return min(now, datetime.fromtimestamp(waiting, UTC)) if waiting is not None else now
+
     def _sweep(self) -> None:
         self._last_sweep = time.monotonic()
         now = utcnow()
@@ -390,12 +386,11 @@ class Ingest:
             with self.dispatcher.gate, self.sessions() as db:
                 self.dispatcher.record_unrecorded(db)
         slow = time.monotonic() - self._last_slow_sweep >= 10.0
-        waiting = self.link.inbox.oldest_arrival()
-        heard_until = datetime.fromtimestamp(waiting, UTC) if waiting is not None else None
+        heard = self.heard(now)
         with self.sessions() as db:  # (heartbeats are written behind by _loop, not here)
-            self.health.sweep(db, now, heard_until)
-            self.dispatcher.sweep(db, now)
-            self.actions.sweep(db, now)
+            self.health.sweep(db, now, heard)
+            self.dispatcher.sweep(db, now, heard)
+            self.actions.sweep(db, now, heard)
             self.refusals.sweep(db, now)
             if time.monotonic() - self._last_cancel_retry >= 2.0:
                 self._last_cancel_retry = time.monotonic()

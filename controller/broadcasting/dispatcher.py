@@ -983,10 +983,12 @@ class Dispatcher:
 
     # --- housekeeping ------------------------------------------------------------------------
 
-    def sweep(self, db: Session, now: datetime) -> None:
+    def sweep(self, db: Session, now: datetime, heard: datetime | None = None) -> None:
         """Send what the link could not take; close occurrences whose reports are overdue:
         unreported deliveries are concluded missed or failed, as the controller's
-        assumption (``assumed``), which a genuine report arriving later corrects."""
+        assumption (``assumed``), which a genuine report arriving later corrects. Overdue
+        is counted up to ``heard`` (what the clusters said is applied up to then), so a
+        report waiting behind a backlog, or behind a database stall, is not missing."""
         if self.link_up():
             if self._link_returned:
                 self._link_returned = False
@@ -1000,7 +1002,7 @@ class Dispatcher:
             ~Occurrence.deliveries.any(Delivery.state.not_in(tuple(TERMINAL))))
         for occ in db.scalars(done):
             self._complete(occ)
-        limit = now - timedelta(seconds=self.settings.report_grace_s)
+        limit = (heard or now) - timedelta(seconds=self.settings.report_grace_s)
         for occ in db.scalars(select(Occurrence).where(Occurrence.status == OccurrenceStatus.SENT,
                                                        Occurrence.ends_at < limit)):
             offline = set(db.scalars(select(Cluster.id).where(

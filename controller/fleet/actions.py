@@ -148,13 +148,17 @@ class ActionService:
         r.reason, r.updated_at = reason, utcnow()
         return True
 
-    def sweep(self, db: Session, now: datetime) -> None:
+    def sweep(self, db: Session, now: datetime, heard: datetime | None = None) -> None:
+        """An action with no outcome past its time limit, counted up to ``heard`` (what the
+        clusters said is applied up to then: an outcome waiting in the inbox is not
+        missing), is timed out."""
+        as_of = heard or now
         q = (select(ActionResult).join(Action)
              .where(ActionResult.state.in_((ActionState.SENT, ActionState.ACCEPTED)),
-                    Action.requested_at < now - timedelta(seconds=DEFAULT_TIMEOUT_S)))
+                    Action.requested_at < as_of - timedelta(seconds=DEFAULT_TIMEOUT_S)))
         for r in db.scalars(q):
             limit = TIMEOUT_S.get(r.action.kind, DEFAULT_TIMEOUT_S)
-            if now - r.action.requested_at > timedelta(seconds=limit):
+            if as_of - r.action.requested_at > timedelta(seconds=limit):
                 move(r, ActionState.TIMED_OUT)
                 r.updated_at = now
                 r.reason = f"no outcome within {limit} s"

@@ -322,17 +322,17 @@ class HealthTracker:
             elif spk.state != state:
                 spk.state = state
 
-    def sweep(self, db: Session, now: datetime, heard_until: datetime | None = None
-              ) -> list[str]:
+    def sweep(self, db: Session, now: datetime, heard: datetime | None = None) -> list[str]:
         """Mark clusters whose heartbeats stopped offline; returns their ids.
 
-        ``heard_until``: when the oldest message still waiting in the controller's own
-        inbox arrived (None: nothing waits). Silence is measured up to then, not up to
-        ``now``: a heartbeat that waits behind a backlog is not a silent cluster. (With
-        10,000 clusters connecting at once the backlog reached a minute; measured against
-        ``now``, thousands were declared offline with their heartbeats in the queue, and
-        bringing them back online deepened the backlog further.)"""
-        as_of = min(now, heard_until) if heard_until is not None else now
+        ``heard``: the moment up to which what the clusters said has been applied (the
+        arrival of the oldest message still waiting in the controller's own inbox, or
+        ``now`` when none waits: :meth:`Ingest.heard`). Silence is measured up to then, not
+        up to ``now``: a heartbeat that waits behind a backlog is not a silent cluster.
+        (With 10,000 clusters connecting at once the backlog reached a minute; measured
+        against ``now``, thousands were declared offline with their heartbeats in the
+        queue, and bringing them back online deepened the backlog further.)"""
+        as_of = heard or now
         stale = [cid for cid, v in self.views.items()
                  if v.state in UP_STATES and v.last_seen is not None
                  and as_of - v.last_seen > timedelta(seconds=v.heartbeat_s * self.timeout_factor)]

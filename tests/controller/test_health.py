@@ -46,7 +46,7 @@ def test_a_heartbeat_waiting_in_the_inbox_is_not_silence(tmp_path: Path) -> None
         h = HealthTracker()
         h.load(db)
         # the oldest message waiting arrived 40 s ago: what came before it has been taken
-        assert h.sweep(db, now, heard_until=now - timedelta(seconds=40)) == [ids[1]]
+        assert h.sweep(db, now, heard=now - timedelta(seconds=40)) == [ids[1]]
         db.commit()
         states = {c.id: c.state for c in db.scalars(select(Cluster).where(Cluster.id.in_(ids)))}
         assert states == {ids[0]: "online", ids[1]: "offline"}

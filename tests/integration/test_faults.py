@@ -291,6 +291,7 @@ def test_postgresql_down_20s_during_playback(tmp_path: Path) -> None:
         with Station.open(tmp_path, db_url=pg.url) as st:
             bc, start = st.schedule(LEAD_S + 3)
             _kill_after(st, start + timedelta(seconds=1))
+            down_at = datetime.now(UTC)
             pg.stop()
             # meanwhile the API says why it cannot answer
             status, body = st.api.call("GET", f"/api/v1/broadcasts/{bc}")
@@ -299,6 +300,11 @@ def test_postgresql_down_20s_during_playback(tmp_path: Path) -> None:
             time.sleep(20)  # the outage: the bulletin ends and every report comes in
             pg.start()
             st.check(bc)
+            # the heartbeats that waited out the outage in the controller's inbox were not
+            # taken for silence: no cluster was declared offline for the database's stall
+            for c in st.api.get("/api/v1/clusters"):
+                since = datetime.fromisoformat(c["state_since"])
+                assert c["state"] == "online" and since < down_at, c
             metrics = st.api.text("/metrics")
             rejected = [ln for ln in metrics.splitlines()
                         if ln.startswith("loa_mqtt_messages_rejected_total")]
