@@ -389,7 +389,7 @@ class Dispatcher:
             with self.gate:
                 self.unrecorded[occ.id] = intent
             return None
-        body = self._play_body(db, occ, bc, self._volume_cap(db, bc, occ, areas=resolved.cluster_areas))
+        body = self._play_body(db, occ, bc, self._volume_cap(db, bc, occ, resolved.cluster_areas))
         ok = self._publish_play(occ, bc, resolved, body, self._expiry(occ, bc))
         intent = self._intent(bc, occ, resolved, "sent" if ok else "pending")
         with self.gate:
@@ -559,7 +559,7 @@ class Dispatcher:
               resolved: Resolved | None = None) -> None:
         if resolved is None:
             resolved = resolve(db, bc.target.areas, bc.target.clusters)
-        body = self._play_body(db, occ, bc, self._volume_cap(db, bc, occ, areas=resolved.cluster_areas))
+        body = self._play_body(db, occ, bc, self._volume_cap(db, bc, occ, resolved.cluster_areas))
         expires = self._expiry(occ, bc)
         db.refresh(bc)  # last moment: a cancel may have been committed meanwhile
         if bc.status not in BROADCAST_LIVE:
@@ -608,17 +608,13 @@ class Dispatcher:
         return ok
 
     def _volume_cap(self, db: Session, bc: Broadcast, occ: Occurrence,
-                    cluster_ids: list[str] | None = None, *,
-                    areas: Iterable[str | None] | None = None) -> int | None:
-        """The strictest volume cap of the areas it plays in (``areas``, as the targets
-        resolved them; else those of ``cluster_ids``), at its start time."""
+                    areas: Iterable[str | None]) -> int | None:
+        """The strictest volume cap of the areas it plays in (the areas of its clusters), at
+        its start time."""
         if bc.priority == "emergency":
             return None
         zone = ZoneInfo(self.settings.timezone)
         local = occ.start_at.astimezone(zone).time()
-        if areas is None:
-            areas = set(db.scalars(select(Cluster.area_id).where(
-                Cluster.id.in_(cluster_ids or []))))
         caps = [p.volume_cap(local) for p in area_policies(db, areas).values()]
         return min((c for c in caps if c is not None), default=None)
 
@@ -650,12 +646,15 @@ class Dispatcher:
                 .where(Delivery.cluster_id.in_(part), Delivery.state.in_(("pending", "sent")),
                        Occurrence.status == OccurrenceStatus.SENT, Occurrence.ends_at > now)
             ).all()
+            area_of = {cid: area for cid, area in db.execute(
+                select(Cluster.id, Cluster.area_id).where(Cluster.id.in_(part)))}
             for d in rows:
                 occ = d.occurrence
                 bc = occ.broadcast
                 if self._expiry(occ, bc) <= now:
                     continue
-                body = self._play_body(db, occ, bc, self._volume_cap(db, bc, occ, [d.cluster_id]))
+                cap = self._volume_cap(db, bc, occ, [area_of.get(d.cluster_id)])
+                body = self._play_body(db, occ, bc, cap)
                 if self._publish_command("play", topics.cluster_cmd(d.cluster_id), body,
                                          self._expiry(occ, bc), occ.id):
                     sent += 1
@@ -805,7 +804,7 @@ class Dispatcher:
     def _resend(self, db: Session, occ: Occurrence, bc: Broadcast) -> None:
         """Publish ``occ`` again (a new revision) to every topic of its targets."""
         resolved = resolve(db, bc.target.areas, bc.target.clusters)
-        body = self._play_body(db, occ, bc, self._volume_cap(db, bc, occ, areas=resolved.cluster_areas))
+        body = self._play_body(db, occ, bc, self._volume_cap(db, bc, occ, resolved.cluster_areas))
         expires = self._expiry(occ, bc)
         for topic in resolved.topics:
             self._publish_command("play", topic, body, expires, occ.id)

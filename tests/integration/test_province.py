@@ -639,6 +639,32 @@ def test_volume_cap_by_time_of_day(prov: Province) -> None:
         prov.admin.put(f"/api/v1/areas/{COMMUNE}/policy", json={"volume_caps": None})
 
 
+def test_a_capped_play_sent_again_to_a_cluster_that_was_away_keeps_its_cap(
+        prov: Province) -> None:
+    """The cluster is off the air when the bulletin is sent; once back it is sent the play
+    on its own topic, and that copy carries the area's cap too."""
+    now = datetime.now(VN)
+    window = {"start": (now - timedelta(hours=1)).strftime("%H:%M"),
+              "end": (now + timedelta(hours=1)).strftime("%H:%M"), "max_pct": 40}
+    r = prov.admin.put(f"/api/v1/areas/{COMMUNE}/policy", json={"volume_caps": [window]})
+    assert r.status_code == 200, r.text
+    try:
+        board = next(c for c in prov.sim.clusters if "hd-v05" in c.area_path)
+        prov.sim.call(lambda: board.inject("link_cut", {"down_s": 4.0}))
+        wait_for(lambda: get(prov.admin, f"/api/v1/clusters/{board.id}")["state"] == "offline",
+                 10, "the cluster away")
+        c = tts(prov.commune, "Thông báo nhỏ.")
+        r = prov.commune.post("/api/v1/broadcasts", json={
+            "content_id": c, "targets": {"areas": ["hd-v05"]},
+            "start_at": (datetime.now(UTC) + timedelta(seconds=12)).isoformat()})
+        assert r.status_code == 201, r.text
+        final = played(prov.commune, r.json()["id"], 1, timeout=40)
+        occ = board.player.occurrences[final["occurrence"]["id"]]
+        assert board.volume_pct > 40 and board.playback_volume(occ) == 40
+    finally:
+        prov.admin.put(f"/api/v1/areas/{COMMUNE}/policy", json={"volume_caps": None})
+
+
 def test_an_officers_bulletin_airs_only_once_a_leader_approves_it(prov: Province) -> None:
     c = tts(prov.officer, "Thông báo lịch tiêm phòng cho trẻ em.")
     start = datetime.now(UTC) + timedelta(seconds=6)
