@@ -156,3 +156,6 @@ class Watcher:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        # no cycle through the callbacks: the client goes with the watcher, and paho closes
+        # its sockets then (collected later, as a cycle, they were reported unclosed)
+        self.client.on_message = self.client.on_subscribe = None

@@ -1,0 +1,132 @@
+"""What RabbitMQ 3.10's MQTT plugin, clustered on three nodes, gives for what Loa relies on
+(docs/scaling.md, "A clustered broker"): measured, so the table there can be reproduced and
+notices when a newer engine behaves otherwise. QoS 1, Wills and a mirrored session hold
+across the nodes and a node's loss; retained messages do not (they stay on the node they were
+published on, and a wildcard filter gets none), which is what rules it out for Loa today."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.utils.broker import Watcher, wait_for
+from tests.utils.rabbitmq import RabbitCluster, needs_rabbitmq
+
+pytestmark = [pytest.mark.integration, needs_rabbitmq]
+
+#: a board with a Will that says when it is connected, then waits to be killed
+BOARD = """
+import sys, threading
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cluster-c9")
+c.will_set("loa/v1/cluster/c9/status", b"offline", qos=1)
+c.on_connect = lambda *_: print("connected", flush=True)
+c.connect("127.0.0.1", int(sys.argv[1]))
+c.loop_forever()
+"""
+
+
+@pytest.fixture(scope="module")
+def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
+    cluster = RabbitCluster(tmp_path_factory.mktemp("rabbitmq")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+class Session:
+    """An MQTT 3.1.1 client with a session that outlives its connection (as the controller
+    holds one): what it got, and whether the broker said its session was present."""
+
+    def __init__(self, port: int, client_id: str, topic: str):
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.got: list[bytes] = []
+        self.present: list[bool] = []
+        ready = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=False)
+
+        def connected(_c: Any, _u: Any, flags: Any, _rc: Any, _p: Any) -> None:
+            self.present.append(bool(flags.session_present))
+            self.client.subscribe(topic, qos=1)  # (as the controller does after every connect)
+
+        self.client.on_connect = connected
+        self.client.on_subscribe = lambda *_: ready.set()
+        self.client.on_message = lambda _c, _u, m: self.got.append(m.payload)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not ready.wait(10):
+            raise AssertionError("no SUBACK")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.client.on_connect = self.client.on_message = self.client.on_subscribe = None
+
+
+def test_qos1_and_wills_cross_the_nodes_retained_messages_do_not(rabbit: RabbitCluster) -> None:
+    p = rabbit.mqtt_ports
+    events = Watcher(p[1], "loa/v1/cluster/+/event")
+    sender = Watcher(p[0], "unused/0")
+    sender.publish("loa/v1/cluster/c1/event", b"played")
+    wait_for(lambda: events.got == [b"played"], 5, "a QoS 1 message from another node")
+
+    # a board's Will, published by the node it was on, reaches a subscriber on another:
+    # the board's process is killed (its link lost, no DISCONNECT)
+    statuses = Watcher(p[0], "loa/v1/cluster/+/status")
+    board = subprocess.Popen([sys.executable, "-c", BOARD, str(p[2])], stdout=subprocess.PIPE)
+    try:
+        assert board.stdout is not None and board.stdout.readline() == b"connected\n"
+    finally:
+        board.kill()
+        board.communicate(timeout=5)
+    wait_for(lambda: b"offline" in statuses.got, 10, "the Will on another node")
+
+    # retained: kept by the node it was published on only, and never to a wildcard filter
+    sender.publish("loa/v1/controller/status", b"online", retain=True)
+    same = Watcher(p[0], "loa/v1/controller/status")
+    wait_for(lambda: same.got == [b"online"], 5, "the retained copy on its own node")
+    other = Watcher(p[1], "loa/v1/controller/status")
+    births = Watcher(p[0], "loa/v1/controller/+")
+    assert not wait_for_none(lambda: other.got or births.got, 2)
+    for w in (events, sender, statuses, same, other, births):
+        w.close()
+
+
+def wait_for_none(what: Any, seconds: float) -> Any:
+    """What ``what`` returns after ``seconds`` (for a message that must not come)."""
+    try:
+        return wait_for(what, seconds, "nothing")
+    except AssertionError:
+        return None
+
+
+def test_a_node_lost_keeps_the_mirrored_session_and_the_boards_move(
+        rabbit: RabbitCluster) -> None:
+    p = rabbit.mqtt_ports
+    controller = Session(p[2], "loa-controller-test", "loa/v1/cluster/+/event")
+    controller.close()  # away: what the clusters report is queued for it
+    sender = Watcher(p[0], "unused/1")
+    for i in range(3):
+        sender.publish(f"loa/v1/cluster/c{i}/event", b"ev%d" % i)
+    board = Watcher(p[2], "loa/v1/area/hd/cmd")
+    rabbit.kill(2)  # the node the controller's session and the board were on
+    back = Session(p[1], "loa-controller-test", "loa/v1/cluster/+/event")
+    assert back.present == [True]
+    wait_for(lambda: sorted(back.got) == [b"ev0", b"ev1", b"ev2"], 10,
+             "what was queued for the controller, from the mirror")
+    moved = Watcher(p[1], "loa/v1/area/hd/cmd")  # the board on another node, subscribed again
+    sender.publish("loa/v1/area/hd/cmd", b"play")
+    wait_for(lambda: moved.got == [b"play"], 5, "a command to the board that moved")
+    for w in (sender, moved, board):
+        w.close()
+    back.close()
