@@ -83,6 +83,9 @@ class _LoaCollector(Collector):
                                 value=rt.link.inbox.qsize())
         yield CounterMetricFamily("loa_content_chunks_sent", "Content chunks published",
                                   value=rt.content.chunks_sent)
+        yield CounterMetricFamily("loa_live_frames_too_fast", "Frames of a live voice refused: "
+                                  "its sender sent faster than real time",
+                                  value=rt.streams.frames_too_fast() if rt.streams else 0)
 
 
 def render(rt: Runtime) -> bytes:

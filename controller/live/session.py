@@ -8,10 +8,11 @@ the controller (so it is heard ``latency`` later: mouth to speaker is the sender
 that); audio that comes later than that (a phone's network, its recorder's 100 ms pieces) keeps its place
 in the voice as long as the latency can still carry it to the boards in time, and only a longer
 pause puts the stamps back in step with now, which the boards count as a gap. What is said
-before ``start_at − latency`` is not aired. A source faster than real time (a file, Icecast's burst on
-connect) is held to at most ``AHEAD_S`` ahead of the clock; one that falls behind (a stall, a
-slow network) is re-anchored to now, and what it owed is a gap the boards count, never a
-delay that would grow.
+before ``start_at − latency`` is not aired, and a live voice sent faster than it can be
+spoken is refused past ``AHEAD_S`` ahead of its speaker (counted). A relay's source faster
+than real time (a file, Icecast's burst on connect) is held to at most ``AHEAD_S`` ahead of the
+clock; one that falls behind (a stall, a slow network) is re-anchored to now, and what it owed
+is a gap the boards count, never a delay that would grow.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class StreamSession(threading.Thread):
         self.seq = 0
         self.frames_sent = 0
         self.reanchored_ms = 0
+        self.too_fast = 0  # a live voice's frames refused: sent faster than real time
         self._pending: list[bytes] = []
         self._stamp = self.first_us
         #: how much later than its first audio a live voice's audio may come (the sender's
@@ -131,6 +133,11 @@ class StreamSession(threading.Thread):
             said = now - FRAME_MS * 1000  # (the packet's audio has just come in whole)
             if said < self.first_us:
                 return  # spoken before the broadcast began: not aired
+            if stamp - said > AHEAD_S * 1_000_000:
+                # sent faster than it can be spoken (a flood, a file pushed as a voice): a
+                # live voice is never ahead of its speaker; refused, and counted
+                self.too_fast += 1
+                return
             if said - stamp > self._jitter_us or self.seq == 0 and not self._pending:
                 # the voice's first audio, or audio after a pause: in step with now
                 self._send()

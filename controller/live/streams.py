@@ -141,6 +141,12 @@ class Streams:
         self.counters: Counter[str] = Counter()
         self._lock = threading.Lock()
 
+    def frames_too_fast(self) -> int:
+        """A live voice's frames refused because its sender sent faster than real time."""
+        with self._lock:
+            running = list(self.running.values())
+        return self.counters["frames_too_fast"] + sum(s.too_fast for s in running)
+
     # --- live senders --------------------------------------------------------------------
 
     def pipe(self, live_id: str) -> LivePipe:
@@ -223,6 +229,7 @@ class Streams:
         """Keep the recording as content, attached to the occurrence it is the record of;
         a source that died opens a ``stream_source_lost`` alert for the item's area."""
         self.counters[f"ended_{s.reason}"] += 1
+        self.counters["frames_too_fast"] += s.too_fast
         with self._lock:
             self.running.pop(s.occurrence_id, None)
         if s.reason == "source_lost":

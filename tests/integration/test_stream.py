@@ -286,6 +286,35 @@ def test_a_live_voice_over_a_jittery_phone_network_keeps_its_place_and_a_lost_st
         assert max(at) - min(at) <= 0.005, at
 
 
+def test_a_voice_sent_faster_than_it_can_be_spoken_is_held_to_its_speaker(
+        commune: tuple[HttpApi, SimThread, Path]) -> None:
+    """A sender that pushes 6 s of voice in 2 s (a flood, a file pushed as a live voice):
+    what runs more than 2 s ahead of real time is refused and counted, so the boards get
+    no more than a voice's worth, play it without a gap, and the stream is not used up."""
+    api, _sim, record = commune
+
+    def refused() -> float:
+        line = next(ln for ln in api.text("/metrics").splitlines()
+                    if ln.startswith("loa_live_frames_too_fast_total"))
+        return float(line.split()[-1])
+
+    before = refused()
+    status, live = api.post("/api/v1/live", {"targets": {"areas": [COMMUNE]}})
+    assert status == 201, live
+    speak(live, pcm_with_marks(6.0, [0.5]), network=lambda t: t / 3)
+    api.post(f"/api/v1/live/{live['id']}/stop", {})
+    final = all_played(api, live["broadcast_id"])
+    for d in final["deliveries"]:  # ~2 s spoken in real time, plus the 2 s allowed ahead
+        assert 3_000 <= d["stream"]["played_ms"] <= 5_000, d
+    for cid, bs in heard(record, final["occurrences"][0]["id"]).items():
+        # the voice it played ran on without a hole while the sender flooded (after it, the
+        # sender is silent until its stop: that the boards count as gaps)
+        voice = [b for b in bs if b["stamp_us"] < bs[0]["stamp_us"] + 3_000_000]
+        assert len(voice) >= 29 and all(b2["seq"] == b1["seq"] + b1["frames"]
+                                        for b1, b2 in itertools.pairwise(voice)), cid
+    assert 50 <= refused() - before <= 150  # ~2 s of 20 ms frames
+
+
 def test_a_board_cut_off_for_3_s_comes_back_in_step_and_reports_its_gap(
         commune: tuple[HttpApi, SimThread, Path]) -> None:
     api, sim, record = commune
