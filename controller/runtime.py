@@ -136,7 +136,8 @@ class Runtime:
                                            True),
                              announce=_announce, client_id=settings.client_id,
                              session_expiry_s=settings.mqtt_session_expiry_s,
-                             tls=settings.mqtt_tls(), more=settings.mqtt_nodes[1:])
+                             tls=settings.mqtt_tls(), more=settings.mqtt_nodes[1:],
+                             retained_every_node=settings.mqtt_retained_every_node)
         link.subscribe(SUBSCRIPTIONS)
         clock = TimeService(link, key)
         link.fast = clock.handle

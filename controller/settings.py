@@ -43,6 +43,11 @@ class Settings(BaseSettings):
         None, description="the controller's MQTT client id; default loa-controller-<hash of "
                           "the database URL>, the same on every start, so its broker session "
                           "(what clusters reported while it was down) is taken up again")
+    mqtt_retained_every_node: bool = Field(
+        False, description="publish the controller's retained messages (its status, an "
+                           "emergency's chunks) through every node of LOA_MQTT_URL too: for a "
+                           "broker cluster whose retained messages stay on the node they were "
+                           "published on (RabbitMQ 3.x)")
     mqtt_session_expiry_s: int = Field(
         86400, ge=0, description="how long the broker keeps the controller's session and "
                                  "queues reports for it while it is down (0: no session)")

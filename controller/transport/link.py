@@ -13,7 +13,10 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from controller.transport.retained import RetainedMirror
 
 __all__ = ["Inbound", "Inbox", "Link", "LinkBase", "Outbound", "topic_matches"]
 
@@ -97,6 +100,13 @@ class LinkBase:
         #: for the inbox: content requests are served from here (they need no database,
         #: and a board must not wait behind batches of reports for the audio it plays)
         self.early: Callable[[str, bytes], None] | None = None
+        #: for a broker cluster whose retained messages stay on their node: every retained
+        #: message also goes through every node (controller/transport/retained.py)
+        self.retained_mirror: RetainedMirror | None = None
+
+    def _mirror(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        if retain and self.retained_mirror is not None:
+            self.retained_mirror.publish(topic, payload, qos)
 
     def on_connect(self, hook: Callable[[], None]) -> None:
         self._hooks.append(hook)

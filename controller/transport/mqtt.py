@@ -35,10 +35,14 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import mqtt5
 
 from controller.transport.link import Inbound, Link, LinkBase, Outbound
+
+if TYPE_CHECKING:
+    from controller.transport.mqtt311 import Mqtt311Link
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +175,8 @@ class Mqtt5Link(LinkBase):
                 self._write_locked(self._subscribe_packet(filters))
 
     def start(self, wait_s: float = 10.0) -> None:
+        if self.retained_mirror is not None:
+            self.retained_mirror.start()
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="mqtt-link", daemon=True)
         self._thread.start()
@@ -184,6 +190,8 @@ class Mqtt5Link(LinkBase):
             deadline = time.monotonic() + 2.0
             while self._inflight and self.connected.is_set() and time.monotonic() < deadline:
                 time.sleep(0.01)
+        if self.retained_mirror is not None:
+            self.retained_mirror.stop()
         self._stopping.set()
         with self._wlock:
             sock, self._sock = self._sock, None
@@ -197,6 +205,7 @@ class Mqtt5Link(LinkBase):
         self.connected.clear()
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
+        self._mirror(topic, payload, qos, retain)
         with self._wlock:
             if self._sock is None:
                 self.counters["out_failed"] += 1
@@ -469,12 +478,32 @@ def make_link(host: str, port: int, username: str | None = None,
               will: Outbound | None = None, announce: Callable[[], Outbound] | None = None,
               inbox_max: int = 200_000, client_id: str | None = None,
               session_expiry_s: int = 0, tls: ssl.SSLContext | None = None,
-              more: list[tuple[str, int]] | None = None) -> Link:
+              more: list[tuple[str, int]] | None = None,
+              retained_every_node: bool = False) -> Link:
     """The link for this broker: MQTT 5 (:class:`Mqtt5Link`) unless ``protocol`` says
     ``3.1.1`` or, with ``auto``, the broker answers an MQTT 5 CONNECT as a 3.1.1 broker.
     An unreachable broker under ``auto`` gets MQTT 5. With a ``client_id`` and a
     ``session_expiry_s``, the broker keeps the session (and queues QoS 1 messages for it)
-    across disconnects and restarts of the controller."""
+    across disconnects and restarts of the controller. ``retained_every_node``: every
+    retained message also goes through every node (:class:`RetainedMirror`)."""
+    link = _make_link(host, port, username, password, protocol=protocol, will=will,
+                      announce=announce, inbox_max=inbox_max, client_id=client_id,
+                      session_expiry_s=session_expiry_s, tls=tls, more=more)
+    if retained_every_node:
+        from controller.transport.retained import RetainedMirror
+
+        link.retained_mirror = RetainedMirror(
+            [(host, port), *(more or [])], username, password,
+            client_id or f"loa-controller-{uuid.uuid4().hex[:8]}", will=will,
+            announce=announce, tls=tls)
+    return link
+
+
+def _make_link(host: str, port: int, username: str | None, password: str | None, *,
+               protocol: str, will: Outbound | None, announce: Callable[[], Outbound] | None,
+               inbox_max: int, client_id: str | None, session_expiry_s: int,
+               tls: ssl.SSLContext | None, more: list[tuple[str, int]] | None
+               ) -> Mqtt5Link | Mqtt311Link:
     if protocol == "auto":
         v5 = None
         for h, p in [(host, port), *(more or [])]:  # (the first node that answers)

@@ -70,11 +70,15 @@ class Mqtt311Link(LinkBase):
             self._client.subscribe(filters)
 
     def start(self, wait_s: float = 10.0) -> None:
+        if self.retained_mirror is not None:
+            self.retained_mirror.start()
         self._client.connect_async(self.host, self.port, keepalive=self.keepalive)
         self._client.loop_start()
         self._wait_connected(wait_s)
 
     def stop(self) -> None:
+        if self.retained_mirror is not None:
+            self.retained_mirror.stop()
         if self.connected.is_set() and self.announce is not None and self.will is not None:
             w = self.will
             info = self._client.publish(w.topic, w.payload, qos=w.qos, retain=w.retain)
@@ -87,6 +91,7 @@ class Mqtt311Link(LinkBase):
         self.connected.clear()
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
+        self._mirror(topic, payload, qos, retain)
         if not self.connected.is_set():
             self.counters["out_failed"] += 1
             return False

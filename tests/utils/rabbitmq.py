@@ -6,8 +6,10 @@ node loss)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import os
-import shutil
 import signal
 import subprocess
 from dataclasses import dataclass, field
@@ -18,11 +20,14 @@ import pytest
 from tests.utils.broker import free_port, port_open, wait_for
 
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+#: the CLI itself (the wrapper on the PATH runs it as the rabbitmq user, who cannot read
+#: the test's folders)
+CTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
 COOKIE = "loa-test-cluster-cookie"
 
 
 def rabbitmq_present() -> bool:
-    return Path(SERVER).exists() and shutil.which("rabbitmqctl") is not None
+    return Path(SERVER).exists() and Path(CTL).exists()
 
 
 needs_rabbitmq = pytest.mark.skipif(not rabbitmq_present(),
@@ -40,8 +45,9 @@ class RabbitCluster:
         self.mqtt_ports = [free_port() for _ in range(self.size)]
         self._amqp_ports = [free_port() for _ in range(self.size)]
         self._dist_ports = [free_port() for _ in range(self.size)]
-        self.names = [f"loa{i}x{os.getpid()}@localhost" for i in range(self.size)]
+        self.names = [f"loa{i}x{self._dist_ports[i]}@localhost" for i in range(self.size)]
         self.procs = [None] * self.size
+        self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / ".erlang.cookie").write_text(COOKIE)
         (self.workdir / ".erlang.cookie").chmod(0o400)
         for i in range(self.size):
@@ -66,9 +72,9 @@ class RabbitCluster:
                 "RABBITMQ_PID_FILE": str(d / "pid"), "RABBITMQ_USE_LONGNAME": "false"}
 
     def ctl(self, i: int, *args: str, timeout: float = 60) -> str:
-        r = subprocess.run(["rabbitmqctl", "--erlang-cookie", COOKIE, "-n", self.names[i], *args],
+        r = subprocess.run([CTL, "--erlang-cookie", COOKIE, "-n", self.names[i], *args],
                            capture_output=True, text=True, timeout=timeout,
-                           env={**os.environ, "HOME": str(self.workdir)}, check=False)
+                           env=self._env(i), check=False)
         assert r.returncode == 0, f"rabbitmqctl {' '.join(args)}: {r.stdout}{r.stderr}"
         return r.stdout
 
@@ -89,6 +95,30 @@ class RabbitCluster:
         self.ctl(0, "set_policy", "loa-mqtt-ha", "^mqtt-subscription-",
                  '{"ha-mode":"all","ha-sync-mode":"automatic"}', "--apply-to", "queues")
         return self
+
+    def add_users(self, names: list[str], password: str) -> None:
+        """Broker accounts (all of one password), each free to publish and subscribe: what
+        a board connects with (its cluster id as the user name). One import for them all."""
+        def hashed(pw: str) -> str:  # RabbitMQ's salted SHA-256
+            salt = os.urandom(4)
+            return base64.b64encode(salt + hashlib.sha256(salt + pw.encode()).digest()).decode()
+
+        defs = {"users": [{"name": n, "password_hash": hashed(password), "tags": [],
+                           "hashing_algorithm": "rabbit_password_hashing_sha256"} for n in names],
+                "permissions": [{"user": n, "vhost": "/", "configure": ".*", "write": ".*",
+                                 "read": ".*"} for n in names]}
+        f = self.workdir / "users.json"
+        f.write_text(json.dumps(defs))
+        self.ctl(0, "import_definitions", str(f))
+
+    def users_on(self, i: int) -> set[str]:
+        """The user names of the MQTT clients connected through node ``i`` now (the
+        plugin lists the whole cluster's, each with the port it came in on)."""
+        alive = next(n for n in range(self.size) if self.procs[n] is not None)
+        out = self.ctl(alive, "list_mqtt_connections", "user", "port", "--no-table-headers",
+                       "--quiet")
+        rows = [line.split("\t") for line in out.splitlines() if "\t" in line]
+        return {user for user, port in rows if port.strip() == str(self.mqtt_ports[i])}
 
     def kill(self, i: int) -> None:
         p = self.procs[i]
