@@ -1,5 +1,8 @@
 """The controller's link to a broker that speaks only MQTT 3.1.1 (amqtt, which ``loa demo``
-embeds on a machine without a broker): paho-mqtt's client, through its public API.
+embeds on a machine without a broker; NATS 2.9 and RabbitMQ 3.10 clusters): paho-mqtt's
+client, through its public API. Given several nodes of a broker cluster, a node that has not
+answered for ``NODE_TIMEOUT_S`` is left for the next, with a new paho client (paho reconnects
+to one address and will not change it).
 
 A demo or a single commune's traffic; a province's broker speaks MQTT 5 and gets
 :class:`controller.transport.mqtt.Mqtt5Link`. Same contract as that link: while the link is
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -25,6 +29,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Mqtt311Link"]
 
+#: with several broker nodes: how long a node may stay unreachable before the next is tried
+NODE_TIMEOUT_S = 5.0
+
 
 class Mqtt311Link(LinkBase):
     def __init__(self, host: str, port: int, username: str | None = None,
@@ -34,35 +41,66 @@ class Mqtt311Link(LinkBase):
                  announce: Callable[[], Outbound] | None = None,
                  persistent: bool = False, tls: ssl.SSLContext | None = None,
                  more: list[tuple[str, int]] | None = None):
-        super().__init__(host, port, inbox_max)
-        if more:  # (paho reconnects to one address, and will not change it mid-attempt)
-            log.warning("the MQTT 3.1.1 link uses only the first broker node, %s:%s; "
-                        "several nodes need MQTT 5", host, port)
+        super().__init__(host, port, inbox_max, more)
         self.keepalive = keepalive
         self.will, self.announce = will, announce
         self._last: mqtt.MQTTMessageInfo | None = None
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"loa-controller-{uuid.uuid4().hex[:8]}",
-            protocol=mqtt.MQTTv311, clean_session=not persistent, manual_ack=True,
-        )
-        if username:
-            self._client.username_pw_set(username, password)
-        if tls is not None:
-            self._client.tls_set_context(tls)
-        self._client.max_inflight_messages_set(1000)
-        self._client.max_queued_messages_set(0)
-        self._client.reconnect_delay_set(1, 10)
-        if will is not None:
-            self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
-        self._client.on_subscribe = self._on_subscribe
+        self._client_id = client_id or f"loa-controller-{uuid.uuid4().hex[:8]}"
+        self._username, self._password = username, password
+        self._persistent, self._tls = persistent, tls
+        self._client = self._new_client()
+        #: with several broker nodes: moves the link to the next node when its node has not
+        #: answered for ``NODE_TIMEOUT_S`` (paho reconnects to one address only)
+        self._supervisor: threading.Thread | None = None
+        self._stopping = threading.Event()
         #: the SUBSCRIBE whose SUBACK makes this connection count as up
         self._ready_on: int | None = None
         #: which connection this is: acknowledgements of an older one are not sent
         self._generation = 0
+
+    def _new_client(self) -> mqtt.Client:
+        """A paho client for the current node (a new one per node: paho will not change
+        the address of a client that has connected)."""
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self._client_id,
+                        protocol=mqtt.MQTTv311, clean_session=not self._persistent,
+                        manual_ack=True)
+        if self._username:
+            c.username_pw_set(self._username, self._password)
+        if self._tls is not None:
+            c.tls_set_context(self._tls)
+        c.max_inflight_messages_set(1000)
+        c.max_queued_messages_set(0)
+        c.reconnect_delay_set(1, 10)
+        if self.will is not None:
+            w = self.will
+            c.will_set(w.topic, w.payload, qos=w.qos, retain=w.retain)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
+        return c
+
+    def _supervise(self) -> None:
+        """While the link is down on one node for ``NODE_TIMEOUT_S``, try the next; the
+        session (clean session off) is taken up there if the cluster keeps it."""
+        down_since: float | None = None
+        while not self._stopping.wait(0.5):
+            if self.connected.is_set():
+                down_since = None
+                continue
+            now = time.monotonic()
+            if down_since is None:
+                down_since = now
+            elif now - down_since >= NODE_TIMEOUT_S:
+                old = self._client
+                old.loop_stop()
+                old.disconnect()
+                self._generation += 1  # (what the old client delivered is not acked on the new)
+                self._next_node()
+                self._client = self._new_client()
+                self._client.connect_async(self.host, self.port, keepalive=self.keepalive)
+                self._client.loop_start()
+                down_since = now
 
     def subscribe(self, filters: list[tuple[str, int]]) -> None:
         self._subscriptions.extend(filters)
@@ -72,11 +110,20 @@ class Mqtt311Link(LinkBase):
     def start(self, wait_s: float = 10.0) -> None:
         if self.retained_mirror is not None:
             self.retained_mirror.start()
+        self._stopping.clear()
         self._client.connect_async(self.host, self.port, keepalive=self.keepalive)
         self._client.loop_start()
+        if len(self.nodes) > 1:
+            self._supervisor = threading.Thread(target=self._supervise, daemon=True,
+                                                name="mqtt-nodes")
+            self._supervisor.start()
         self._wait_connected(wait_s)
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(5)
+            self._supervisor = None
         if self.retained_mirror is not None:
             self.retained_mirror.stop()
         if self.connected.is_set() and self.announce is not None and self.will is not None:

@@ -1,7 +1,7 @@
-"""The controller's MQTT 5 link given the nodes of a broker cluster: it uses the first that
-answers and moves to another when its node goes away (real Mosquitto processes standing in
-for two nodes; what a NATS cluster does on a node loss is in test_faults). The MQTT 3.1.1
-link (paho) uses the first node only."""
+"""The controller's link, MQTT 5 or 3.1.1, given the nodes of a broker cluster: it uses the
+first that answers and moves to another when its node goes away (real Mosquitto processes
+standing in for two nodes; what a NATS cluster does on a node loss is in test_faults, a
+RabbitMQ cluster in test_rabbitmq_cluster)."""
 
 from __future__ import annotations
 
@@ -23,10 +23,11 @@ def test_settings_name_every_node_with_the_first_ones_credentials() -> None:
 
 
 @needs_mosquitto
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 @pytest.mark.timeout(120)
-def test_the_link_moves_to_a_node_that_answers(tmp_path: Path) -> None:
+def test_the_link_moves_to_a_node_that_answers(tmp_path: Path, protocol: str) -> None:
     first, second = Broker(tmp_path), Broker(tmp_path).start()  # the first node is down
-    link = make_link("127.0.0.1", first.port, protocol="5",
+    link = make_link("127.0.0.1", first.port, protocol=protocol,
                      more=[("127.0.0.1", second.port)])
     link.subscribe([("loa/v1/test/#", 1)])
     watchers: list[Watcher] = []

@@ -155,13 +155,15 @@ class _Url:
     url: str  # (what make_settings reads)
 
 
-@pytest.mark.parametrize("moment", ["bulletin", "emergency", "node-lost"])
+@pytest.mark.parametrize("moment", ["bulletin", "emergency", "node-lost", "controllers-node-lost"])
 @pytest.mark.timeout(400)
 def test_loa_on_a_rabbitmq_cluster(tmp_path: Path, moment: str) -> None:
     """The controller on node 1; the 15 boards know nodes 0 and 2 and sit on node 0, so
     every command, chunk, report, Will and retained status crosses between nodes. With
     ``node-lost`` node 0 is killed 1 s into the bulletin: the boards move to node 2, find
-    the controller's status there, play and report."""
+    the controller's status there, play and report. With ``controllers-node-lost`` node 1
+    is: the controller moves to node 0 and takes up its mirrored session there, with the
+    reports queued in it meanwhile."""
     nodes = RabbitCluster(tmp_path / "rabbitmq").start()
     ctl = st = None
     try:
@@ -195,12 +197,14 @@ def test_loa_on_a_rabbitmq_cluster(tmp_path: Path, moment: str) -> None:
             st.check(bc["id"], timeout=120)
             return
         bid, start = st.schedule(LEAD_S + 4)
-        if moment == "node-lost":
+        if moment in ("node-lost", "controllers-node-lost"):
             _kill_after(st, start + timedelta(seconds=1))
-            nodes.kill(0)
+            nodes.kill(0 if moment == "node-lost" else 1)
         st.check(bid, timeout=240)
         if moment == "node-lost":  # they moved to node 2 and played and reported from there
             assert nodes.users_on(2) >= set(net.clusters)
+        if moment == "controllers-node-lost":  # the controller's link moved to node 0
+            assert settings.client_id in {cid for cid, _user in nodes.clients_on(0)}
     finally:
         if st is not None and st.sim is not None:
             st.sim.terminate()

@@ -111,14 +111,18 @@ class RabbitCluster:
         f.write_text(json.dumps(defs))
         self.ctl(0, "import_definitions", str(f))
 
-    def users_on(self, i: int) -> set[str]:
-        """The user names of the MQTT clients connected through node ``i`` now (the
+    def clients_on(self, i: int) -> set[tuple[str, str]]:
+        """(client id, user name) of the MQTT clients connected through node ``i`` now (the
         plugin lists the whole cluster's, each with the port it came in on)."""
         alive = next(n for n in range(self.size) if self.procs[n] is not None)
-        out = self.ctl(alive, "list_mqtt_connections", "user", "port", "--no-table-headers",
-                       "--quiet")
-        rows = [line.split("\t") for line in out.splitlines() if "\t" in line]
-        return {user for user, port in rows if port.strip() == str(self.mqtt_ports[i])}
+        out = self.ctl(alive, "list_mqtt_connections", "client_id", "user", "port",
+                       "--no-table-headers", "--quiet")
+        rows = [line.split("\t") for line in out.splitlines() if line.count("\t") == 2]
+        return {(cid, user) for cid, user, port in rows
+                if port.strip() == str(self.mqtt_ports[i])}
+
+    def users_on(self, i: int) -> set[str]:
+        return {user for _cid, user in self.clients_on(i)}
 
     def kill(self, i: int) -> None:
         p = self.procs[i]
