@@ -29,7 +29,8 @@ class ProvisioningBundle(BaseModel):
     password: str = Field(min_length=16, description="the board's own broker secret; the "
                           "broker refuses it once the board is retired or replaced")
     broker_url: str = Field(pattern=r"^mqtts?://[^/\s]+$", description="mqtt://host:port, "
-                            "or mqtts://host:port for TLS")
+                            "or mqtts://host:port for TLS; the nodes of a broker cluster "
+                            "comma-separated after one scheme (mqtt://n1:1883,n2:1883)")
     ca_pem: str | None = Field(None, description="PEM of the CA that signed the broker's "
                                                  "TLS certificate, for mqtts")
     controller_public_key: str = Field(pattern=r"^[0-9a-f]{64}$",

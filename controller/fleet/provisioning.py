@@ -40,11 +40,12 @@ PROVISIONERS = ("admin", "technician")
 
 
 def _public_url(settings: Settings) -> str:
+    """Where boards reach the broker: every node of a broker cluster, ``host:port``
+    comma-separated after one scheme (protocol §1.1), without the controller's credentials."""
     if settings.broker_public_url:
         return settings.broker_public_url
-    host, port, _user, _password = settings.mqtt
     scheme = urlparse(settings.mqtt_url or "mqtt://").scheme or "mqtt"
-    return f"{scheme}://{host}:{port}"
+    return f"{scheme}://" + ",".join(f"{h}:{p}" for h, p in settings.mqtt_nodes)
 
 
 def bundle_for(db: Session, settings: Settings, verify_key: VerifyKey, cluster: Cluster,

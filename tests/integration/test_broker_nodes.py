@@ -22,6 +22,17 @@ def test_settings_name_every_node_with_the_first_ones_credentials() -> None:
         ("a.example", 8883), ("b.example", 8883)]
 
 
+def test_a_boards_bundle_names_every_node_without_the_controllers_secret() -> None:
+    from controller.fleet.provisioning import _public_url
+    from devices.provisioning import ProvisioningBundle
+
+    url = _public_url(Settings(mqtt_url="mqtt://loa:secret@10.0.0.1:1883,10.0.0.2:1884"))
+    assert url == "mqtt://10.0.0.1:1883,10.0.0.2:1884"
+    ProvisioningBundle(cluster_id="hd-c01", username="hd-c01", password="x" * 32,
+                       broker_url=url, controller_public_key="ab" * 32, key_id="cd" * 8,
+                       area_path=["hd-v01"], issued_at="2026-12-08T00:00:00Z")
+
+
 @needs_mosquitto
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 @pytest.mark.timeout(120)
