@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from devices import topics
 from devices.areas import load_fixture
 from tests.integration.harness import ControllerProcess, HttpApi, make_settings, seed, sim_process
 from tests.integration.test_faults import (
@@ -29,10 +31,12 @@ from tests.integration.test_faults import (
     LEAD_S,
     TEXT,
     Station,
+    _fail_over,
     _kill_after,
     _Nodes,
 )
 from tests.utils.broker import Watcher, wait_for
+from tests.utils.proxy import FirstUp
 from tests.utils.rabbitmq import RabbitCluster, needs_rabbitmq
 
 pytestmark = [pytest.mark.integration, needs_rabbitmq]
@@ -155,46 +159,75 @@ class _Url:
     url: str  # (what make_settings reads)
 
 
-@pytest.mark.parametrize("moment", ["bulletin", "emergency", "node-lost", "controllers-node-lost"])
-@pytest.mark.timeout(400)
-def test_loa_on_a_rabbitmq_cluster(tmp_path: Path, moment: str) -> None:
-    """The controller on node 1; the 15 boards know nodes 0 and 2 and sit on node 0, so
-    every command, chunk, report, Will and retained status crosses between nodes. With
-    ``node-lost`` node 0 is killed 1 s into the bulletin: the boards move to node 2, find
-    the controller's status there, play and report. With ``controllers-node-lost`` node 1
-    is: the controller moves to node 0 and takes up its mirrored session there, with the
-    reports queued in it meanwhile."""
-    nodes = RabbitCluster(tmp_path / "rabbitmq").start()
-    ctl = st = None
+@contextmanager
+def loa_on_rabbitmq(tmp: Path, db_url: str | None = None, standby: bool = False
+                    ) -> Iterator[tuple[Station, RabbitCluster, ControllerProcess | None]]:
+    """Three RabbitMQ nodes; the controller on node 1 (knowing all three, its retained
+    messages through every node), with ``standby`` a second one waiting on the same
+    database behind one address; the 15 boards, each with its broker account, knowing nodes
+    0 and 2 and sitting on node 0: every command, chunk, report, Will and retained status
+    crosses between nodes."""
+    nodes = RabbitCluster(tmp / "rabbitmq").start()
+    ctl = second = st = proxy = None
     try:
         net = load_fixture("huong-dao")
         nodes.add_users(list(net.clusters), "board-secret")
         port = nodes.mqtt_ports
         settings = make_settings(
-            tmp_path / "data", _Url(""),  # type: ignore[arg-type]
+            tmp / "data", _Url(""), db_url,  # type: ignore[arg-type]
             mqtt_url=",".join(f"mqtt://127.0.0.1:{port[i]}" for i in (1, 0, 2)),
             mqtt_protocol="3.1.1", mqtt_retained_every_node=True)
         seed(settings, net)
-        ctl = ControllerProcess(settings, {**ENV, "LOA_MQTT_PROTOCOL": "3.1.1",
-                                           "LOA_MQTT_RETAINED_EVERY_NODE": "true"},
-                                log=tmp_path / "controller.log").start()
-        st = Station(tmp_path, None, ctl, HttpApi(ctl.base).login(),  # type: ignore[arg-type]
-                     tmp_path / "played")
+        env = {**ENV, "LOA_MQTT_PROTOCOL": "3.1.1", "LOA_MQTT_RETAINED_EVERY_NODE": "true"}
+        ctl = ControllerProcess(settings, env, log=tmp / "controller.log").start()
+        api = HttpApi(ctl.base)
+        if standby:
+            second = ControllerProcess(settings, env, log=tmp / "second.log",
+                                       standby=True).start()
+            proxy = FirstUp([ctl.port, second.port])
+            api = HttpApi(proxy.base)
+            wait_for(lambda: "standby" in second.log.read_text(), 30, "the second one waiting")
+        st = Station(tmp, None, ctl, api.login(), tmp / "played")  # type: ignore[arg-type]
         boards = ",".join(f"mqtt://board:board-secret@127.0.0.1:{port[i]}" for i in (0, 2))
         st.sim = sim_process(_Nodes(boards), settings.data_dir / "controller_ed25519.pub",  # type: ignore[arg-type]
                              2, "--fixture", "huong-dao", "--record-dir", str(st.played),
-                             "--mqtt-protocol", "3.1.1", log=tmp_path / "sim.log")
+                             "--mqtt-protocol", "3.1.1", log=tmp / "sim.log")
         wait_for(lambda: st is not None and st.online() == CLUSTERS, 60, "15 clusters online")
         assert nodes.users_on(0) >= set(net.clusters)  # the boards on node 0
         status, content = st.api.post("/api/v1/contents/tts", {"text": TEXT})
         assert status == 201, content
         st.content_id = content["id"]
-        if moment == "emergency":  # its audio comes to the boards as retained chunks
-            status, bc = st.api.post("/api/v1/broadcasts", {
-                "content_id": st.content_id, "priority": "emergency",
-                "targets": {"areas": [COMMUNE]}})
-            assert status == 201, bc
-            st.check(bc["id"], timeout=120)
+        yield st, nodes, second
+    finally:
+        if st is not None and st.sim is not None:
+            st.sim.terminate()
+            st.sim.wait(15)
+        if proxy is not None:
+            proxy.close()
+        for c in (second, ctl):
+            if c is not None:
+                c.stop()
+        nodes.stop()
+
+
+def _emergency(st: Station) -> str:
+    status, bc = st.api.post("/api/v1/broadcasts", {
+        "content_id": st.content_id, "priority": "emergency", "targets": {"areas": [COMMUNE]}})
+    assert status == 201, bc
+    return str(bc["id"])
+
+
+@pytest.mark.parametrize("moment", ["bulletin", "emergency", "node-lost", "controllers-node-lost"])
+@pytest.mark.timeout(400)
+def test_loa_on_a_rabbitmq_cluster(tmp_path: Path, moment: str) -> None:
+    """A bulletin and an emergency (its audio as retained chunks) play everywhere and are
+    recorded. With ``node-lost`` node 0 is killed 1 s into the bulletin: the boards move to
+    node 2, find the controller's status there, play and report. With
+    ``controllers-node-lost`` node 1 is: the controller moves to node 0 and takes up its
+    mirrored session there, with the reports queued in it meanwhile."""
+    with loa_on_rabbitmq(tmp_path) as (st, nodes, _none):
+        if moment == "emergency":
+            st.check(_emergency(st), timeout=120)
             return
         bid, start = st.schedule(LEAD_S + 4)
         if moment in ("node-lost", "controllers-node-lost"):
@@ -202,13 +235,31 @@ def test_loa_on_a_rabbitmq_cluster(tmp_path: Path, moment: str) -> None:
             nodes.kill(0 if moment == "node-lost" else 1)
         st.check(bid, timeout=240)
         if moment == "node-lost":  # they moved to node 2 and played and reported from there
-            assert nodes.users_on(2) >= set(net.clusters)
+            assert nodes.users_on(2) >= {f"hd-c{i:02d}" for i in range(1, CLUSTERS + 1)}
         if moment == "controllers-node-lost":  # the controller's link moved to node 0
-            assert settings.client_id in {cid for cid, _user in nodes.clients_on(0)}
-    finally:
-        if st is not None and st.sim is not None:
-            st.sim.terminate()
-            st.sim.wait(15)
-        if ctl is not None:
-            ctl.stop()
-        nodes.stop()
+            assert st.ctl.settings.client_id in {cid for cid, _user in nodes.clients_on(0)}
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("moment", ["before-dispatch", "emergency-fan-out"])
+@pytest.mark.timeout(400)
+def test_the_standby_takes_over_on_a_rabbitmq_cluster(tmp_path: Path, db_url: str,
+                                                       moment: str) -> None:
+    """Two controllers on one PostgreSQL behind one address, three broker nodes: the active
+    one is killed (kill -9) 1 s before it would send a scheduled bulletin, or while an
+    emergency's clusters fetch its audio. The standby takes over, and every cluster plays
+    once, as the API, answering through the other replica, records."""
+    with loa_on_rabbitmq(tmp_path, db_url, standby=True) as (st, nodes, second):
+        assert second is not None
+        if moment == "before-dispatch":
+            bid, start = st.schedule(LEAD_S + 8)
+            _kill_after(st, start - timedelta(seconds=LEAD_S + 1))
+        else:
+            commands = Watcher(nodes.mqtt_ports[0], topics.area_cmd(COMMUNE))
+            try:
+                bid = _emergency(st)
+                wait_for(lambda: commands.got, 15, "the emergency's play on the broker")
+            finally:
+                commands.close()
+        assert _fail_over(st, second) < 10
+        st.check(bid, timeout=120)

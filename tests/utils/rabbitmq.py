@@ -69,12 +69,13 @@ class RabbitCluster:
                 "RABBITMQ_MNESIA_BASE": str(d / "mnesia"), "RABBITMQ_LOG_BASE": str(d / "log"),
                 "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq"),
                 "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
-                "RABBITMQ_PID_FILE": str(d / "pid"), "RABBITMQ_USE_LONGNAME": "false"}
+                "RABBITMQ_PID_FILE": str(d / "pid"), "RABBITMQ_USE_LONGNAME": "false",
+                "ERL_CRASH_DUMP": str(d / "erl_crash.dump")}
 
     def ctl(self, i: int, *args: str, timeout: float = 60) -> str:
         r = subprocess.run([CTL, "--erlang-cookie", COOKIE, "-n", self.names[i], *args],
                            capture_output=True, text=True, timeout=timeout,
-                           env=self._env(i), check=False)
+                           env=self._env(i), cwd=self.workdir, check=False)
         assert r.returncode == 0, f"rabbitmqctl {' '.join(args)}: {r.stdout}{r.stderr}"
         return r.stdout
 
@@ -82,7 +83,8 @@ class RabbitCluster:
         for i in range(self.size):
             with (self.workdir / f"node{i}.log").open("ab") as log:
                 self.procs[i] = subprocess.Popen([SERVER], env=self._env(i), stdout=log,
-                                                 stderr=subprocess.STDOUT, start_new_session=True)
+                                                 stderr=subprocess.STDOUT, cwd=self.workdir,
+                                                 start_new_session=True)
         for i in range(self.size):
             wait_for(lambda i=i: port_open(self.mqtt_ports[i]), 90, f"RabbitMQ node {i} MQTT")
         for i in range(1, self.size):
