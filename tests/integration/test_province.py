@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -615,13 +616,22 @@ def test_update_replaces_the_content_where_it_has_not_played(prov: Province) -> 
     prov.province.post(f"/api/v1/broadcasts/{pb['id']}/cancel")
 
 
-def test_volume_cap_by_time_of_day(prov: Province) -> None:
+@contextmanager
+def capped_at_40(prov: Province) -> Iterator[None]:
+    """The commune's volume capped at 40 % for the hour either side of now."""
     now = datetime.now(VN)
     window = {"start": (now - timedelta(hours=1)).strftime("%H:%M"),
               "end": (now + timedelta(hours=1)).strftime("%H:%M"), "max_pct": 40}
     r = prov.admin.put(f"/api/v1/areas/{COMMUNE}/policy", json={"volume_caps": [window]})
     assert r.status_code == 200, r.text
     try:
+        yield
+    finally:
+        prov.admin.put(f"/api/v1/areas/{COMMUNE}/policy", json={"volume_caps": None})
+
+
+def test_volume_cap_by_time_of_day(prov: Province) -> None:
+    with capped_at_40(prov):
         c = tts(prov.commune, "Thông báo nhỏ.")
         start = datetime.now(UTC) + timedelta(seconds=3)
         r = prov.commune.post("/api/v1/broadcasts", json={
@@ -635,20 +645,13 @@ def test_volume_cap_by_time_of_day(prov: Province) -> None:
         sim = prov.sim.by_id(final["deliveries"][0]["cluster_id"])
         occ = sim.player.occurrences[final["occurrence"]["id"]]
         assert sim.volume_pct > 40 and sim.playback_volume(occ) == 40  # capped on the cluster
-    finally:
-        prov.admin.put(f"/api/v1/areas/{COMMUNE}/policy", json={"volume_caps": None})
 
 
 def test_a_capped_play_sent_again_to_a_cluster_that_was_away_keeps_its_cap(
         prov: Province) -> None:
     """The cluster is off the air when the bulletin is sent; once back it is sent the play
     on its own topic, and that copy carries the area's cap too."""
-    now = datetime.now(VN)
-    window = {"start": (now - timedelta(hours=1)).strftime("%H:%M"),
-              "end": (now + timedelta(hours=1)).strftime("%H:%M"), "max_pct": 40}
-    r = prov.admin.put(f"/api/v1/areas/{COMMUNE}/policy", json={"volume_caps": [window]})
-    assert r.status_code == 200, r.text
-    try:
+    with capped_at_40(prov):
         board = next(c for c in prov.sim.clusters if "hd-v05" in c.area_path)
         prov.sim.call(lambda: board.inject("link_cut", {"down_s": 4.0}))
         wait_for(lambda: get(prov.admin, f"/api/v1/clusters/{board.id}")["state"] == "offline",
@@ -661,8 +664,6 @@ def test_a_capped_play_sent_again_to_a_cluster_that_was_away_keeps_its_cap(
         final = played(prov.commune, r.json()["id"], 1, timeout=40)
         occ = board.player.occurrences[final["occurrence"]["id"]]
         assert board.volume_pct > 40 and board.playback_volume(occ) == 40
-    finally:
-        prov.admin.put(f"/api/v1/areas/{COMMUNE}/policy", json={"volume_caps": None})
 
 
 def test_an_officers_bulletin_airs_only_once_a_leader_approves_it(prov: Province) -> None:
