@@ -103,15 +103,7 @@ class Station:
         finally:
             if st.sim_thread is not None:
                 st.sim_thread.stop()
-            if st.sim is not None:
-                st.sim.terminate()
-                try:
-                    st.sim.wait(15)
-                except subprocess.TimeoutExpired:  # (not this suite's subject: say so, go on)
-                    print(f"loa sim outlived SIGTERM by 15 s; killed (log: {tmp / 'sim.log'})",
-                          file=sys.stderr)
-                    st.sim.kill()
-                    st.sim.wait(10)
+            st.stop_sim()
             ctl.stop()
             broker.kill()
 
@@ -122,6 +114,20 @@ class Station:
         self.sim = sim_process(self.broker, self.ctl.settings.data_dir / "controller_ed25519.pub",
                                2, "--fixture", "huong-dao", "--record-dir", str(self.played),
                                "--state-dir", str(self.tmp / "boards"), log=self.tmp / "sim.log")
+
+    def stop_sim(self) -> None:
+        """``loa sim`` stopped as an operator would (SIGTERM), if it runs."""
+        if self.sim is None:
+            return
+        self.sim.terminate()
+        try:
+            self.sim.wait(15)
+        except subprocess.TimeoutExpired:  # (not this suite's subject: say so, go on)
+            print(f"loa sim outlived SIGTERM by 15 s; killed (log: {self.tmp / 'sim.log'})",
+                  file=sys.stderr)
+            self.sim.kill()
+            self.sim.wait(10)
+        self.sim = None
 
     def kill_sim(self) -> None:
         assert self.sim is not None
@@ -480,9 +486,7 @@ def active_and_standby(tmp: Path, db_url: str) -> Iterator[tuple[Station, Contro
         st.content_id = content["id"]
         yield st, second, proxy
     finally:
-        if st.sim is not None:
-            st.sim.terminate()
-            st.sim.wait(15)
+        st.stop_sim()
         proxy.close()
         second.stop()
         first.stop()
@@ -584,9 +588,8 @@ def test_a_bulletin_on_a_clustered_broker(tmp_path: Path, moment: str) -> None:
             nodes.kill(0)
         st.check(bc, timeout=240)
     finally:
-        if st is not None and st.sim is not None:
-            st.sim.terminate()
-            st.sim.wait(15)
+        if st is not None:
+            st.stop_sim()
         if ctl is not None:
             ctl.stop()
         nodes.stop()

@@ -199,9 +199,8 @@ def loa_on_rabbitmq(tmp: Path, db_url: str | None = None, standby: bool = False
         st.content_id = content["id"]
         yield st, nodes, second
     finally:
-        if st is not None and st.sim is not None:
-            st.sim.terminate()
-            st.sim.wait(15)
+        if st is not None:
+            st.stop_sim()
         if proxy is not None:
             proxy.close()
         for c in (second, ctl):
